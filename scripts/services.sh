@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Throwaway local services for the demo and the tests, without Docker:
+# a PostgreSQL 15 cluster and LocalStack (SQS only), both under .run/ (git-ignored),
+# each on a port of its own, each stopped by the PID it was started with.
+#
+#   scripts/services.sh install   install what is missing (apt packages, the LocalStack venv)
+#   scripts/services.sh up        install, then start both and wait until they are healthy
+#   scripts/services.sh down      stop what `up` started
+#   scripts/services.sh clean     down, then delete .run/
+#   scripts/services.sh env       print the environment that points sqs2pg at them
+#
+# Ports: SQS2PG_PG_PORT (default 55439) and SQS2PG_LOCALSTACK_PORT (default 45669).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN="$ROOT/.run"
+PG_PORT="${SQS2PG_PG_PORT:-55439}"
+LS_PORT="${SQS2PG_LOCALSTACK_PORT:-45669}"
+PG_BIN="${SQS2PG_PG_BIN:-/usr/lib/postgresql/15/bin}"
+VENV="$RUN/venv"
+# Checked on this kind of machine: newer releases need Python 3.13, and without
+# these pins start-up fails with misleading errors.
+LOCALSTACK_PIP=('localstack-core[base-runtime]==4.9.2' 'cbor2<6' 'pyopenssl<26' 'cryptography<47' service_identity PyYAML)
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing packages ($*) and not root: install them with apt-get and retry"
+    exit 1
+  fi
+  if [ ! -f "$RUN/.apt-updated" ]; then
+    mkdir -p "$RUN"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    touch "$RUN/.apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+install() {
+  mkdir -p "$RUN"
+  local missing=()
+  [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
+  command -v psql >/dev/null || missing+=(postgresql-client-15)
+  { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import localstack, yaml' 2>/dev/null; then
+    log "installing LocalStack into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "${LOCALSTACK_PIP[@]}"
+  fi
+}
+
+# Runs a PostgreSQL binary as the `postgres` OS user when we are root (initdb refuses root).
+as_pg_owner() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_up() {
+  local data="$RUN/pg/data"
+  mkdir -p "$RUN/pg"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$RUN/pg"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "initdb $data"
+    as_pg_owner "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if as_pg_owner "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "postgres already running on port $PG_PORT"
+    return
+  fi
+  log "starting postgres on 127.0.0.1:$PG_PORT"
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$RUN/pg/log" -w -t 60 \
+    -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+}
+
+pg_down() {
+  local data="$RUN/pg/data"
+  [ -f "$data/postmaster.pid" ] || return 0
+  log "stopping postgres"
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
+}
+
+localstack_healthy() {
+  curl -fsS "http://127.0.0.1:$LS_PORT/_localstack/health" 2>/dev/null | grep -Eq '"sqs": *"(running|available)"'
+}
+
+localstack_up() {
+  if localstack_healthy; then
+    log "localstack already running on port $LS_PORT"
+    return
+  fi
+  mkdir -p "$RUN/localstack"
+  log "starting localstack on 127.0.0.1:$LS_PORT"
+  # DNS_ADDRESS=0 and OVERRIDE_IN_DOCKER=0 keep it from rewriting /etc/resolv.conf.
+  (
+    cd "$RUN/localstack"
+    env SERVICES=sqs EAGER_SERVICE_LOADING=1 \
+      GATEWAY_LISTEN="127.0.0.1:$LS_PORT" LOCALSTACK_HOST="127.0.0.1:$LS_PORT" \
+      SQS_ENDPOINT_STRATEGY=off DNS_ADDRESS=0 OVERRIDE_IN_DOCKER=0 DISABLE_EVENTS=1 \
+      SKIP_SSL_CERT_DOWNLOAD=1 PERSISTENCE=0 LS_LOG=warn \
+      FILESYSTEM_ROOT="$RUN/localstack/fs" \
+      setsid "$VENV/bin/python" -m localstack.runtime.main >"$RUN/localstack/log" 2>&1 &
+    echo $! >"$RUN/localstack/pid"
+  )
+  for _ in $(seq 1 120); do
+    if localstack_healthy; then return; fi
+    if ! kill -0 "$(cat "$RUN/localstack/pid")" 2>/dev/null; then
+      log "localstack exited; its log:"; tail -n 40 "$RUN/localstack/log" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  log "localstack did not become healthy in 60 s; its log:"; tail -n 40 "$RUN/localstack/log" >&2
+  exit 1
+}
+
+localstack_down() {
+  local pidfile="$RUN/localstack/pid"
+  [ -f "$pidfile" ] || return 0
+  local pid; pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping localstack"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+print_env() {
+  cat <<EOF
+export DATABASE_URL='postgres://postgres@127.0.0.1:$PG_PORT/postgres'
+export AWS_ENDPOINT_URL='http://127.0.0.1:$LS_PORT'
+export AWS_REGION='us-east-1'
+export AWS_ACCESS_KEY_ID='test'
+export AWS_SECRET_ACCESS_KEY='test'
+export SQS2PG_PG_BIN='$PG_BIN'
+EOF
+}
+
+case "${1:-}" in
+  install) install ;;
+  up) install; pg_up; localstack_up; print_env >"$RUN/env"; log "up; environment in .run/env" ;;
+  down) localstack_down; pg_down ;;
+  clean) localstack_down; pg_down; rm -rf "$RUN"; log "removed .run/" ;;
+  env) print_env ;;
+  *) echo "usage: $0 install|up|down|clean|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,449 @@
+//! The subcommands, wired from the parts: `run`, `migrate`, `setup`, `send`, `dlq`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use futures::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DlqInspectArgs, DlqRedriveArgs, RunArgs, SendArgs, SetupArgs};
+use crate::consumer::{Consumer, Settings};
+use crate::dead_letter::{DeadLetterReason, attribute};
+use crate::event::Masker;
+use crate::metrics::{Metrics, Readiness};
+use crate::queue::{self, MAX_BATCH, SqsQueue};
+use crate::retry::{RetryPolicy, Stage, retry};
+use crate::sink::{self, Sink};
+use crate::synthetic;
+
+/// How long `run` keeps retrying migrations at start while the database is unreachable.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// An SQS client from the standard AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials).
+pub async fn sqs_client() -> anyhow::Result<Client> {
+    // The attempt timeout must outlast a 20 s long poll; the connect timeout catches an
+    // unreachable endpoint quickly, so the retry loop (not a hung socket) takes over.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .build();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    anyhow::ensure!(
+        config.region().is_some(),
+        "AWS_REGION is not set (nor a region in the AWS profile); set it to the queue's region"
+    );
+    Ok(Client::new(&config))
+}
+
+/// `sqs2pg migrate`.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let config = sink::parse_database_url(database_url)?;
+    let report = sink::migrate(&config)
+        .await
+        .context("applying migrations")?;
+    let applied: Vec<String> = report
+        .applied_migrations()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if applied.is_empty() {
+        println!("migrations: up to date");
+    } else {
+        println!("migrations applied: {}", applied.join(", "));
+    }
+    Ok(())
+}
+
+/// `sqs2pg setup`.
+pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
+    let client = sqs_client().await?;
+    let dlq_name = args
+        .dlq_name
+        .unwrap_or_else(|| format!("{}-dlq", args.queue_name));
+    let urls = queue::create_queues(&client, &args.queue_name, &dlq_name, args.max_receive_count)
+        .await
+        .context("creating the queues")?;
+    println!("SQS2PG_QUEUE_URL={}", urls.queue_url);
+    println!("SQS2PG_DLQ_URL={}", urls.dlq_url);
+    Ok(())
+}
+
+/// `sqs2pg send`.
+pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let client = sqs_client().await?;
+    let queue = SqsQueue::new(client, args.queue_url.clone(), String::new());
+    let (bodies, malformed) = synthetic::generate(synthetic::Recipe {
+        count: args.count,
+        seed: args.seed,
+        duplicate_share: args.duplicate_share,
+        malformed_share: args.malformed_share,
+    });
+    let metrics = Metrics::new();
+    let started = std::time::Instant::now();
+    futures::stream::iter(bodies.chunks(MAX_BATCH))
+        .map(|chunk| send_chunk(&queue, &metrics, chunk))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    println!(
+        "sent {} events ({} malformed) to {} in {:.2} s",
+        bodies.len(),
+        malformed,
+        args.queue_url,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Sends one batch, retrying the whole call and then any entries SQS refused.
+async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> anyhow::Result<()> {
+    let mut pending: Vec<(String, Vec<(&str, String)>)> = chunk
+        .iter()
+        .map(|body| (body.clone(), Vec::new()))
+        .collect();
+    for _ in 0..5 {
+        let failures = retry(RetryPolicy::BRIEF, Stage::Send, metrics, || {
+            queue.send(&pending)
+        })
+        .await
+        .context("sending events")?;
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
+        pending = pending
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| failed.contains(index))
+            .map(|(_, entry)| entry)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("SQS kept refusing {} events", pending.len())
+}
+
+/// `sqs2pg run`: migrate, then consume until a signal (or, with `--drain`, an empty queue).
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let key = args.key.load()?;
+    let database = sink::parse_database_url(args.database.database_url.expose())?;
+    let client = sqs_client().await?;
+
+    let startup = RetryPolicy {
+        max_elapsed: Some(STARTUP_PATIENCE),
+        ..RetryPolicy::FOREVER
+    };
+    let metrics = Arc::new(Metrics::new());
+    retry(startup, Stage::Write, &metrics, || sink::migrate(&database))
+        .await
+        .context("applying migrations at start")?;
+    let queue = SqsQueue::connect(
+        client,
+        args.queue.queue_url.clone(),
+        args.queue.dlq_url.clone(),
+    )
+    .await
+    .context("finding the dead-letter queue")?;
+    let source_queue = args
+        .queue
+        .queue_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    tracing::info!(
+        message = "Starting.",
+        queue_url = %queue.queue_url(),
+        dlq_url = %queue.dlq_url(),
+        concurrency = args.concurrency,
+        visibility_timeout_s = args.visibility_timeout,
+        drain = args.drain,
+    );
+
+    let readiness = Arc::new(Readiness::default());
+    let shutdown = CancellationToken::new();
+    let server_stop = CancellationToken::new();
+    let (metrics_addr, server) = crate::metrics::serve(
+        args.metrics_addr,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+        server_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("binding SQS2PG_METRICS_ADDR {}", args.metrics_addr))?;
+    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", addr = %metrics_addr);
+
+    let consumer = Arc::new(Consumer::new(
+        Arc::new(queue),
+        Sink::new(database, args.concurrency as usize + 2),
+        Masker::new(&key),
+        metrics,
+        Arc::clone(&readiness),
+        Settings {
+            concurrency: args.concurrency as usize,
+            visibility_timeout: args.visibility_timeout(),
+            wait_time: Duration::from_secs(args.wait_time),
+            drain: args.drain,
+            retry: RetryPolicy::FOREVER,
+            source_queue,
+        },
+    ));
+    tokio::spawn(handle_signals(shutdown.clone(), Arc::clone(&readiness)));
+
+    let started = std::time::Instant::now();
+    let grace = Duration::from_secs(args.shutdown_timeout);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = Arc::clone(&consumer).run(shutdown.clone()) => result,
+        () = deadline => {
+            tracing::error!(
+                message = "Shutdown timed out with work in flight; exiting anyway. Nothing uncommitted was deleted: those messages return after their visibility timeout.",
+                timeout_s = args.shutdown_timeout,
+            );
+            println!("sqs2pg: {}", consumer.summary(started.elapsed()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    readiness.begin_shutdown();
+    server_stop.cancel();
+    let _ = server.await;
+    let summary = result?;
+    tracing::info!(message = "Stopped.", %summary);
+    println!("sqs2pg: {summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGTERM/SIGINT: turn unready and stop receiving; in-flight work finishes.
+/// Second: exit at once, which is still safe because nothing uncommitted was deleted.
+async fn handle_signals(shutdown: CancellationToken, readiness: Arc<Readiness>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+    readiness.begin_shutdown();
+    shutdown.cancel();
+    tracing::info!(
+        message = "Shutting down: finishing in-flight batches. Signal again to exit at once."
+    );
+    tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+    tracing::warn!(
+        message = "Second signal: exiting now. Uncommitted messages return after their visibility timeout."
+    );
+    std::process::exit(130);
+}
+
+/// `sqs2pg dlq inspect`: counts by reason and masked sample bodies. Leaves the DLQ as it was.
+pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
+    let masker = Masker::new(&args.key.load()?);
+    let queue = SqsQueue::connect(
+        sqs_client().await?,
+        args.queue.queue_url,
+        args.queue.dlq_url,
+    )
+    .await?;
+    let mut by_reason: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    let mut handles = Vec::new();
+    let mut seen = HashSet::new();
+    loop {
+        let messages = queue
+            .receive_dead_letters(MAX_BATCH, Duration::from_secs(60))
+            .await?;
+        let fresh: Vec<_> = messages
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for message in fresh {
+            let reason = message_attribute(&message, attribute::REASON)
+                .unwrap_or_else(|| "unknown (moved by SQS redrive)".to_owned());
+            let entry = by_reason.entry(reason).or_default();
+            entry.0 += 1;
+            if entry.1.len() < args.samples {
+                let detail = message_attribute(&message, attribute::DETAIL).unwrap_or_default();
+                entry.1.push(format!(
+                    "{}  [{}]",
+                    mask_body(message.body().unwrap_or_default(), &masker),
+                    detail
+                ));
+            }
+            handles.extend(message.receipt_handle().map(str::to_owned));
+        }
+    }
+    for chunk in handles.chunks(MAX_BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        queue
+            .change_dead_letter_visibility(&refs, Duration::ZERO)
+            .await?;
+    }
+    println!(
+        "dead-letter queue {}: {} messages",
+        queue.dlq_url(),
+        seen.len()
+    );
+    for (reason, (count, samples)) in by_reason {
+        println!("  {reason}: {count}");
+        for sample in samples {
+            println!("    {sample}");
+        }
+    }
+    Ok(())
+}
+
+/// `sqs2pg dlq redrive`: back to the source queue, each with its original id, so a message
+/// that was already ingested is still deduplicated. Sent first, deleted from the DLQ after:
+/// a crash in between only makes a duplicate in the source, which the consumer skips.
+pub async fn dlq_redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
+    let queue = SqsQueue::connect(
+        sqs_client().await?,
+        args.queue.queue_url,
+        args.queue.dlq_url,
+    )
+    .await?;
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let mut redriven = 0u64;
+    let mut skipped = Vec::new();
+    let mut seen = HashSet::new();
+    while redriven < limit {
+        let messages = queue
+            .receive_dead_letters(MAX_BATCH, Duration::from_secs(60))
+            .await?;
+        let fresh: Vec<_> = messages
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        let mut batch = Vec::new();
+        for message in fresh {
+            let reason = message_attribute(&message, attribute::REASON)
+                .and_then(|r| r.parse::<DeadLetterReason>().ok());
+            let wanted = args.reason.is_none() || reason == args.reason;
+            let handle = message.receipt_handle().unwrap_or_default().to_owned();
+            if !wanted || redriven + batch.len() as u64 >= limit {
+                skipped.push(handle);
+                continue;
+            }
+            let original_id = message_attribute(&message, attribute::ORIGINAL_MESSAGE_ID)
+                .or_else(|| message.message_id().map(str::to_owned))
+                .unwrap_or_default();
+            let sent_timestamp = message_attribute(&message, attribute::ORIGINAL_SENT_TIMESTAMP)
+                .or_else(|| {
+                    message
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                        .cloned()
+                })
+                .unwrap_or_default();
+            let attributes = vec![
+                (attribute::ORIGINAL_MESSAGE_ID, original_id),
+                (attribute::ORIGINAL_SENT_TIMESTAMP, sent_timestamp),
+            ];
+            batch.push((
+                message.body().unwrap_or_default().to_owned(),
+                attributes,
+                handle,
+            ));
+        }
+        let outgoing: Vec<(String, Vec<(&str, String)>)> = batch
+            .iter()
+            .map(|(body, attrs, _)| (body.clone(), attrs.clone()))
+            .collect();
+        let failures = queue.send(&outgoing).await?;
+        let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
+        let sent: Vec<&str> = batch
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !failed.contains(index))
+            .map(|(_, (_, _, handle))| handle.as_str())
+            .collect();
+        queue.delete_dead_letters(&sent).await?;
+        redriven += sent.len() as u64;
+        skipped.extend(
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| failed.contains(i))
+                .map(|(_, (_, _, h))| h.clone()),
+        );
+    }
+    for chunk in skipped.chunks(MAX_BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        queue
+            .change_dead_letter_visibility(&refs, Duration::ZERO)
+            .await?;
+    }
+    println!(
+        "redriven: {redriven} messages from {} to {}",
+        queue.dlq_url(),
+        queue.queue_url()
+    );
+    Ok(())
+}
+
+fn message_attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    message
+        .message_attributes()
+        .and_then(|attributes| attributes.get(name))
+        .and_then(|value| value.string_value())
+        .map(str::to_owned)
+}
+
+/// A body fit to print: `ip` and `device_id` replaced by their keyed digests. A body that is
+/// not a JSON object cannot be masked field by field, so only its size is shown.
+pub fn mask_body(body: &str, masker: &Masker) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            for field in ["ip", "device_id"] {
+                if let Some(value) = fields.get_mut(field) {
+                    let text = value
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| value.to_string());
+                    *value = serde_json::Value::String(format!("hmac:{}", masker.digest(&text)));
+                }
+            }
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => format!(
+            "<{} bytes withheld: not a JSON object, so PII cannot be masked>",
+            body.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_bodies_hide_ip_and_device_id() {
+        let masker = Masker::new(b"0123456789abcdef");
+        let masked = mask_body(
+            r#"{"ip": "10.1.2.3", "device_id": 593, "foo": "bar"}"#,
+            &masker,
+        );
+        assert!(
+            !masked.contains("10.1.2.3") && !masked.contains("593"),
+            "{masked}"
+        );
+        assert!(masked.contains(&masker.digest("10.1.2.3")));
+        assert!(masked.contains("\"foo\":\"bar\""));
+        let withheld = mask_body(r#"{"ip": "10.1.2.3""#, &masker);
+        assert!(!withheld.contains("10.1.2.3"), "{withheld}");
+    }
+}

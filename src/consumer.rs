@@ -1,0 +1,750 @@
+//! The consumer loop, in one place: receive → transform → commit → dead-letter → delete.
+//!
+//! The ordering is the whole exactly-once argument:
+//! - a message is deleted only after its row is committed (or its dead letter is sent and
+//!   recorded), so a crash at any instant leaves it in the queue, never lost;
+//! - the insert is keyed on the message id, so whatever comes back is skipped, never doubled;
+//! - a dead letter is sent only if `dead_letters` has no record of it, so a poison message
+//!   whose delete was lost is not sent twice.
+//!
+//! While a batch is in flight a heartbeat extends its visibility, so a slow database or a
+//! long retry does not hand the messages to another consumer. Memory is bounded by design:
+//! each of the `concurrency` loops holds at most one batch and receives the next only when
+//! the last is acknowledged, so a slow writer pauses the receivers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::event::{Envelope, LoginRow, Masker, transform};
+use crate::metrics::{Metrics, QueueRole, Readiness};
+use crate::queue::{MAX_BATCH, MAX_VISIBILITY, Queue, QueueError, ReceivedMessage};
+use crate::retry::{Classify, ErrorClass, RetryPolicy, Stage, retry};
+use crate::sink::{InsertOutcome, Sink, SinkError};
+
+/// How a batch whose delete keeps failing is given up on: the message then comes back after
+/// its visibility timeout and is skipped as a duplicate.
+const DELETE_ROUNDS: usize = 5;
+/// The long-poll wait in drain mode: short, so the drain notices an empty queue promptly.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+/// How often readiness re-checks the database when nothing else has.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How the consumer runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Concurrent receive loops, each with at most one batch in flight.
+    pub concurrency: usize,
+    /// Requested on each receive and renewed by the heartbeat while work runs.
+    pub visibility_timeout: Duration,
+    /// Long-poll wait of each receive (SQS allows up to 20 s).
+    pub wait_time: Duration,
+    /// Stop once the queue is empty and everything received is acknowledged.
+    pub drain: bool,
+    /// For transient failures of the database and SQS.
+    pub retry: RetryPolicy,
+    /// Name of the source queue, recorded with each dead letter.
+    pub source_queue: String,
+}
+
+/// What a run did, printed at the end of `sqs2pg run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub received: u64,
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub deleted: u64,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn messages_per_second(&self) -> f64 {
+        let processed = self.inserted + self.duplicates + self.dead_lettered;
+        processed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rows inserted: {}, duplicates skipped: {}, dead-lettered: {}, received: {}, deleted: {}, elapsed: {:.2} s, {:.1} messages/s",
+            self.inserted,
+            self.duplicates,
+            self.dead_lettered,
+            self.received,
+            self.deleted,
+            self.elapsed.as_secs_f64(),
+            self.messages_per_second()
+        )
+    }
+}
+
+/// Why the consumer stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("receiving failed permanently, so the consumer stopped: {0}")]
+    Receive(#[source] QueueError),
+}
+
+/// How one batch went; what a test can assert after driving [`Consumer::process`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub dead_lettered: Vec<DeadLetterReason>,
+    pub deleted: usize,
+    /// Acknowledged messages whose delete failed for good; they will come back.
+    pub undeleted: usize,
+}
+
+pub struct Consumer<Q> {
+    queue: Arc<Q>,
+    sink: Sink,
+    masker: Masker,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    settings: Settings,
+    /// Messages between receive and acknowledgement, across all loops (for the drain check).
+    processing: AtomicUsize,
+    failure: Mutex<Option<ConsumerError>>,
+}
+
+impl<Q: Queue> Consumer<Q> {
+    pub fn new(
+        queue: Arc<Q>,
+        sink: Sink,
+        masker: Masker,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            queue,
+            sink,
+            masker,
+            metrics,
+            readiness,
+            settings,
+            processing: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs the receive loops until `shutdown` is cancelled (or, with `drain`, until the
+    /// queue is empty), then lets in-flight batches finish. Never deletes anything that is
+    /// not committed, so stopping at any point is safe.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<Summary, ConsumerError> {
+        let started = Instant::now();
+        let stop = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        for _ in 0..self.settings.concurrency.max(1) {
+            tasks.spawn(Arc::clone(&self).receive_loop(stop.clone()));
+        }
+        tasks.spawn(Arc::clone(&self).watch(stop.clone()));
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined
+                && error.is_panic()
+            {
+                std::panic::resume_unwind(error.into_panic());
+            }
+        }
+        if let Some(error) = self.failure.lock().expect("not poisoned").take() {
+            return Err(error);
+        }
+        Ok(self.summary(started.elapsed()))
+    }
+
+    /// The counts so far.
+    pub fn summary(&self, elapsed: Duration) -> Summary {
+        let metrics = &self.metrics;
+        Summary {
+            received: metrics.messages_received.get(),
+            inserted: metrics.messages_inserted.get(),
+            duplicates: metrics.messages_duplicate.get(),
+            dead_lettered: DeadLetterReason::ALL
+                .into_iter()
+                .map(|reason| metrics.dead_lettered_total(reason))
+                .sum(),
+            deleted: metrics.messages_deleted.get(),
+            elapsed,
+        }
+    }
+
+    async fn receive_loop(self: Arc<Self>, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let messages = match self.receive(&stop).await {
+                Ok(messages) => messages,
+                Err(Some(error)) => {
+                    tracing::error!(message = "Receiving failed permanently; stopping the consumer.", %error);
+                    self.failure
+                        .lock()
+                        .expect("not poisoned")
+                        .get_or_insert(ConsumerError::Receive(error));
+                    stop.cancel();
+                    return;
+                }
+                Err(None) => return, // stopped while retrying
+            };
+            if messages.is_empty() {
+                if self.settings.drain && self.is_drained().await {
+                    tracing::info!(message = "Queue drained.");
+                    stop.cancel();
+                }
+                continue;
+            }
+            if stop.is_cancelled() {
+                // Received after shutdown began and not started: hand back at once.
+                self.release(&messages).await;
+                return;
+            }
+            self.process(messages).await;
+        }
+    }
+
+    /// One receive, retried while transient. An in-flight receive is never cancelled: its
+    /// messages would stay invisible until their timeout. `Err(None)` means "stopped".
+    async fn receive(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<Vec<ReceivedMessage>, Option<QueueError>> {
+        let wait = if self.settings.drain {
+            DRAIN_WAIT.min(self.settings.wait_time)
+        } else {
+            self.settings.wait_time
+        };
+        let received = retry(
+            self.settings.retry,
+            Stage::Receive,
+            &self.metrics,
+            || async {
+                if stop.is_cancelled() {
+                    return Err(ReceiveAttempt::Stopped);
+                }
+                let result = self
+                    .queue
+                    .receive(MAX_BATCH, wait, self.settings.visibility_timeout)
+                    .await;
+                self.readiness.set_queue_reachable(result.is_ok());
+                result.map_err(ReceiveAttempt::Failed)
+            },
+        )
+        .await;
+        match received {
+            Ok(messages) => {
+                let now = Utc::now();
+                let oldest = messages
+                    .iter()
+                    .map(|m| (now - m.sent_at).num_seconds().max(0))
+                    .max()
+                    .unwrap_or(0);
+                self.metrics.oldest_message_age.set(oldest);
+                Ok(messages)
+            }
+            Err(ReceiveAttempt::Stopped) => Err(None),
+            Err(ReceiveAttempt::Failed(error)) => {
+                self.metrics.error(Stage::Receive, error.class());
+                Err(Some(error))
+            }
+        }
+    }
+
+    /// Drained: nothing of ours in flight, and SQS reports nothing visible, in flight
+    /// (another consumer's, or a crashed one's waiting for its timeout) or delayed.
+    async fn is_drained(&self) -> bool {
+        if self.processing.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        match self.queue.depth().await {
+            Ok(depth) => depth.is_empty(),
+            Err(error) => {
+                tracing::warn!(message = "Could not read the queue depth; still draining.", %error);
+                false
+            }
+        }
+    }
+
+    /// Processes one received batch to the end: every message is committed, dead-lettered,
+    /// or left to come back. Public so tests can drive one batch at a time.
+    pub async fn process(&self, messages: Vec<ReceivedMessage>) -> BatchOutcome {
+        let count = messages.len();
+        self.processing.fetch_add(count, Ordering::SeqCst);
+        self.metrics.messages_received.inc_by(count as u64);
+        self.metrics.batch_size.observe(count as f64);
+        self.metrics.messages_in_flight.add(count as i64);
+        let heartbeat = Heartbeat::start(
+            Arc::clone(&self.queue),
+            messages.iter().map(|m| m.receipt_handle.clone()).collect(),
+            self.settings.visibility_timeout,
+            Arc::clone(&self.metrics),
+        );
+
+        let mut rows = Vec::with_capacity(count);
+        let mut poison = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let envelope = Envelope {
+                message_id: &message.key,
+                sent_at: message.sent_at,
+            };
+            match transform(&message.body, envelope, &self.masker) {
+                Ok(row) => rows.push((index, row)),
+                Err(rejection) => poison.push((
+                    index,
+                    dead_letter(message, rejection.reason(), rejection.to_string()),
+                )),
+            }
+        }
+
+        let mut outcome = BatchOutcome::default();
+        let (mut acknowledged, rejected) = self.write(rows, &mut outcome).await;
+        poison.extend(rejected.into_iter().map(|(index, error)| {
+            (
+                index,
+                dead_letter(
+                    &messages[index],
+                    DeadLetterReason::DatabaseRejected,
+                    error.safe_detail(),
+                ),
+            )
+        }));
+        acknowledged.extend(self.dead_letter(poison, &mut outcome).await);
+        self.delete(&messages, acknowledged, &heartbeat, &mut outcome)
+            .await;
+
+        drop(heartbeat);
+        self.metrics.messages_in_flight.sub(count as i64);
+        self.processing.fetch_sub(count, Ordering::SeqCst);
+        outcome
+    }
+
+    /// Inserts the valid rows. A batch the database refuses for a permanent reason is split
+    /// in halves until the guilty rows stand alone; the rest commit. Returns the indexes
+    /// committed (inserted or duplicate) and those refused.
+    async fn write(
+        &self,
+        rows: Vec<(usize, LoginRow)>,
+        outcome: &mut BatchOutcome,
+    ) -> (Vec<usize>, Vec<(usize, SinkError)>) {
+        let (indexes, rows): (Vec<usize>, Vec<LoginRow>) = rows.into_iter().unzip();
+        let mut committed = Vec::with_capacity(rows.len());
+        let mut rejected = Vec::new();
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+        if !rows.is_empty() {
+            pending.push(0..rows.len());
+        }
+        while let Some(range) = pending.pop() {
+            let slice = &rows[range.clone()];
+            let result = retry(self.settings.retry, Stage::Write, &self.metrics, || async {
+                let started = Instant::now();
+                let result = self.sink.insert(slice).await;
+                if result.is_ok() {
+                    self.metrics
+                        .commit_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                let unreachable =
+                    matches!(&result, Err(error) if error.class() == ErrorClass::Transient);
+                self.readiness.set_database_reachable(!unreachable);
+                result
+            })
+            .await;
+            match result {
+                Ok(InsertOutcome {
+                    inserted,
+                    duplicates,
+                }) => {
+                    self.record_commit(slice, inserted, duplicates);
+                    outcome.inserted += inserted;
+                    outcome.duplicates += duplicates;
+                    committed.extend(range.map(|i| indexes[i]));
+                }
+                Err(error) if range.len() == 1 => {
+                    self.metrics.error(Stage::Write, ErrorClass::Permanent);
+                    tracing::warn!(
+                        message = "Database refused a row; dead-lettering its message.",
+                        message_id = %slice[0].message_id,
+                        error = %error.safe_detail(),
+                    );
+                    rejected.push((indexes[range.start], error));
+                }
+                Err(error) => {
+                    tracing::info!(
+                        message = "Database refused a batch; splitting it to isolate the guilty rows.",
+                        rows = range.len(),
+                        error = %error.safe_detail(),
+                    );
+                    let middle = range.start + range.len() / 2;
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                }
+            }
+        }
+        (committed, rejected)
+    }
+
+    fn record_commit(&self, rows: &[LoginRow], inserted: u64, duplicates: u64) {
+        self.metrics.messages_inserted.inc_by(inserted);
+        self.metrics.messages_duplicate.inc_by(duplicates);
+        let now = Utc::now();
+        for row in rows {
+            let latency = (now - row.sent_at).to_std().unwrap_or_default();
+            self.metrics
+                .end_to_end_latency
+                .observe(latency.as_secs_f64());
+        }
+        if duplicates > 0 {
+            tracing::debug!(message = "Skipped redelivered messages.", duplicates);
+        }
+    }
+
+    /// Sends poison to the dead-letter queue once: copies already recorded in
+    /// `dead_letters` (a lost delete brought them back) are only acknowledged. Returns the
+    /// indexes that may be deleted.
+    async fn dead_letter(
+        &self,
+        poison: Vec<(usize, DeadLetter)>,
+        outcome: &mut BatchOutcome,
+    ) -> Vec<usize> {
+        if poison.is_empty() {
+            return Vec::new();
+        }
+        let copies: Vec<&str> = poison
+            .iter()
+            .map(|(_, letter)| letter.sqs_message_id.as_str())
+            .collect();
+        let already = match retry(
+            self.settings.retry,
+            Stage::DeadLetter,
+            &self.metrics,
+            || self.sink.dead_lettered(&copies),
+        )
+        .await
+        {
+            Ok(already) => already,
+            Err(error) => {
+                self.metrics.error(Stage::DeadLetter, error.class());
+                tracing::error!(message = "Could not check the dead-letter record; the poison messages will come back.", %error);
+                return Vec::new();
+            }
+        };
+        let (done, to_send): (Vec<_>, Vec<_>) = poison
+            .into_iter()
+            .partition(|(_, letter)| already.contains(&letter.sqs_message_id));
+        let mut acknowledged: Vec<usize> = done.iter().map(|(index, _)| *index).collect();
+        if to_send.is_empty() {
+            return acknowledged;
+        }
+
+        let letters: Vec<DeadLetter> = to_send.iter().map(|(_, letter)| letter.clone()).collect();
+        let failures = match retry(
+            self.settings.retry,
+            Stage::DeadLetter,
+            &self.metrics,
+            || self.queue.dead_letter(&letters),
+        )
+        .await
+        {
+            Ok(failures) => failures,
+            Err(error) => {
+                self.metrics.error(Stage::DeadLetter, error.class());
+                tracing::error!(message = "Could not send to the dead-letter queue; the poison messages will come back.", %error);
+                return acknowledged;
+            }
+        };
+        for failure in &failures {
+            self.metrics.error(Stage::DeadLetter, ErrorClass::Transient);
+            tracing::warn!(
+                message = "Dead-letter queue refused a message; it will come back and be tried again.",
+                message_id = %letters[failure.index].message_id,
+                code = %failure.code,
+            );
+        }
+        let sent: Vec<(usize, DeadLetter)> = to_send
+            .into_iter()
+            .enumerate()
+            .filter(|(position, _)| !failures.iter().any(|f| f.index == *position))
+            .map(|(_, entry)| entry)
+            .collect();
+        let sent_letters: Vec<DeadLetter> = sent.iter().map(|(_, letter)| letter.clone()).collect();
+        if let Err(error) = retry(
+            self.settings.retry,
+            Stage::DeadLetter,
+            &self.metrics,
+            || {
+                self.sink
+                    .record_dead_letters(&sent_letters, &self.settings.source_queue)
+            },
+        )
+        .await
+        {
+            // The letters are in the DLQ; acknowledging them is still right. Only a later
+            // lost delete could now duplicate them.
+            self.metrics.error(Stage::DeadLetter, error.class());
+            tracing::error!(message = "Could not record dead letters; they are in the DLQ regardless.", %error);
+        }
+        for (index, letter) in sent {
+            self.metrics.dead_lettered(letter.reason);
+            outcome.dead_lettered.push(letter.reason);
+            tracing::warn!(
+                message = "Dead-lettered a poison message.",
+                message_id = %letter.message_id,
+                reason = letter.reason.as_str(),
+                detail = %letter.detail,
+            );
+            acknowledged.push(index);
+        }
+        acknowledged
+    }
+
+    /// Deletes acknowledged messages. Entries that fail for a transient reason are tried
+    /// again; a delete lost for good only means a redelivery, skipped as a duplicate.
+    async fn delete(
+        &self,
+        messages: &[ReceivedMessage],
+        acknowledged: Vec<usize>,
+        heartbeat: &Heartbeat,
+        outcome: &mut BatchOutcome,
+    ) {
+        let mut outstanding = acknowledged;
+        heartbeat.forget(
+            outstanding
+                .iter()
+                .map(|&i| messages[i].receipt_handle.as_str()),
+        );
+        let mut pause = Duration::from_millis(200);
+        for round in 0..DELETE_ROUNDS {
+            if outstanding.is_empty() {
+                break;
+            }
+            let handles: Vec<&str> = outstanding
+                .iter()
+                .map(|&i| messages[i].receipt_handle.as_str())
+                .collect();
+            let failures = match retry(RetryPolicy::BRIEF, Stage::Delete, &self.metrics, || {
+                self.queue.delete(&handles)
+            })
+            .await
+            {
+                Ok(failures) => failures,
+                Err(error) => {
+                    self.metrics.error(Stage::Delete, error.class());
+                    tracing::warn!(message = "Delete failed; the messages will be redelivered and skipped as duplicates.", %error);
+                    break;
+                }
+            };
+            let deleted = outstanding.len() - failures.len();
+            self.metrics.messages_deleted.inc_by(deleted as u64);
+            outcome.deleted += deleted;
+            let mut again = Vec::new();
+            for failure in failures {
+                let index = outstanding[failure.index];
+                if failure.sender_fault {
+                    self.metrics.delete_failures.inc();
+                    self.metrics.error(Stage::Delete, ErrorClass::Permanent);
+                    outcome.undeleted += 1;
+                    tracing::warn!(
+                        message = "Delete refused; the message will be redelivered and skipped as a duplicate.",
+                        message_id = %messages[index].key,
+                        code = %failure.code,
+                    );
+                } else {
+                    self.metrics.retry(Stage::Delete, ErrorClass::Transient);
+                    again.push(index);
+                }
+            }
+            outstanding = again;
+            if !outstanding.is_empty() && round + 1 < DELETE_ROUNDS {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+        if !outstanding.is_empty() {
+            self.metrics
+                .delete_failures
+                .inc_by(outstanding.len() as u64);
+            outcome.undeleted += outstanding.len();
+            tracing::warn!(
+                message = "Gave up deleting committed messages; they will be redelivered and skipped as duplicates.",
+                count = outstanding.len(),
+            );
+        }
+    }
+
+    /// Hands messages back to the queue at once (visibility 0), for those received after
+    /// shutdown began.
+    async fn release(&self, messages: &[ReceivedMessage]) {
+        let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
+        match retry(RetryPolicy::BRIEF, Stage::Release, &self.metrics, || {
+            self.queue.change_visibility(&handles, Duration::ZERO)
+        })
+        .await
+        {
+            Ok(failures) => {
+                self.metrics
+                    .messages_released
+                    .inc_by((handles.len() - failures.len()) as u64);
+                tracing::info!(
+                    message = "Released messages received during shutdown.",
+                    count = handles.len() - failures.len()
+                );
+            }
+            Err(error) => {
+                self.metrics.error(Stage::Release, error.class());
+                tracing::warn!(message = "Could not release messages; they return after their visibility timeout.", %error);
+            }
+        }
+    }
+
+    /// Keeps the queue-depth gauges and readiness fresh until `stop`.
+    async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut last_depth_poll: Option<Instant> = None;
+        loop {
+            let database = self.sink.ping().await;
+            self.readiness.set_database_reachable(database.is_ok());
+            if last_depth_poll.is_none_or(|at| at.elapsed() >= crate::metrics::QUEUE_POLL_INTERVAL)
+            {
+                last_depth_poll = Some(Instant::now());
+                let source = self.queue.depth().await;
+                let dead_letter = self.queue.dead_letter_depth().await;
+                self.readiness.set_queue_reachable(source.is_ok());
+                match (source, dead_letter) {
+                    (Ok(source), Ok(dead_letter)) => {
+                        self.metrics.set_queue_depth(QueueRole::Source, source);
+                        self.metrics
+                            .set_queue_depth(QueueRole::DeadLetter, dead_letter);
+                    }
+                    (Err(error), _) | (_, Err(error)) => {
+                        tracing::warn!(message = "Could not read queue depth; the gauges keep their last values.", %error);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// The outcome of one receive attempt inside the retry loop.
+#[derive(Debug, thiserror::Error)]
+enum ReceiveAttempt {
+    #[error("stopped")]
+    Stopped,
+    #[error(transparent)]
+    Failed(QueueError),
+}
+
+impl Classify for ReceiveAttempt {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Stopped => ErrorClass::Permanent,
+            Self::Failed(error) => error.class(),
+        }
+    }
+}
+
+fn dead_letter(message: &ReceivedMessage, reason: DeadLetterReason, detail: String) -> DeadLetter {
+    DeadLetter {
+        sqs_message_id: message.sqs_message_id.clone(),
+        message_id: message.key.clone(),
+        body: message.body.clone(),
+        reason,
+        detail,
+        sent_at: message.sent_at,
+        first_received_at: message.first_received_at,
+    }
+}
+
+/// Extends the visibility of a batch's messages at half the timeout, until dropped.
+/// A failed extension is logged and counted, never fatal: the worst case is a redelivery,
+/// which the idempotent insert absorbs.
+struct Heartbeat {
+    pending: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start<Q: Queue>(
+        queue: Arc<Q>,
+        receipt_handles: Vec<String>,
+        visibility: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let pending = Arc::new(Mutex::new(receipt_handles));
+        let handles = Arc::clone(&pending);
+        let task = tokio::spawn(async move {
+            let received = Instant::now();
+            let period = (visibility / 2).max(Duration::from_millis(500));
+            loop {
+                tokio::time::sleep(period).await;
+                // SQS refuses to extend past 12 hours from the receive.
+                let timeout = visibility.min(MAX_VISIBILITY.saturating_sub(received.elapsed()));
+                if timeout < Duration::from_secs(1) {
+                    tracing::warn!(
+                        message = "Messages reached the 12-hour visibility cap; no longer extending them."
+                    );
+                    return;
+                }
+                let snapshot = handles.lock().expect("not poisoned").clone();
+                if snapshot.is_empty() {
+                    return;
+                }
+                let refs: Vec<&str> = snapshot.iter().map(String::as_str).collect();
+                match queue.change_visibility(&refs, timeout).await {
+                    Ok(failures) => {
+                        metrics
+                            .visibility_extensions
+                            .inc_by((refs.len() - failures.len()) as u64);
+                        if !failures.is_empty() {
+                            metrics
+                                .visibility_extension_failures
+                                .inc_by(failures.len() as u64);
+                            metrics.error(Stage::ExtendVisibility, ErrorClass::Transient);
+                            tracing::warn!(
+                                message = "Some visibility extensions failed; trying again at the next beat.",
+                                count = failures.len()
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        metrics
+                            .visibility_extension_failures
+                            .inc_by(refs.len() as u64);
+                        metrics.error(Stage::ExtendVisibility, error.class());
+                        tracing::warn!(message = "Failed to extend visibility; trying again at the next beat.", %error);
+                    }
+                }
+            }
+        });
+        Self { pending, task }
+    }
+
+    /// Stops extending these messages (they are being deleted).
+    fn forget<'a>(&self, receipt_handles: impl Iterator<Item = &'a str>) {
+        let gone: std::collections::HashSet<&str> = receipt_handles.collect();
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .retain(|handle| !gone.contains(handle.as_str()));
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,533 @@
+//! The pure core: parse, validate and mask one message body. No I/O happens here.
+//!
+//! Rejections are typed and carry field *names* and JSON *kinds*, never values: their
+//! `Display` text goes to logs and to the dead-letter queue, where raw PII must not appear.
+//! That is also why the body is first parsed into a [`serde_json::Value`] and checked by
+//! hand: serde's own type errors quote the offending value.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+/// Length limits, in characters. The migrations give the columns the same limits, so a row
+/// that passes validation is never rejected by the database for its length.
+pub const MAX_USER_ID_CHARS: usize = 128;
+pub const MAX_DEVICE_TYPE_CHARS: usize = 32;
+pub const MAX_DEVICE_ID_CHARS: usize = 256;
+pub const MAX_APP_VERSION_CHARS: usize = 32;
+pub const MAX_LOCALE_CHARS: usize = 32;
+/// Longest accepted `ip` string: a full IPv6 address with an embedded IPv4 tail is 45.
+const MAX_IP_CHARS: usize = 45;
+
+/// A validated, masked login: exactly what becomes one row of `user_logins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRow {
+    /// The idempotency key: the SQS message id, or the original id of a redriven message.
+    pub message_id: String,
+    pub user_id: String,
+    pub device_type: String,
+    pub hashed_ip: String,
+    pub hashed_device_id: String,
+    pub locale: Option<String>,
+    pub app_version: String,
+    /// The UTC date of `sent_at`, so a row is the same whenever its message is processed.
+    pub create_date: NaiveDate,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// What the transform needs to know about a message besides its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub message_id: &'a str,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// The kind of a JSON value, named in rejections instead of the value itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonKind {
+    fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(_) => Self::Bool,
+            Value::Number(_) => Self::Number,
+            Value::String(_) => Self::String,
+            Value::Array(_) => Self::Array,
+            Value::Object(_) => Self::Object,
+        }
+    }
+}
+
+impl fmt::Display for JsonKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Null => "null",
+            Self::Bool => "a boolean",
+            Self::Number => "a number",
+            Self::String => "a string",
+            Self::Array => "an array",
+            Self::Object => "an object",
+        })
+    }
+}
+
+/// Why a body is poison. The `Display` text is safe to log: it never contains a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("body is not valid JSON ({category} error at line {line}, column {column})")]
+    InvalidJson {
+        category: &'static str,
+        line: usize,
+        column: usize,
+    },
+    #[error("body is {found}, not a JSON object")]
+    NotAnObject { found: JsonKind },
+    #[error("field `{field}` is missing or null")]
+    MissingField { field: &'static str },
+    #[error("field `{field}` is {found}, expected a string")]
+    WrongType {
+        field: &'static str,
+        found: JsonKind,
+    },
+    #[error("field `{field}` is empty")]
+    Empty { field: &'static str },
+    #[error("field `{field}` is longer than {max_chars} characters")]
+    TooLong {
+        field: &'static str,
+        max_chars: usize,
+    },
+    #[error("field `{field}` contains a NUL character")]
+    ContainsNul { field: &'static str },
+    #[error("field `ip` is not an IPv4 or IPv6 address")]
+    InvalidIp,
+}
+
+impl Rejection {
+    /// The bounded reason code recorded in the dead-letter queue and in metrics.
+    pub fn reason(&self) -> crate::DeadLetterReason {
+        use crate::DeadLetterReason as R;
+        match self {
+            Self::InvalidJson { .. } => R::InvalidJson,
+            Self::NotAnObject { .. } => R::NotAnObject,
+            Self::MissingField { .. } => R::MissingField,
+            Self::WrongType { .. } => R::WrongType,
+            Self::Empty { .. }
+            | Self::TooLong { .. }
+            | Self::ContainsNul { .. }
+            | Self::InvalidIp => R::InvalidValue,
+        }
+    }
+}
+
+/// Keyed HMAC-SHA256 masking of PII.
+///
+/// Keyed, not a bare SHA-256: there are only 2^32 IPv4 addresses, so an unkeyed digest of
+/// one is reversed by hashing them all. Without the key nobody can run that search; with
+/// it, an analyst can still compute the digest of a known value and find its rows.
+#[derive(Clone)]
+pub struct Masker {
+    /// Keyed once; each digest clones this state instead of re-deriving the key pads.
+    keyed: Hmac<Sha256>,
+}
+
+impl Masker {
+    pub fn new(key: &[u8]) -> Self {
+        Self {
+            keyed: <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts keys of any length"),
+        }
+    }
+
+    /// Lowercase hex of HMAC-SHA256(key, value as UTF-8).
+    pub fn digest(&self, value: &str) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Masker { key: <redacted> }")
+    }
+}
+
+/// Parses, validates and masks one message body into the row it becomes.
+pub fn transform(
+    body: &str,
+    envelope: Envelope<'_>,
+    masker: &Masker,
+) -> Result<LoginRow, Rejection> {
+    let value: Value = serde_json::from_str(body).map_err(|error| Rejection::InvalidJson {
+        category: match error.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "unexpected end",
+        },
+        line: error.line(),
+        column: error.column(),
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(Rejection::NotAnObject {
+            found: JsonKind::of(&value),
+        });
+    };
+
+    let user_id = required(&fields, "user_id", MAX_USER_ID_CHARS)?;
+    let device_type = required(&fields, "device_type", MAX_DEVICE_TYPE_CHARS)?;
+    let ip = required(&fields, "ip", MAX_IP_CHARS).map_err(|rejection| match rejection {
+        Rejection::TooLong { .. } => Rejection::InvalidIp,
+        other => other,
+    })?;
+    if ip.parse::<IpAddr>().is_err() {
+        return Err(Rejection::InvalidIp);
+    }
+    let device_id = required(&fields, "device_id", MAX_DEVICE_ID_CHARS)?;
+    let app_version = required(&fields, "app_version", MAX_APP_VERSION_CHARS)?;
+    let locale = optional(&fields, "locale", MAX_LOCALE_CHARS)?;
+
+    Ok(LoginRow {
+        message_id: envelope.message_id.to_owned(),
+        user_id: user_id.to_owned(),
+        device_type: device_type.to_owned(),
+        hashed_ip: masker.digest(ip),
+        hashed_device_id: masker.digest(device_id),
+        locale: locale.map(str::to_owned),
+        app_version: app_version.to_owned(),
+        create_date: envelope.sent_at.date_naive(),
+        sent_at: envelope.sent_at,
+    })
+}
+
+fn required<'a>(
+    fields: &'a Map<String, Value>,
+    field: &'static str,
+    max_chars: usize,
+) -> Result<&'a str, Rejection> {
+    optional(fields, field, max_chars)?.ok_or(Rejection::MissingField { field })
+}
+
+/// A string field that may be null or absent (both mean "no value").
+fn optional<'a>(
+    fields: &'a Map<String, Value>,
+    field: &'static str,
+    max_chars: usize,
+) -> Result<Option<&'a str>, Rejection> {
+    let text = match fields.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text.as_str(),
+        Some(other) => {
+            return Err(Rejection::WrongType {
+                field,
+                found: JsonKind::of(other),
+            });
+        }
+    };
+    if text.is_empty() {
+        return Err(Rejection::Empty { field });
+    }
+    if text.contains('\0') {
+        return Err(Rejection::ContainsNul { field });
+    }
+    // Byte length bounds the character count from above: skip the count when it can't matter.
+    if text.len() > max_chars && text.chars().count() > max_chars {
+        return Err(Rejection::TooLong { field, max_chars });
+    }
+    Ok(Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+
+    fn envelope() -> Envelope<'static> {
+        Envelope {
+            message_id: "m-1",
+            sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 23, 59, 59).unwrap(),
+        }
+    }
+
+    fn masker() -> Masker {
+        Masker::new(b"test-key-0123456789")
+    }
+
+    fn with_field(field: &str, value: Value) -> String {
+        let mut object: Map<String, Value> = serde_json::from_str(SAMPLE).unwrap();
+        object.insert(field.to_owned(), value);
+        Value::Object(object).to_string()
+    }
+
+    fn without_field(field: &str) -> String {
+        let mut object: Map<String, Value> = serde_json::from_str(SAMPLE).unwrap();
+        object.remove(field);
+        Value::Object(object).to_string()
+    }
+
+    #[test]
+    fn sample_becomes_a_masked_row() {
+        let row = transform(SAMPLE, envelope(), &masker()).unwrap();
+        assert_eq!(row.message_id, "m-1");
+        assert_eq!(row.user_id, "424cdd21-063a-43a7-b91b-7ca1a833afae");
+        assert_eq!(row.device_type, "android");
+        assert_eq!(row.app_version, "2.3.0");
+        assert_eq!(row.locale.as_deref(), Some("RU"));
+        assert_eq!(
+            row.create_date,
+            NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()
+        );
+        assert_eq!(row.hashed_ip, masker().digest("199.172.111.135"));
+        assert_eq!(row.hashed_device_id, masker().digest("593-47-5928"));
+        assert_ne!(row.hashed_ip, row.hashed_device_id);
+    }
+
+    /// RFC 4231 test case 2: pins the digest to the standard, not to our own implementation.
+    #[test]
+    fn digest_is_standard_hmac_sha256_in_lowercase_hex() {
+        assert_eq!(
+            Masker::new(b"Jefe").digest("what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn digest_depends_on_the_key() {
+        assert_ne!(
+            Masker::new(b"key-a").digest("10.0.0.1"),
+            Masker::new(b"key-b").digest("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn app_version_stays_text_so_versions_do_not_collide() {
+        let a = transform(
+            &with_field("app_version", "0.96".into()),
+            envelope(),
+            &masker(),
+        )
+        .unwrap();
+        let b = transform(
+            &with_field("app_version", "9.6".into()),
+            envelope(),
+            &masker(),
+        )
+        .unwrap();
+        assert_eq!(a.app_version, "0.96");
+        assert_eq!(b.app_version, "9.6");
+    }
+
+    #[test]
+    fn null_and_absent_locale_are_both_none() {
+        let null = transform(&with_field("locale", Value::Null), envelope(), &masker()).unwrap();
+        let absent = transform(&without_field("locale"), envelope(), &masker()).unwrap();
+        assert_eq!(null.locale, None);
+        assert_eq!(absent.locale, None);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert!(
+            transform(
+                &with_field("extra", serde_json::json!({"x": 1})),
+                envelope(),
+                &masker()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn ipv6_is_accepted() {
+        assert!(
+            transform(
+                &with_field("ip", "2001:db8::1".into()),
+                envelope(),
+                &masker()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn garbage_from_the_real_queue_is_poison() {
+        let rejection = transform(
+            r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#,
+            envelope(),
+            &masker(),
+        )
+        .unwrap_err();
+        assert_eq!(rejection, Rejection::MissingField { field: "user_id" });
+    }
+
+    #[test]
+    fn every_rejection_kind() {
+        let cases: Vec<(String, Rejection)> = vec![
+            (
+                "{not json".into(),
+                Rejection::InvalidJson {
+                    category: "syntax",
+                    line: 1,
+                    column: 2,
+                },
+            ),
+            (
+                "[1, 2]".into(),
+                Rejection::NotAnObject {
+                    found: JsonKind::Array,
+                },
+            ),
+            (
+                "\"text\"".into(),
+                Rejection::NotAnObject {
+                    found: JsonKind::String,
+                },
+            ),
+            (without_field("ip"), Rejection::MissingField { field: "ip" }),
+            (
+                with_field("user_id", Value::Null),
+                Rejection::MissingField { field: "user_id" },
+            ),
+            (
+                with_field("device_id", 593.into()),
+                Rejection::WrongType {
+                    field: "device_id",
+                    found: JsonKind::Number,
+                },
+            ),
+            (
+                with_field("locale", true.into()),
+                Rejection::WrongType {
+                    field: "locale",
+                    found: JsonKind::Bool,
+                },
+            ),
+            (
+                with_field("device_type", "".into()),
+                Rejection::Empty {
+                    field: "device_type",
+                },
+            ),
+            (
+                with_field("user_id", "a\0b".into()),
+                Rejection::ContainsNul { field: "user_id" },
+            ),
+            (
+                with_field("locale", "x".repeat(33).into()),
+                Rejection::TooLong {
+                    field: "locale",
+                    max_chars: 32,
+                },
+            ),
+            (with_field("ip", "999.1.1.1".into()), Rejection::InvalidIp),
+            (
+                with_field("ip", "1".repeat(100).into()),
+                Rejection::InvalidIp,
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                transform(&body, envelope(), &masker()).unwrap_err(),
+                expected,
+                "body: {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_count_characters_not_bytes() {
+        // 32 two-byte characters: 64 bytes, yet within the 32-character limit.
+        assert!(
+            transform(
+                &with_field("locale", "é".repeat(32).into()),
+                envelope(),
+                &masker()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_keeps_its_last_value() {
+        let body = SAMPLE.replacen('{', r#"{"ip": "1.2.3.4", "#, 1);
+        let row = transform(&body, envelope(), &masker()).unwrap();
+        assert_eq!(row.hashed_ip, masker().digest("199.172.111.135"));
+    }
+
+    fn arb_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>().prop_filter("no NUL", |c| *c != '\0'), 1..=max)
+            .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest! {
+        /// Any body, however malformed, gives a row or a typed rejection: never a panic.
+        #[test]
+        fn never_panics(body in ".{0,300}") {
+            let _ = transform(&body, envelope(), &masker());
+        }
+
+        /// Valid events round-trip: every field lands unchanged or as its keyed digest.
+        #[test]
+        fn valid_events_round_trip(
+            user_id in arb_text(MAX_USER_ID_CHARS),
+            device_type in arb_text(MAX_DEVICE_TYPE_CHARS),
+            ip in any::<std::net::IpAddr>(),
+            device_id in arb_text(MAX_DEVICE_ID_CHARS),
+            app_version in arb_text(MAX_APP_VERSION_CHARS),
+            locale in proptest::option::of(arb_text(MAX_LOCALE_CHARS)),
+        ) {
+            let body = serde_json::json!({
+                "user_id": user_id, "device_type": device_type, "ip": ip.to_string(),
+                "device_id": device_id, "app_version": app_version, "locale": locale,
+            }).to_string();
+            let row = transform(&body, envelope(), &masker()).unwrap();
+            prop_assert_eq!(row.user_id, user_id);
+            prop_assert_eq!(row.device_type, device_type);
+            prop_assert_eq!(row.app_version, app_version);
+            prop_assert_eq!(row.locale, locale);
+            prop_assert_eq!(row.hashed_ip, masker().digest(&ip.to_string()));
+            prop_assert_eq!(row.hashed_device_id, masker().digest(&device_id));
+        }
+
+        /// Equal inputs give equal digests and distinct inputs distinct ones.
+        #[test]
+        fn digest_is_deterministic_and_distinguishing(a in ".{0,64}", b in ".{0,64}") {
+            let m = masker();
+            prop_assert_eq!(m.digest(&a), m.digest(&a));
+            prop_assert_eq!(m.digest(&a) == m.digest(&b), a == b);
+            prop_assert_eq!(m.digest(&a).len(), 64);
+            prop_assert!(m.digest(&a).bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        }
+
+        /// A rejection's text never contains the value that caused it.
+        #[test]
+        fn rejections_never_quote_values(secret in "[a-z]{12}") {
+            for field in ["user_id", "device_type", "ip", "device_id", "app_version", "locale"] {
+                for value in [Value::from(secret.clone()), serde_json::json!([secret.clone()]),
+                              Value::from(format!("{secret}\0")), Value::from(secret.repeat(30))] {
+                    if let Err(rejection) = transform(&with_field(field, value), envelope(), &masker()) {
+                        prop_assert!(!rejection.to_string().contains(&secret));
+                    }
+                }
+            }
+            let broken = format!("{{\"ip\": \"{secret}");
+            let rejection = transform(&broken, envelope(), &masker()).unwrap_err();
+            prop_assert!(!rejection.to_string().contains(&secret));
+        }
+    }
+}

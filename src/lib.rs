@@ -1,0 +1,28 @@
+//! sqs2pg: exactly-once ingestion of user-login events from SQS into PostgreSQL, with PII
+//! masked by keyed HMAC-SHA256.
+//!
+//! # Layout
+//! - [`event`]: the pure core. Parse, validate and mask one body; typed rejections.
+//! - [`dead_letter`]: reason codes and attributes of dead-lettered messages.
+//! - [`queue`]: the SQS adapter behind the [`queue::Queue`] trait.
+//! - [`sink`]: the PostgreSQL adapter: idempotent inserts, the dead-letter record, migrations.
+//! - [`consumer`]: the loop: receive → transform → commit → dead-letter → delete, with the
+//!   visibility heartbeat, retries and graceful shutdown.
+//! - [`retry`]: transient-or-permanent classification and backoff with jitter.
+//! - [`metrics`]: every metric name, and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! - [`config`]: flags and environment variables.
+//! - [`synthetic`]: the seeded generator behind `sqs2pg send`.
+//! - [`app`]: the subcommands, wired from the parts above.
+
+pub mod app;
+pub mod config;
+pub mod consumer;
+pub mod dead_letter;
+pub mod event;
+pub mod metrics;
+pub mod queue;
+pub mod retry;
+pub mod sink;
+pub mod synthetic;
+
+pub use dead_letter::DeadLetterReason;

@@ -1,0 +1,673 @@
+//! The SQS adapter: a small [`Queue`] trait that the consumer drives, and [`SqsQueue`],
+//! its implementation on `aws-sdk-sqs`. Tests wrap it to inject faults (lost deletes,
+//! slow calls) in front of the real LocalStack queue.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use chrono::{DateTime, Utc};
+
+use crate::dead_letter::{DeadLetter, attribute};
+use crate::retry::{Classify, ErrorClass};
+
+/// SQS caps every batch call at ten entries.
+pub const MAX_BATCH: usize = 10;
+/// SQS caps a message's total visibility at 12 hours from its first receipt.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// SQS caps a batch send at 256 KiB of bodies and attributes; keep a margin for attributes.
+const MAX_SEND_BATCH_BYTES: usize = 200 * 1024;
+
+/// One received message, with what the consumer needs to process and acknowledge it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    /// The id SQS gave this copy of the message.
+    pub sqs_message_id: String,
+    /// The idempotency key: the original id of a redriven message, else `sqs_message_id`.
+    pub key: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// When the message was first sent; survives redrive through an attribute.
+    pub sent_at: DateTime<Utc>,
+    pub first_received_at: DateTime<Utc>,
+    pub receive_count: u32,
+}
+
+/// Queue depth as SQS reports it (approximate on AWS, exact on LocalStack).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    pub fn is_empty(&self) -> bool {
+        self.visible == 0 && self.in_flight == 0 && self.delayed == 0
+    }
+}
+
+/// An entry of a batch call that SQS refused while accepting the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    /// Index into the slice passed to the call.
+    pub index: usize,
+    pub code: String,
+    /// SQS blames the caller (a stale receipt handle, say): trying again will not help.
+    pub sender_fault: bool,
+}
+
+/// An SQS call that failed as a whole.
+#[derive(Debug, thiserror::Error)]
+#[error("SQS {operation} failed ({class}): {detail}")]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub class: ErrorClass,
+    pub detail: String,
+}
+
+impl Classify for QueueError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+impl QueueError {
+    fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+        SdkError<E, R>: std::error::Error + 'static,
+    {
+        let class = match &error {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => ErrorClass::Transient,
+            SdkError::ServiceError(_) if is_transient_code(error.code()) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        };
+        Self {
+            operation,
+            class,
+            detail: DisplayErrorContext(&error).to_string(),
+        }
+    }
+}
+
+/// Throttling and server-side codes that SQS documents as worth retrying.
+fn is_transient_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ThrottlingException"
+                | "RequestThrottled"
+                | "Throttling"
+                | "ServiceUnavailable"
+                | "InternalError"
+                | "InternalFailure"
+                | "KmsThrottled"
+                | "RequestTimeout"
+        )
+    )
+}
+
+/// What the consumer needs from a queue. `SqsQueue` is the real one.
+pub trait Queue: Send + Sync + 'static {
+    /// Long-polls for up to `max` messages, hiding them for `visibility`.
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send;
+
+    /// Deletes acknowledged messages; at most [`MAX_BATCH`] receipt handles.
+    fn delete(
+        &self,
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Sets the visibility timeout of in-flight messages: extends them, or releases them with zero.
+    fn change_visibility(
+        &self,
+        receipt_handles: &[&str],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Sends poison messages to the dead-letter queue, bodies unchanged, reasons attached.
+    fn dead_letter(
+        &self,
+        letters: &[DeadLetter],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Depth of the source queue.
+    fn depth(&self) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
+
+    /// Depth of the dead-letter queue.
+    fn dead_letter_depth(&self) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
+}
+
+/// The source queue and its dead-letter queue on SQS.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+    dlq_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: String, dlq_url: String) -> Self {
+        Self {
+            client,
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    /// Uses `dlq_url` when given, else the dead-letter target of the queue's redrive policy.
+    pub async fn connect(
+        client: Client,
+        queue_url: String,
+        dlq_url: Option<String>,
+    ) -> Result<Self, SetupError> {
+        let dlq_url = match dlq_url {
+            Some(url) => url,
+            None => redrive_target_url(&client, &queue_url).await?,
+        };
+        Ok(Self::new(client, queue_url, dlq_url))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    pub fn dlq_url(&self) -> &str {
+        &self.dlq_url
+    }
+
+    /// Receives from the dead-letter queue (for `dlq inspect` and `dlq redrive`).
+    pub async fn receive_dead_letters(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(max.min(MAX_BATCH) as i32)
+            .wait_time_seconds(1)
+            .visibility_timeout(visibility.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|error| QueueError::from_sdk("ReceiveMessage", error))?;
+        Ok(output.messages.unwrap_or_default())
+    }
+
+    /// Changes the visibility of dead-letter messages (zero hands them back at once).
+    pub async fn change_dead_letter_visibility(
+        &self,
+        receipt_handles: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        change_visibility(&self.client, &self.dlq_url, receipt_handles, timeout).await
+    }
+
+    /// Deletes messages from the dead-letter queue once they are safely back in the source.
+    pub async fn delete_dead_letters(
+        &self,
+        receipt_handles: &[&str],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        delete(&self.client, &self.dlq_url, receipt_handles).await
+    }
+
+    /// Sends messages to the source queue: `(body, attributes)` pairs.
+    pub async fn send(
+        &self,
+        messages: &[(String, Vec<(&str, String)>)],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        send_batch(&self.client, &self.queue_url, messages).await
+    }
+}
+
+impl Queue for SqsQueue {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.min(MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .visibility_timeout(visibility.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|error| QueueError::from_sdk("ReceiveMessage", error))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(received_message)
+            .collect())
+    }
+
+    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
+        delete(&self.client, &self.queue_url, receipt_handles).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handles: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        change_visibility(&self.client, &self.queue_url, receipt_handles, timeout).await
+    }
+
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<Vec<EntryFailure>, QueueError> {
+        let source_queue = self
+            .queue_url
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.queue_url)
+            .to_owned();
+        let messages: Vec<(String, Vec<(&str, String)>)> = letters
+            .iter()
+            .map(|letter| {
+                let attributes = vec![
+                    (attribute::REASON, letter.reason.as_str().to_owned()),
+                    (attribute::DETAIL, letter.detail.clone()),
+                    (attribute::ORIGINAL_MESSAGE_ID, letter.message_id.clone()),
+                    (
+                        attribute::ORIGINAL_SENT_TIMESTAMP,
+                        letter.sent_at.timestamp_millis().to_string(),
+                    ),
+                    (attribute::SOURCE_QUEUE, source_queue.clone()),
+                    (
+                        attribute::FIRST_RECEIVED_AT,
+                        letter.first_received_at.to_rfc3339(),
+                    ),
+                ];
+                (letter.body.clone(), attributes)
+            })
+            .collect();
+        send_batch(&self.client, &self.dlq_url, &messages).await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        queue_depth(&self.client, &self.queue_url).await
+    }
+
+    async fn dead_letter_depth(&self) -> Result<QueueDepth, QueueError> {
+        queue_depth(&self.client, &self.dlq_url).await
+    }
+}
+
+/// Turns an SDK message into ours. A message without a receipt handle cannot be acknowledged
+/// and SQS never sends one; it is skipped rather than trusted.
+fn received_message(message: Message) -> Option<ReceivedMessage> {
+    let Message {
+        message_id,
+        receipt_handle,
+        body,
+        attributes,
+        message_attributes,
+        ..
+    } = message;
+    let (Some(sqs_message_id), Some(receipt_handle)) = (message_id, receipt_handle) else {
+        tracing::error!(
+            message = "Received a message without an id or receipt handle; ignoring it."
+        );
+        return None;
+    };
+    let system = attributes.unwrap_or_default();
+    let custom = message_attributes.unwrap_or_default();
+    let millis =
+        |name: &MessageSystemAttributeName| system.get(name).and_then(|v| v.parse::<i64>().ok());
+    let custom_text = |name: &str| {
+        custom
+            .get(name)
+            .and_then(|value| value.string_value())
+            .map(str::to_owned)
+    };
+
+    let key = custom_text(attribute::ORIGINAL_MESSAGE_ID)
+        .filter(|id| is_valid_message_key(id))
+        .unwrap_or_else(|| sqs_message_id.clone());
+    let sent_millis = custom_text(attribute::ORIGINAL_SENT_TIMESTAMP)
+        .and_then(|text| text.parse::<i64>().ok())
+        .or_else(|| millis(&MessageSystemAttributeName::SentTimestamp));
+    let now = Utc::now();
+    let sent_at = sent_millis.and_then(DateTime::from_timestamp_millis).unwrap_or_else(|| {
+        tracing::warn!(message = "Message has no SentTimestamp; using the time of receipt.", %sqs_message_id);
+        now
+    });
+    let first_received_at = millis(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or(now);
+    let receive_count = system
+        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    Some(ReceivedMessage {
+        sqs_message_id,
+        key,
+        receipt_handle,
+        body: body.unwrap_or_default(),
+        sent_at,
+        first_received_at,
+        receive_count,
+    })
+}
+
+/// An original-message-id attribute is trusted as the idempotency key only if it looks like
+/// one: SQS ids are short printable ASCII.
+fn is_valid_message_key(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn entry_failures(failed: &[BatchResultErrorEntry]) -> Vec<EntryFailure> {
+    failed
+        .iter()
+        .filter_map(|entry| {
+            Some(EntryFailure {
+                index: entry.id().parse().ok()?,
+                code: entry.code().to_owned(),
+                sender_fault: entry.sender_fault(),
+            })
+        })
+        .collect()
+}
+
+async fn delete(
+    client: &Client,
+    queue_url: &str,
+    receipt_handles: &[&str],
+) -> Result<Vec<EntryFailure>, QueueError> {
+    if receipt_handles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries = receipt_handles
+        .iter()
+        .enumerate()
+        .map(|(index, handle)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(*handle)
+                .build()
+                .expect("id and receipt handle are set")
+        })
+        .collect();
+    let output = client
+        .delete_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("DeleteMessageBatch", error))?;
+    Ok(entry_failures(output.failed()))
+}
+
+async fn change_visibility(
+    client: &Client,
+    queue_url: &str,
+    receipt_handles: &[&str],
+    timeout: Duration,
+) -> Result<Vec<EntryFailure>, QueueError> {
+    if receipt_handles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries = receipt_handles
+        .iter()
+        .enumerate()
+        .map(|(index, handle)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(*handle)
+                .visibility_timeout(timeout.as_secs() as i32)
+                .build()
+                .expect("id and receipt handle are set")
+        })
+        .collect();
+    let output = client
+        .change_message_visibility_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("ChangeMessageVisibilityBatch", error))?;
+    Ok(entry_failures(output.failed()))
+}
+
+/// Sends `(body, string attributes)` pairs, in as many batch calls as SQS's size cap needs.
+async fn send_batch(
+    client: &Client,
+    queue_url: &str,
+    messages: &[(String, Vec<(&str, String)>)],
+) -> Result<Vec<EntryFailure>, QueueError> {
+    let mut failures = Vec::new();
+    let mut start = 0;
+    while start < messages.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < messages.len() && end - start < MAX_BATCH {
+            let size = messages[end].0.len()
+                + messages[end]
+                    .1
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            if end > start && bytes + size > MAX_SEND_BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let entries = messages[start..end]
+            .iter()
+            .enumerate()
+            .map(|(offset, (body, attributes))| {
+                let attributes: HashMap<String, MessageAttributeValue> = attributes
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(value)
+                            .build()
+                            .expect("data type is set");
+                        ((*name).to_owned(), value)
+                    })
+                    .collect();
+                SendMessageBatchRequestEntry::builder()
+                    .id((start + offset).to_string())
+                    .message_body(body)
+                    .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let output = client
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|error| QueueError::from_sdk("SendMessageBatch", error))?;
+        failures.extend(entry_failures(output.failed()));
+        start = end;
+    }
+    Ok(failures)
+}
+
+async fn queue_depth(client: &Client, queue_url: &str) -> Result<QueueDepth, QueueError> {
+    let output = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?;
+    let attributes = output.attributes.unwrap_or_default();
+    let count = |name: QueueAttributeName| {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(QueueDepth {
+        visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+        in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    })
+}
+
+/// Creating queues and finding the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(
+        "queue {queue_url} has no redrive policy, so there is no dead-letter queue to default to; set SQS2PG_DLQ_URL or run `sqs2pg setup`"
+    )]
+    NoRedrivePolicy { queue_url: String },
+    #[error("the redrive policy of {queue_url} is not valid JSON with a deadLetterTargetArn")]
+    BadRedrivePolicy { queue_url: String },
+}
+
+/// The URLs that `setup` made or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrls {
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// Creates the source queue and its dead-letter queue if absent, and (re)sets the redrive
+/// policy. Idempotent: CreateQueue without attributes returns an existing queue's URL.
+pub async fn create_queues(
+    client: &Client,
+    queue_name: &str,
+    dlq_name: &str,
+    max_receive_count: u32,
+) -> Result<QueueUrls, QueueError> {
+    let create = |name: String| async move {
+        client
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|error| QueueError::from_sdk("CreateQueue", error))?
+            .queue_url
+            .ok_or_else(|| QueueError {
+                operation: "CreateQueue",
+                class: ErrorClass::Permanent,
+                detail: "the response has no queue URL".to_owned(),
+            })
+    };
+    let dlq_url = create(dlq_name.to_owned()).await?;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+        .unwrap_or_default();
+    let queue_url = create(queue_name.to_owned()).await?;
+    let policy = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": max_receive_count.to_string(),
+    });
+    client
+        .set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("SetQueueAttributes", error))?;
+    Ok(QueueUrls { queue_url, dlq_url })
+}
+
+/// The URL of the queue's redrive target, read from its RedrivePolicy.
+pub async fn redrive_target_url(client: &Client, queue_url: &str) -> Result<String, SetupError> {
+    let policy = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::RedrivePolicy))
+        .ok_or_else(|| SetupError::NoRedrivePolicy {
+            queue_url: queue_url.to_owned(),
+        })?;
+    let bad = || SetupError::BadRedrivePolicy {
+        queue_url: queue_url.to_owned(),
+    };
+    let policy: serde_json::Value = serde_json::from_str(&policy).map_err(|_| bad())?;
+    let arn = policy["deadLetterTargetArn"].as_str().ok_or_else(bad)?;
+    // arn:aws:sqs:REGION:ACCOUNT:NAME
+    let mut parts = arn.rsplitn(3, ':');
+    let (Some(name), Some(account)) = (parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let url = client
+        .get_queue_url()
+        .queue_name(name)
+        .queue_owner_aws_account_id(account)
+        .send()
+        .await
+        .map_err(|error| QueueError::from_sdk("GetQueueUrl", error))?
+        .queue_url
+        .ok_or_else(bad)?;
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_keys_must_look_like_ids() {
+        assert!(is_valid_message_key("424cdd21-063a-43a7-b91b-7ca1a833afae"));
+        assert!(!is_valid_message_key(""));
+        assert!(!is_valid_message_key("has space"));
+        assert!(!is_valid_message_key(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        assert!(is_transient_code(Some("ThrottlingException")));
+        assert!(is_transient_code(Some("InternalError")));
+        assert!(!is_transient_code(Some(
+            "AWS.SimpleQueueService.NonExistentQueue"
+        )));
+        assert!(!is_transient_code(None));
+    }
+}

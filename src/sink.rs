@@ -1,0 +1,315 @@
+//! The PostgreSQL adapter: idempotent inserts keyed on the message id, the record of
+//! dead-lettered messages, and the migrations.
+//!
+//! Errors are split by whose fault they are. SQLSTATE classes 22 (data exception) and 23
+//! (integrity violation) blame the rows, so they are [`ErrorClass::Permanent`] and the
+//! consumer isolates and dead-letters the guilty message. Everything else (connections,
+//! restarts, serialization failures, deadlocks, even a missing table) blames the database,
+//! not a message: it is [`ErrorClass::Transient`], retried while the messages wait in flight.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::dead_letter::DeadLetter;
+use crate::event::LoginRow;
+use crate::retry::{Classify, ErrorClass};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Any one database call longer than this is abandoned and retried: a hung connection must
+/// not hold a batch forever. A commit that did land is then seen as duplicates on retry.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Serialises concurrent `migrate` runs from several starting instances.
+const MIGRATION_LOCK_KEY: i64 = 0x7371_7332_7067; // "sqs2pg"
+
+const INSERT_LOGINS: &str = "\
+INSERT INTO user_logins \
+    (message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at) \
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::date[], $9::timestamptz[]) \
+ON CONFLICT (message_id) DO NOTHING";
+
+const SELECT_DEAD_LETTERED: &str =
+    "SELECT sqs_message_id FROM dead_letters WHERE sqs_message_id = ANY($1)";
+
+const INSERT_DEAD_LETTERS: &str = "\
+INSERT INTO dead_letters (sqs_message_id, message_id, reason, detail, source_queue, first_received_at) \
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
+ON CONFLICT (sqs_message_id) DO NOTHING";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("DATABASE_URL is not a valid PostgreSQL connection string")]
+    InvalidUrl,
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database {operation} failed: {source}")]
+    Postgres {
+        operation: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database {operation} took longer than {CALL_TIMEOUT:?}")]
+    Timeout { operation: &'static str },
+    #[error("migrations failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+impl SinkError {
+    fn postgres(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| Self::Postgres { operation, source }
+    }
+
+    /// A description safe for logs and the dead-letter queue: the server's message and
+    /// SQLSTATE, never its DETAIL line, which quotes the failing row.
+    pub fn safe_detail(&self) -> String {
+        match self {
+            Self::Postgres { source, .. } => match source.as_db_error() {
+                Some(db) => format!(
+                    "database rejected the row: {} (SQLSTATE {})",
+                    db.message(),
+                    db.code().code()
+                ),
+                None => self.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Classify for SinkError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Postgres { source, .. } => match source.code().map(|code| &code.code()[..2]) {
+                Some("22" | "23") => ErrorClass::Permanent,
+                _ => ErrorClass::Transient,
+            },
+            Self::InvalidUrl | Self::Migration(_) => ErrorClass::Permanent,
+            Self::Pool(_) | Self::Timeout { .. } => ErrorClass::Transient,
+        }
+    }
+}
+
+/// How one committed batch went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    pub inserted: u64,
+    /// Rows whose message id was already there: redeliveries, skipped.
+    pub duplicates: u64,
+}
+
+/// Parses `DATABASE_URL`. The error never echoes the URL: it may hold a password.
+pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, SinkError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|_| SinkError::InvalidUrl)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("sqs2pg");
+    }
+    Ok(config)
+}
+
+/// Applies the migrations in `migrations/`. Safe to run from several instances at once:
+/// an advisory lock makes them take turns.
+pub async fn migrate(config: &tokio_postgres::Config) -> Result<refinery::Report, SinkError> {
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(SinkError::postgres("connect"))?;
+    let connection = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(SinkError::postgres("lock migrations"))?;
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    drop(client);
+    let _ = connection.await;
+    Ok(report?)
+}
+
+/// A pool of connections that reconnects by itself after the database comes back.
+#[derive(Clone)]
+pub struct Sink {
+    pool: Pool,
+}
+
+impl Sink {
+    pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Self {
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CALL_TIMEOUT))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .expect("a runtime is configured, so the pool builds");
+        Self { pool }
+    }
+
+    /// Inserts `rows` in one transaction; existing message ids are skipped, not errors.
+    pub async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
+        with_timeout("insert", self.insert_unbounded(rows)).await
+    }
+
+    async fn insert_unbounded(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
+        let column = |get: fn(&LoginRow) -> &str| rows.iter().map(get).collect::<Vec<&str>>();
+        let message_ids = column(|row| &row.message_id);
+        let user_ids = column(|row| &row.user_id);
+        let device_types = column(|row| &row.device_type);
+        let hashed_ips = column(|row| &row.hashed_ip);
+        let hashed_device_ids = column(|row| &row.hashed_device_id);
+        let app_versions = column(|row| &row.app_version);
+        let locales: Vec<Option<&str>> = rows.iter().map(|row| row.locale.as_deref()).collect();
+        let create_dates: Vec<NaiveDate> = rows.iter().map(|row| row.create_date).collect();
+        let sent_ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.sent_at).collect();
+
+        let mut client = self.pool.get().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(SinkError::postgres("begin"))?;
+        let statement = transaction
+            .prepare_cached(INSERT_LOGINS)
+            .await
+            .map_err(SinkError::postgres("prepare insert"))?;
+        let inserted = transaction
+            .execute(
+                &statement,
+                &[
+                    &message_ids,
+                    &user_ids,
+                    &device_types,
+                    &hashed_ips,
+                    &hashed_device_ids,
+                    &locales,
+                    &app_versions,
+                    &create_dates,
+                    &sent_ats,
+                ],
+            )
+            .await
+            .map_err(SinkError::postgres("insert"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(SinkError::postgres("commit"))?;
+        Ok(InsertOutcome {
+            inserted,
+            duplicates: rows.len() as u64 - inserted,
+        })
+    }
+
+    /// Which of these message copies (SQS ids) were already sent to the dead-letter queue.
+    pub async fn dead_lettered(
+        &self,
+        sqs_message_ids: &[&str],
+    ) -> Result<HashSet<String>, SinkError> {
+        with_timeout("select dead letters", async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached(SELECT_DEAD_LETTERED)
+                .await
+                .map_err(SinkError::postgres("prepare select dead letters"))?;
+            let rows = client
+                .query(&statement, &[&sqs_message_ids])
+                .await
+                .map_err(SinkError::postgres("select dead letters"))?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Records that `letters` were sent to the dead-letter queue.
+    pub async fn record_dead_letters(
+        &self,
+        letters: &[DeadLetter],
+        source_queue: &str,
+    ) -> Result<(), SinkError> {
+        with_timeout("record dead letters", async {
+            let sqs_message_ids: Vec<&str> =
+                letters.iter().map(|l| l.sqs_message_id.as_str()).collect();
+            let message_ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
+            let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+            let details: Vec<&str> = letters.iter().map(|l| l.detail.as_str()).collect();
+            let sources: Vec<&str> = vec![source_queue; letters.len()];
+            let received: Vec<DateTime<Utc>> =
+                letters.iter().map(|l| l.first_received_at).collect();
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached(INSERT_DEAD_LETTERS)
+                .await
+                .map_err(SinkError::postgres("prepare record dead letters"))?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &sqs_message_ids,
+                        &message_ids,
+                        &reasons,
+                        &details,
+                        &sources,
+                        &received,
+                    ],
+                )
+                .await
+                .map_err(SinkError::postgres("record dead letters"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), SinkError> {
+        with_timeout("ping", async {
+            let client = self.pool.get().await?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(SinkError::postgres("ping"))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+async fn with_timeout<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or(Err(SinkError::Timeout { operation }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_url_is_reported_without_echoing_it() {
+        let error = parse_database_url("postgres://user:hunter2@host:notaport/db").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"));
+        assert!(error.to_string().contains("DATABASE_URL"));
+    }
+
+    #[test]
+    fn defaults_are_added_to_a_valid_url() {
+        let config = parse_database_url("postgres://postgres@127.0.0.1:5432/postgres").unwrap();
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(config.get_application_name(), Some("sqs2pg"));
+    }
+}

@@ -200,8 +200,10 @@ impl<Q: Queue> Consumer<Q> {
                 Err(None) => return, // stopped while retrying
             };
             if messages.is_empty() {
-                if self.settings.drain && self.is_drained().await {
-                    tracing::info!(message = "Queue drained.");
+                if self.settings.drain && !stop.is_cancelled() && self.is_drained().await {
+                    if !stop.is_cancelled() {
+                        tracing::info!(message = "Queue drained.");
+                    }
                     stop.cancel();
                 }
                 continue;

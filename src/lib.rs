@@ -14,15 +14,23 @@
 //! - [`synthetic`]: the seeded generator behind `sqs2pg send`.
 //! - [`app`]: the subcommands, wired from the parts above.
 
+#[cfg(feature = "service")]
 pub mod app;
+#[cfg(feature = "service")]
 pub mod config;
+#[cfg(feature = "service")]
 pub mod consumer;
 pub mod dead_letter;
 pub mod event;
+#[cfg(feature = "service")]
 pub mod metrics;
+#[cfg(feature = "service")]
 pub mod queue;
+#[cfg(feature = "service")]
 pub mod retry;
+#[cfg(feature = "service")]
 pub mod sink;
+#[cfg(feature = "service")]
 pub mod synthetic;
 
 pub use dead_letter::DeadLetterReason;

@@ -1,0 +1,551 @@
+//! Shared test harness: every test gets its own database and its own queues on the real
+//! PostgreSQL and LocalStack that `scripts/services.sh up` starts (the test command does it).
+//!
+//! Logs are quiet unless `TEST_LOG` is set.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use sqs2pg::consumer::{Consumer, Settings, Summary};
+use sqs2pg::event::Masker;
+use sqs2pg::metrics::{Metrics, Readiness};
+use sqs2pg::queue::{Queue, QueueUrls, SqsQueue, create_queues};
+use sqs2pg::retry::RetryPolicy;
+use sqs2pg::sink::{self, Sink};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+/// The HMAC key every test uses.
+pub const HMAC_KEY: &str = "test-hmac-key-0123456789abcdef";
+
+pub const SAMPLE: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+pub const GARBAGE: &str = r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set. These tests need the real services: run `scripts/test.sh`, \
+             or `scripts/services.sh up && source .run/env` first."
+        )
+    })
+}
+
+pub fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+                ))
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A short unique suffix for names of databases and queues.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// The admin connection string of the shared test cluster.
+pub fn admin_database_url() -> String {
+    required_env("DATABASE_URL")
+}
+
+/// Replaces the database name at the end of a postgres:// URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(url);
+    format!("{base}/{database}")
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database with the migrations applied, on `admin_url`'s cluster.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        Self::create_on(&admin_database_url()).await
+    }
+
+    pub async fn create_on(admin_url: &str) -> Self {
+        init_logging();
+        let name = unique("sqs2pg_test");
+        connect(admin_url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let url = with_database(admin_url, &name);
+        sink::migrate(&sink::parse_database_url(&url).unwrap())
+            .await
+            .expect("migrate");
+        Self { url, name }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    pub fn sink(&self, connections: usize) -> Sink {
+        Sink::new(sink::parse_database_url(&self.url).unwrap(), connections)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        self.count("SELECT count(*) FROM user_logins").await
+    }
+}
+
+pub async fn sqs_client() -> Client {
+    required_env("AWS_ENDPOINT_URL");
+    sqs2pg::app::sqs_client().await.expect("SQS client")
+}
+
+/// A queue and its dead-letter queue with unique names.
+pub struct TestQueues {
+    pub client: Client,
+    pub urls: QueueUrls,
+    pub name: String,
+}
+
+impl TestQueues {
+    pub async fn create() -> Self {
+        Self::create_with(5).await
+    }
+
+    pub async fn create_with(max_receive_count: u32) -> Self {
+        init_logging();
+        let client = sqs_client().await;
+        let name = unique("q");
+        let urls = create_queues(&client, &name, &format!("{name}-dlq"), max_receive_count)
+            .await
+            .expect("create queues");
+        Self { client, urls, name }
+    }
+
+    pub fn sqs_queue(&self) -> SqsQueue {
+        SqsQueue::new(
+            self.client.clone(),
+            self.urls.queue_url.clone(),
+            self.urls.dlq_url.clone(),
+        )
+    }
+
+    /// Sends bodies in batches of ten; returns the SQS message ids in order.
+    pub async fn send(&self, bodies: &[String]) -> Vec<String> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(10) {
+            let mut request = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.urls.queue_url);
+            for (index, body) in chunk.iter().enumerate() {
+                request = request.entries(
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .message_body(body)
+                        .build()
+                        .unwrap(),
+                );
+            }
+            let output = request.send().await.expect("send batch");
+            assert!(
+                output.failed().is_empty(),
+                "send failures: {:?}",
+                output.failed()
+            );
+            let mut sent: Vec<_> = output.successful().to_vec();
+            sent.sort_by_key(|entry| entry.id().parse::<usize>().unwrap());
+            ids.extend(sent.iter().map(|entry| entry.message_id().to_owned()));
+        }
+        ids
+    }
+
+    /// Depth of the source queue, read in one call so the counts are consistent.
+    pub async fn depth(&self) -> sqs2pg::queue::QueueDepth {
+        self.sqs_queue().depth().await.expect("queue depth")
+    }
+
+    /// Visible plus in-flight (plus delayed) messages in the source queue.
+    pub async fn source_total(&self) -> u64 {
+        let depth = self.depth().await;
+        depth.visible + depth.in_flight + depth.delayed
+    }
+
+    /// Every message in the dead-letter queue (received with a long visibility, so each is
+    /// seen once), as (body, attributes).
+    pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        let mut empty_polls = 0;
+        while empty_polls < 2 {
+            let output = self
+                .client
+                .receive_message()
+                .queue_url(&self.urls.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive dead letters");
+            let messages = output.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty_polls += 1;
+            }
+            all.extend(messages);
+        }
+        all
+    }
+}
+
+pub fn attribute_of(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    message
+        .message_attributes()
+        .and_then(|attributes| attributes.get(name))
+        .and_then(|value| value.string_value())
+        .map(str::to_owned)
+}
+
+/// Settings for an in-process consumer that drains `queues`.
+pub fn drain_settings(queues: &TestQueues) -> Settings {
+    Settings {
+        concurrency: 4,
+        visibility_timeout: Duration::from_secs(30),
+        wait_time: Duration::from_secs(1),
+        drain: true,
+        retry: RetryPolicy {
+            initial_interval: Duration::from_millis(50),
+            max_interval: Duration::from_millis(500),
+            max_elapsed: None,
+        },
+        source_queue: queues.name.clone(),
+    }
+}
+
+/// An in-process consumer over any queue (the real one, or a fault-injecting wrapper).
+pub fn consumer<Q: Queue>(queue: Q, db: &TestDb, settings: Settings) -> Arc<Consumer<Q>> {
+    Arc::new(Consumer::new(
+        Arc::new(queue),
+        db.sink(settings.concurrency + 2),
+        Masker::new(HMAC_KEY.as_bytes()),
+        Arc::new(Metrics::new()),
+        Arc::new(Readiness::default()),
+        settings,
+    ))
+}
+
+/// Drains with an in-process consumer; fails the test if it takes longer than `limit`.
+pub async fn drain<Q: Queue>(consumer: &Arc<Consumer<Q>>, limit: Duration) -> Summary {
+    tokio::time::timeout(limit, Arc::clone(consumer).run(CancellationToken::new()))
+        .await
+        .expect("the drain finished in time")
+        .expect("the consumer ran")
+}
+
+/// HMAC-SHA256 hex digests computed by Python's standard library: an implementation
+/// independent of the service's.
+pub fn independent_digests(values: &[String]) -> Vec<String> {
+    let script = "import hmac,hashlib,json,sys\n\
+                  key=sys.argv[1].encode()\n\
+                  for v in json.load(sys.stdin): print(hmac.new(key, v.encode(), hashlib.sha256).hexdigest())";
+    let mut child = Command::new("python3")
+        .args(["-c", script, HMAC_KEY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(values).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The service binary, with the environment of the test services.
+pub fn sqs2pg_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sqs2pg"));
+    command
+        .env("SQS2PG_HMAC_KEY", HMAC_KEY)
+        .env("SQS2PG_METRICS_ADDR", "127.0.0.1:0");
+    command
+}
+
+/// Environment for the binary to consume `queues` into `db`.
+pub fn run_env(command: &mut Command, db: &TestDb, queues: &TestQueues) {
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url)
+        .env("SQS2PG_DLQ_URL", &queues.urls.dlq_url);
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `condition` every 100 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A PostgreSQL cluster of the test's own, for tests that stop and restart the database.
+/// Stopped and deleted on drop.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        init_logging();
+        let bin = PathBuf::from(
+            std::env::var("SQS2PG_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".run")
+            .join(unique("pg"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let this = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(&this.dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the private cluster's folder");
+        }
+        this.pg(&[
+            "initdb",
+            "-D",
+            &this.data(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
+        this.start_server();
+        this
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// A command that runs a PostgreSQL binary, as the `postgres` OS user when we are root
+    /// (initdb refuses to run as root).
+    fn pg_command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let output = self
+            .pg_command(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("run a PostgreSQL binary");
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn start_server(&self) {
+        let log = self.dir.join("log").display().to_string();
+        let options = format!(
+            "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &options,
+            "start",
+        ]);
+    }
+
+    /// Stops the server fast (open connections are cut, as in a crash or failover).
+    pub fn stop_server(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+/// Faults to inject in front of the real queue. Counters count down as faults fire.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Delete calls to swallow: answered as successful, nothing deleted (a lost response).
+    pub lose_deletes: std::sync::atomic::AtomicUsize,
+    /// Messages whose delete was swallowed so far.
+    pub lost_deletes: std::sync::atomic::AtomicUsize,
+    /// Delete calls to hold back for `delete_delay` before passing them on.
+    pub slow_deletes: std::sync::atomic::AtomicUsize,
+    pub delete_delay: Duration,
+    /// Ignore visibility changes, so the heartbeat cannot keep messages in flight.
+    pub freeze_visibility: std::sync::atomic::AtomicBool,
+}
+
+/// The real SQS queue behind a fault injector.
+pub struct FaultyQueue {
+    pub inner: SqsQueue,
+    pub faults: Arc<Faults>,
+}
+
+fn take_one(counter: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering;
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl Queue for FaultyQueue {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<sqs2pg::queue::ReceivedMessage>, sqs2pg::queue::QueueError> {
+        self.inner.receive(max, wait, visibility).await
+    }
+
+    async fn delete(
+        &self,
+        receipt_handles: &[&str],
+    ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+        if take_one(&self.faults.lose_deletes) {
+            self.faults
+                .lost_deletes
+                .fetch_add(receipt_handles.len(), std::sync::atomic::Ordering::SeqCst);
+            return Ok(Vec::new());
+        }
+        if take_one(&self.faults.slow_deletes) {
+            tokio::time::sleep(self.faults.delete_delay).await;
+        }
+        self.inner.delete(receipt_handles).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handles: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+        if self
+            .faults
+            .freeze_visibility
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(Vec::new());
+        }
+        self.inner.change_visibility(receipt_handles, timeout).await
+    }
+
+    async fn dead_letter(
+        &self,
+        letters: &[sqs2pg::dead_letter::DeadLetter],
+    ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+        self.inner.dead_letter(letters).await
+    }
+
+    async fn depth(&self) -> Result<sqs2pg::queue::QueueDepth, sqs2pg::queue::QueueError> {
+        self.inner.depth().await
+    }
+
+    async fn dead_letter_depth(
+        &self,
+    ) -> Result<sqs2pg::queue::QueueDepth, sqs2pg::queue::QueueError> {
+        self.inner.dead_letter_depth().await
+    }
+}

@@ -1,0 +1,329 @@
+//! Core ingestion against real LocalStack and PostgreSQL: rows, digests, redeliveries,
+//! poison, and a database outage.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqs2pg::dead_letter::attribute;
+use sqs2pg::synthetic::{Recipe, generate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_events_give_hundred_rows_with_independently_computed_digests() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = generate(Recipe {
+        count: 100,
+        seed: 1,
+        duplicate_share: 0.2,
+        malformed_share: 0.0,
+    });
+    let ids = queues.send(&bodies).await;
+
+    let started = Instant::now();
+    let summary = drain(
+        &consumer(queues.sqs_queue(), &db, drain_settings(&queues)),
+        Duration::from_secs(60),
+    )
+    .await;
+    println!("100 events: {summary}; wall {:?}", started.elapsed());
+
+    assert_eq!(summary.inserted, 100);
+    assert_eq!(summary.deleted, 100);
+    assert_eq!(db.row_count().await, 100);
+    assert_eq!(queues.source_total().await, 0);
+
+    let events: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let ips: Vec<String> = events
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap().to_owned())
+        .collect();
+    let devices: Vec<String> = events
+        .iter()
+        .map(|e| e["device_id"].as_str().unwrap().to_owned())
+        .collect();
+    let (ip_digests, device_digests) = (independent_digests(&ips), independent_digests(&devices));
+
+    let client = db.client().await;
+    let rows = client
+        .query("SELECT message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date::text FROM user_logins", &[])
+        .await
+        .unwrap();
+    let by_id: HashMap<String, tokio_postgres::Row> = rows
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r))
+        .collect();
+    for (index, id) in ids.iter().enumerate() {
+        let row = &by_id[id];
+        let event = &events[index];
+        assert_eq!(row.get::<_, String>(1), event["user_id"].as_str().unwrap());
+        assert_eq!(
+            row.get::<_, String>(2),
+            event["device_type"].as_str().unwrap()
+        );
+        assert_eq!(
+            row.get::<_, String>(3),
+            ip_digests[index],
+            "hashed_ip of message {index}"
+        );
+        assert_eq!(
+            row.get::<_, String>(4),
+            device_digests[index],
+            "hashed_device_id of message {index}"
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(5).as_deref(),
+            event["locale"].as_str(),
+            "null locale stays NULL"
+        );
+        assert_eq!(
+            row.get::<_, String>(6),
+            event["app_version"].as_str().unwrap()
+        );
+        assert_eq!(
+            row.get::<_, String>(7),
+            chrono::Utc::now().date_naive().to_string()
+        );
+    }
+    // Repeated ips give repeated digests, so duplicates stay findable.
+    let distinct_ips = ips.iter().collect::<std::collections::HashSet<_>>().len() as i64;
+    assert!(distinct_ips < 100, "the recipe repeats ips");
+    assert_eq!(
+        db.count("SELECT count(DISTINCT hashed_ip) FROM user_logins")
+            .await,
+        distinct_ips
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM user_logins WHERE locale = 'None'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_once_with_its_reason_and_never_blocks_the_queue() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let not_json = r#"{"user_id": "truncated"#.to_owned();
+    let bad_ip = SAMPLE.replace("199.172.111.135", "999.0.0.1");
+    let bodies = vec![
+        SAMPLE.to_owned(),
+        GARBAGE.to_owned(),
+        not_json.clone(),
+        bad_ip.clone(),
+    ];
+    let ids = queues.send(&bodies).await;
+
+    let summary = drain(
+        &consumer(queues.sqs_queue(), &db, drain_settings(&queues)),
+        Duration::from_secs(60),
+    )
+    .await;
+    println!("poison: {summary}");
+    assert_eq!(
+        (summary.inserted, summary.dead_lettered, summary.deleted),
+        (1, 3, 4)
+    );
+    assert_eq!(db.row_count().await, 1);
+    assert_eq!(queues.source_total().await, 0);
+
+    let letters = queues.dead_letters().await;
+    assert_eq!(letters.len(), 3);
+    let mut seen = HashMap::new();
+    for letter in &letters {
+        let original = attribute_of(letter, attribute::ORIGINAL_MESSAGE_ID).unwrap();
+        seen.insert(original.clone(), letter);
+        assert_eq!(
+            attribute_of(letter, attribute::SOURCE_QUEUE).as_deref(),
+            Some(queues.name.as_str())
+        );
+        assert!(attribute_of(letter, attribute::FIRST_RECEIVED_AT).is_some());
+        let detail = attribute_of(letter, attribute::DETAIL).unwrap();
+        assert!(
+            !detail.contains("999.0.0.1"),
+            "detail leaks the ip: {detail}"
+        );
+    }
+    let expect = |index: usize, body: &str, reason: &str| {
+        let letter = seen[&ids[index]];
+        assert_eq!(
+            letter.body().unwrap(),
+            body,
+            "the body is forwarded byte for byte"
+        );
+        assert_eq!(
+            attribute_of(letter, attribute::REASON).as_deref(),
+            Some(reason)
+        );
+    };
+    expect(1, GARBAGE, "missing_field");
+    expect(2, &not_json, "invalid_json");
+    expect(3, &bad_ip, "invalid_value");
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redelivered_after_its_visibility_expired_gives_one_row() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    queues.send(&[SAMPLE.to_owned()]).await;
+    // The first delete is held past the 1 s visibility timeout and the heartbeat is
+    // disabled, so a second loop receives the committed message again before it is deleted.
+    let faults = Arc::new(Faults {
+        slow_deletes: 1.into(),
+        delete_delay: Duration::from_secs(3),
+        freeze_visibility: true.into(),
+        ..Faults::default()
+    });
+    let queue = FaultyQueue {
+        inner: queues.sqs_queue(),
+        faults,
+    };
+    let mut settings = drain_settings(&queues);
+    settings.visibility_timeout = Duration::from_secs(1);
+    settings.concurrency = 2;
+    let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;
+    println!("visibility expired: {summary}");
+    assert!(
+        summary.received >= 2,
+        "the message was received twice: {summary}"
+    );
+    assert_eq!(summary.inserted, 1);
+    assert!(summary.duplicates >= 1);
+    assert_eq!(db.row_count().await, 1);
+    assert_eq!(queues.source_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_delete_brings_the_message_back_and_it_is_skipped_as_a_duplicate() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = generate(Recipe {
+        count: 5,
+        seed: 2,
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    });
+    queues.send(&bodies).await;
+    let faults = Arc::new(Faults {
+        lose_deletes: 1.into(),
+        ..Faults::default()
+    });
+    let queue = FaultyQueue {
+        inner: queues.sqs_queue(),
+        faults: Arc::clone(&faults),
+    };
+    let mut settings = drain_settings(&queues);
+    settings.visibility_timeout = Duration::from_secs(1);
+    let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;
+    let lost = faults.lost_deletes.load(Ordering::SeqCst) as u64;
+    println!("lost delete: {summary}; deletes lost: {lost}");
+    assert!(lost >= 1);
+    assert_eq!(summary.inserted, 5);
+    assert_eq!(
+        summary.duplicates, lost,
+        "every message whose delete was lost came back once"
+    );
+    assert_eq!(db.row_count().await, 5);
+    assert_eq!(queues.source_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_down_nothing_is_deleted_and_rows_appear_once_it_is_back() {
+    let postgres = PrivatePostgres::start();
+    let admin_url = postgres.admin_url();
+    let (db, queues) = tokio::join!(TestDb::create_on(&admin_url), TestQueues::create());
+    let (bodies, _) = generate(Recipe {
+        count: 20,
+        seed: 3,
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    });
+    queues.send(&bodies).await;
+    postgres.stop_server();
+
+    let mut settings = drain_settings(&queues);
+    settings.visibility_timeout = Duration::from_secs(2);
+    let consumer = consumer(queues.sqs_queue(), &db, settings);
+    let running = tokio::spawn({
+        let consumer = Arc::clone(&consumer);
+        async move { drain(&consumer, Duration::from_secs(120)).await }
+    });
+
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(6) {
+        assert_eq!(
+            queues.source_total().await,
+            20,
+            "nothing may be deleted while PostgreSQL is down"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(consumer.metrics().messages_deleted.get(), 0);
+    assert!(
+        consumer.metrics().retries_total(
+            sqs2pg::retry::Stage::Write,
+            sqs2pg::retry::ErrorClass::Transient
+        ) > 0
+    );
+    // The heartbeat kept the batches in flight through the outage: none was received twice.
+    let received_during_outage = consumer.metrics().messages_received.get();
+
+    postgres.start_server();
+    let summary = running.await.unwrap();
+    println!("postgres down for {:?}: {summary}", outage.elapsed());
+    assert_eq!(summary.inserted, 20);
+    assert_eq!(
+        summary.duplicates, 0,
+        "received during outage: {received_during_outage}"
+    );
+    assert_eq!(db.row_count().await, 20);
+    assert_eq!(queues.source_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_is_isolated_and_dead_lettered_while_the_rest_commit() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE user_logins ADD CONSTRAINT no_toasters CHECK (device_type <> 'toaster')",
+        )
+        .await
+        .unwrap();
+    let (mut bodies, _) = generate(Recipe {
+        count: 10,
+        seed: 4,
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    });
+    bodies[6] = SAMPLE.replace("android", "toaster");
+    let ids = queues.send(&bodies).await;
+
+    let summary = drain(
+        &consumer(queues.sqs_queue(), &db, drain_settings(&queues)),
+        Duration::from_secs(60),
+    )
+    .await;
+    println!("database refusal: {summary}");
+    assert_eq!((summary.inserted, summary.dead_lettered), (9, 1));
+    assert_eq!(db.row_count().await, 9);
+    let letters = queues.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        attribute_of(&letters[0], attribute::ORIGINAL_MESSAGE_ID).as_deref(),
+        Some(ids[6].as_str())
+    );
+    assert_eq!(
+        attribute_of(&letters[0], attribute::REASON).as_deref(),
+        Some("database_rejected")
+    );
+    assert!(
+        attribute_of(&letters[0], attribute::DETAIL)
+            .unwrap()
+            .contains("no_toasters")
+    );
+}

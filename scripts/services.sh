@@ -8,6 +8,7 @@
 #   scripts/services.sh down      stop what `up` started
 #   scripts/services.sh clean     down, then delete .run/
 #   scripts/services.sh env       print the environment that points sqs2pg at them
+#   scripts/services.sh status    exit 0 if both are up
 #
 # Ports: SQS2PG_PG_PORT (default 55439) and SQS2PG_LOCALSTACK_PORT (default 45669).
 set -euo pipefail
@@ -147,5 +148,8 @@ case "${1:-}" in
   down) localstack_down; pg_down ;;
   clean) localstack_down; pg_down; rm -rf "$RUN"; log "removed .run/" ;;
   env) print_env ;;
-  *) echo "usage: $0 install|up|down|clean|env" >&2; exit 2 ;;
+  status)
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$RUN/pg/data" status >/dev/null 2>&1 && localstack_healthy \
+      && echo "postgres on $PG_PORT and localstack on $LS_PORT are up" ;;
+  *) echo "usage: $0 install|up|down|clean|env|status" >&2; exit 2 ;;
 esac

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The demo, end to end on a fresh clone: installs what is missing, starts PostgreSQL and
+# LocalStack, creates the queues, sends 100 synthetic login events (one malformed),
+# drains them into a fresh database, and shows the rows and the counts.
+# The services stay up afterwards so you can look around; `scripts/services.sh down` stops them.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust with rustup (https://rustup.rs) and retry" >&2
+  exit 1
+fi
+
+say "Starting PostgreSQL and LocalStack (installing them if missing)"
+scripts/services.sh up
+# shellcheck source=/dev/null
+source .run/env
+
+say "Building sqs2pg"
+cargo build --locked --quiet
+sqs2pg() { target/debug/sqs2pg "$@"; }
+
+# A random key of this demo's own; in production, mount a secret as SQS2PG_HMAC_KEY_FILE.
+if [ ! -s .run/demo-hmac.key ]; then
+  python3 -c 'import secrets; print(secrets.token_hex(32))' > .run/demo-hmac.key
+fi
+export SQS2PG_HMAC_KEY_FILE="$PWD/.run/demo-hmac.key"
+
+# A fresh database and fresh queues for every run, so the counts below are this run's.
+export DATABASE_URL="${DATABASE_URL%/*}/sqs2pg_demo"
+psql "${DATABASE_URL%/*}/postgres" -qc 'DROP DATABASE IF EXISTS sqs2pg_demo' -c 'CREATE DATABASE sqs2pg_demo'
+queue="user-logins-demo-$(date +%s)"
+
+say "sqs2pg setup: the queue and its dead-letter queue"
+urls="$(sqs2pg setup --queue-name "$queue")"
+echo "$urls"
+export SQS2PG_QUEUE_URL="$(sed -n 's/^SQS2PG_QUEUE_URL=//p' <<<"$urls")"
+
+say "sqs2pg send: 100 login events, one of them malformed"
+sqs2pg send --count 100 --malformed-share 0.01 --seed 42
+
+say "sqs2pg run --drain: consume until the queue is empty"
+sqs2pg run --drain --metrics-addr 127.0.0.1:0 --log-format text 2> .run/demo-run.log
+grep -E 'Dead-lettered' .run/demo-run.log | sed 's/\x1b\[[0-9;]*m//g' || true
+
+say "select * from user_logins"
+psql "$DATABASE_URL" -P pager=off -c 'SELECT * FROM user_logins ORDER BY sent_at, message_id'
+
+say "The counts"
+psql "$DATABASE_URL" -P pager=off \
+  -c "SELECT count(*) AS rows_inserted FROM user_logins" \
+  -c "SELECT reason, count(*) AS dead_lettered FROM dead_letters GROUP BY reason"
+
+say "sqs2pg dlq inspect: the dead-letter queue, PII masked"
+sqs2pg dlq inspect
+
+say "Done. Stop the services with: scripts/services.sh down   (or clean, to delete .run/ as well)"

@@ -476,6 +476,12 @@ pub struct Faults {
     pub delete_delay: Duration,
     /// Ignore visibility changes, so the heartbeat cannot keep messages in flight.
     pub freeze_visibility: std::sync::atomic::AtomicBool,
+    /// Swallow every n-th delete call (0: never), like `lose_deletes` but as a pattern.
+    pub lose_every_nth_delete: usize,
+    /// Delete calls seen so far (for the pattern).
+    pub delete_calls: std::sync::atomic::AtomicUsize,
+    /// Receipt handles of every message whose delete was swallowed, in order.
+    pub lost_receipt_handles: std::sync::Mutex<Vec<String>>,
 }
 
 /// The real SQS queue behind a fault injector.
@@ -505,10 +511,21 @@ impl Queue for FaultyQueue {
         &self,
         receipt_handles: &[&str],
     ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
-        if take_one(&self.faults.lose_deletes) {
+        let call = self
+            .faults
+            .delete_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let nth = self.faults.lose_every_nth_delete;
+        if take_one(&self.faults.lose_deletes) || (nth > 0 && call % nth == 0) {
             self.faults
                 .lost_deletes
                 .fetch_add(receipt_handles.len(), std::sync::atomic::Ordering::SeqCst);
+            self.faults
+                .lost_receipt_handles
+                .lock()
+                .expect("not poisoned")
+                .extend(receipt_handles.iter().map(|handle| (*handle).to_owned()));
             return Ok(Vec::new());
         }
         if take_one(&self.faults.slow_deletes) {
@@ -547,5 +564,124 @@ impl Queue for FaultyQueue {
         &self,
     ) -> Result<sqs2pg::queue::QueueDepth, sqs2pg::queue::QueueError> {
         self.inner.dead_letter_depth().await
+    }
+}
+
+/// A TCP proxy on a fixed local port in front of `upstream`, for network partitions: `stop`
+/// closes the listener and cuts every open connection (with a reset), so new connections
+/// are refused and existing ones fail; `resume` listens again on the same port.
+pub struct TcpProxy {
+    pub port: u16,
+    upstream: std::net::SocketAddr,
+    running: std::sync::Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy in front of `upstream` (host:port or an http:// URL) on a free port.
+    pub async fn start(upstream: &str) -> Self {
+        use std::net::ToSocketAddrs;
+        let authority = upstream.trim_start_matches("http://").trim_end_matches('/');
+        let upstream = authority
+            .to_socket_addrs()
+            .expect("resolve the proxy's upstream")
+            .next()
+            .expect("the upstream has an address");
+        let proxy = Self {
+            port: free_port(),
+            upstream,
+            running: std::sync::Mutex::new(None),
+            accepted: Arc::default(),
+        };
+        proxy.resume().await;
+        proxy
+    }
+
+    /// The proxy as an http:// endpoint URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Listens again on the same port (after `stop`). Panics if the port stays taken.
+    pub async fn resume(&self) {
+        let started = Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("rebinding the proxy on port {}: {error}", self.port),
+            }
+        };
+        let token = CancellationToken::new();
+        let upstream = self.upstream;
+        let accepted = Arc::clone(&self.accepted);
+        let stop = token.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let inbound = tokio::select! {
+                    () = stop.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((inbound, _)) => inbound,
+                        Err(_) => continue,
+                    },
+                };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let stop = stop.clone();
+                connections.spawn(async move {
+                    let mut inbound = inbound;
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => {
+                            // A cut, not a goodbye: both sides get a reset.
+                            let _ = inbound.set_zero_linger();
+                            let _ = outbound.set_zero_linger();
+                        }
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+            drop(listener);
+            while connections.join_next().await.is_some() {}
+        });
+        let previous = self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .replace((token, task));
+        assert!(previous.is_none(), "the proxy was already running");
+    }
+
+    /// Closes the listener and cuts every open connection; returns once both are done.
+    pub async fn stop(&self) {
+        let running = self.running.lock().expect("not poisoned").take();
+        if let Some((token, task)) = running {
+            token.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        if let Some((token, _)) = self.running.lock().expect("not poisoned").take() {
+            token.cancel();
+        }
+    }
+}
+
+impl TestQueues {
+    /// Visible messages in the dead-letter queue.
+    pub async fn sqs_queue_dead_letter_visible(&self) -> u64 {
+        self.sqs_queue()
+            .dead_letter_depth()
+            .await
+            .expect("DLQ depth")
+            .visible
     }
 }

@@ -306,6 +306,15 @@ mod tests {
         );
     }
 
+    /// The worked example in the README (openssl, Python and pgcrypto all give this value).
+    #[test]
+    fn readme_lookup_example_holds() {
+        assert_eq!(
+            Masker::new(b"test-hmac-key-0123456789abcdef").digest("199.172.111.135"),
+            "da992b2230cd81b5156ff32ec9674acbbf4485c2a7a17c29b30ce830734a96f2"
+        );
+    }
+
     #[test]
     fn digest_depends_on_the_key() {
         assert_ne!(

@@ -517,7 +517,7 @@ impl Queue for FaultyQueue {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
         let nth = self.faults.lose_every_nth_delete;
-        if take_one(&self.faults.lose_deletes) || (nth > 0 && call % nth == 0) {
+        if take_one(&self.faults.lose_deletes) || (nth > 0 && call.is_multiple_of(nth)) {
             self.faults
                 .lost_deletes
                 .fetch_add(receipt_handles.len(), std::sync::atomic::Ordering::SeqCst);

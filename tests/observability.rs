@@ -12,12 +12,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use promql_parser::label::{METRIC_NAME, MatchOp, Matcher};
+use promql_parser::parser::{Expr, VectorSelector};
+use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
 use sqs2pg::dead_letter::attribute;
 use sqs2pg::metrics::{Metrics, names};
@@ -162,217 +166,82 @@ fn alert_rules() -> Vec<Rule> {
 }
 
 // ---------------------------------------------------------------------------------------
-// PromQL: just enough lexing to find the selectors, without tripping on strings, label
-// names, grouping clauses, functions or durations.
+// PromQL, as promql-parser reads it: the vector selectors of an expression (those inside
+// range selectors, subqueries, function calls, aggregations and binary operations too).
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Ident(String),
-    Str(String),
-    Number,
-    Variable,
-    Punct(char),
-}
+/// Collects every vector selector of an AST.
+#[derive(Default)]
+struct Selectors(Vec<VectorSelector>);
 
-fn lex(expr: &str) -> Vec<Token> {
-    let chars: Vec<char> = expr.chars().collect();
-    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '#' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if matches!(c, '"' | '\'' | '`') {
-            let mut value = String::new();
-            i += 1;
-            while i < chars.len() && chars[i] != c {
-                if chars[i] == '\\' && c != '`' {
-                    i += 1;
-                }
-                value.extend(chars.get(i));
-                i += 1;
-            }
-            assert!(i < chars.len(), "unterminated string in `{expr}`");
-            i += 1;
-            tokens.push(Token::Str(value));
-        } else if c.is_ascii_digit()
-            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
-        {
-            // Numbers and durations (5m, 1h30m, 0x1f, 1.5e3).
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-            tokens.push(Token::Number);
-        } else if c == '$' {
-            i += 1;
-            if chars.get(i) == Some(&'{') {
-                while i < chars.len() && chars[i] != '}' {
-                    i += 1;
-                }
-                i += 1;
-            } else {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-            }
-            tokens.push(Token::Variable);
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && ident(chars[i]) {
-                i += 1;
-            }
-            tokens.push(Token::Ident(chars[start..i].iter().collect()));
-        } else {
-            tokens.push(Token::Punct(c));
-            i += 1;
+impl ExprVisitor for Selectors {
+    type Error = Infallible;
+
+    fn pre_visit(&mut self, expr: &Expr) -> Result<bool, Infallible> {
+        match expr {
+            Expr::VectorSelector(selector) => self.0.push(selector.clone()),
+            Expr::MatrixSelector(range) => self.0.push(range.vs.clone()),
+            _ => {}
         }
-    }
-    tokens
-}
-
-/// Keywords followed by a parenthesised list of label names.
-const GROUPING: [&str; 6] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-/// Aggregation operators (which may put their grouping before the parentheses).
-const AGGREGATIONS: [&str; 14] = [
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-const KEYWORDS: [&str; 7] = ["and", "or", "unless", "bool", "offset", "inf", "nan"];
-
-/// A label matcher: (label, operator, value).
-type Matcher = (String, String, String);
-
-/// A vector selector: its metric name ("" for a bare `{...}`) and its label matchers.
-#[derive(Debug, Clone, PartialEq)]
-struct Selector {
-    metric: String,
-    matchers: Vec<Matcher>,
-}
-
-/// Index just past the group that opens at `start`.
-fn skip_group(tokens: &[Token], start: usize, open: char, close: char) -> usize {
-    let mut depth = 0;
-    for (offset, token) in tokens[start..].iter().enumerate() {
-        if *token == Token::Punct(open) {
-            depth += 1;
-        } else if *token == Token::Punct(close) {
-            depth -= 1;
-            if depth == 0 {
-                return start + offset + 1;
-            }
-        }
-    }
-    panic!("unbalanced `{open}`")
-}
-
-/// The matchers of the `{...}` at `start`, and the index just past it.
-fn matchers(tokens: &[Token], start: usize, expr: &str) -> (Vec<Matcher>, usize) {
-    let mut found = Vec::new();
-    let mut i = start + 1;
-    loop {
-        match tokens.get(i) {
-            Some(Token::Punct('}')) => return (found, i + 1),
-            Some(Token::Punct(',')) => i += 1,
-            Some(Token::Ident(label)) => {
-                let (operator, width) = match (tokens.get(i + 1), tokens.get(i + 2)) {
-                    (Some(Token::Punct('=')), Some(Token::Punct('~'))) => ("=~", 2),
-                    (Some(Token::Punct('!')), Some(Token::Punct('='))) => ("!=", 2),
-                    (Some(Token::Punct('!')), Some(Token::Punct('~'))) => ("!~", 2),
-                    (Some(Token::Punct('=')), _) => ("=", 1),
-                    other => panic!("bad matcher after `{label}` in `{expr}`: {other:?}"),
-                };
-                let Some(Token::Str(value)) = tokens.get(i + 1 + width) else {
-                    panic!("matcher `{label}{operator}` without a string in `{expr}`");
-                };
-                found.push((label.clone(), operator.to_owned(), value.clone()));
-                i += 2 + width;
-            }
-            other => panic!("unexpected {other:?} in the matchers of `{expr}`"),
-        }
+        Ok(true)
     }
 }
 
-/// Every vector selector of a PromQL expression.
-fn selectors(expr: &str) -> Vec<Selector> {
-    let tokens = lex(expr);
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        match &tokens[i] {
-            Token::Punct('{') => {
-                let (matchers, next) = matchers(&tokens, i, expr);
-                found.push(Selector {
-                    metric: String::new(),
-                    matchers,
-                });
-                i = next;
-            }
-            Token::Punct('[') => i = skip_group(&tokens, i, '[', ']'),
-            Token::Ident(word) => {
-                let next = tokens.get(i + 1);
-                let lower = word.to_ascii_lowercase();
-                if GROUPING.contains(&lower.as_str()) {
-                    i += 1;
-                    if next == Some(&Token::Punct('(')) {
-                        i = skip_group(&tokens, i, '(', ')');
-                    }
-                } else if next == Some(&Token::Punct('('))
-                    || AGGREGATIONS.contains(&lower.as_str())
-                    || KEYWORDS.contains(&lower.as_str())
-                {
-                    i += 1;
-                } else if next == Some(&Token::Punct('{')) {
-                    let (matchers, after) = matchers(&tokens, i + 1, expr);
-                    found.push(Selector {
-                        metric: word.clone(),
-                        matchers,
-                    });
-                    i = after;
-                } else {
-                    found.push(Selector {
-                        metric: word.clone(),
-                        matchers: Vec::new(),
-                    });
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    found
+/// Every vector selector of a PromQL expression, or the parser's error naming the
+/// expression. Grafana's variables are not PromQL: substitute them first (`concrete_query`).
+fn selectors(expr: &str) -> Result<Vec<VectorSelector>, String> {
+    let ast = promql_parser::parser::parse(expr)
+        .map_err(|error| format!("`{expr}` is not valid PromQL: {error}"))?;
+    let mut found = Selectors::default();
+    let Ok(_) = walk_expr(&mut found, &ast);
+    Ok(found.0)
 }
 
+/// What a selector selects: for each alternative of its `{a="1" or b="2"}` (a selector
+/// without `or` has one), the metric name (the selector's own, or a `__name__="..."`
+/// matcher) and the other label matchers.
+fn selections(selector: &VectorSelector) -> Vec<(Option<&str>, Vec<&Matcher>)> {
+    let common = &selector.matchers.matchers;
+    let alternatives: Vec<Vec<&Matcher>> = if selector.matchers.or_matchers.is_empty() {
+        vec![common.iter().collect()]
+    } else {
+        selector
+            .matchers
+            .or_matchers
+            .iter()
+            .map(|alternative| common.iter().chain(alternative).collect())
+            .collect()
+    };
+    alternatives
+        .into_iter()
+        .map(|matchers| {
+            let (names, labels): (Vec<&Matcher>, Vec<&Matcher>) = matchers
+                .into_iter()
+                .partition(|matcher| matcher.name == METRIC_NAME);
+            let metric = selector.name.as_deref().or_else(|| {
+                names
+                    .iter()
+                    .find(|matcher| matcher.op == MatchOp::Equal)
+                    .map(|matcher| matcher.value.as_str())
+            });
+            (metric, labels)
+        })
+        .collect()
+}
+
+/// The metric names an expression selects; an expression that does not parse fails the test.
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    selectors(expr).into_iter().map(|s| s.metric).collect()
+    selectors(expr)
+        .unwrap_or_else(|error| panic!("{error}"))
+        .iter()
+        .flat_map(selections)
+        .filter_map(|(metric, _)| metric.map(str::to_owned))
+        .collect()
 }
 
 #[test]
 fn promql_selectors_are_found_past_strings_groupings_functions_and_durations() {
-    let cases: [(&str, &[&str]); 8] = [
+    let variables = BTreeMap::from([("instance".to_owned(), ".*".to_owned())]);
+    let cases: [(&str, &[&str]); 10] = [
         (
             r#"sum by (stage, class) (rate(sqs2pg_retries_total{job="sqs2pg", stage="write"}[$__rate_interval]))"#,
             &["sqs2pg_retries_total"],
@@ -405,22 +274,59 @@ fn promql_selectors_are_found_past_strings_groupings_functions_and_durations() {
             r#"topk(3, sqs2pg_ready{instance=~"$instance"}) unless sqs2pg_build_info"#,
             &["sqs2pg_build_info", "sqs2pg_ready"],
         ),
+        (
+            r#"max_over_time(deriv(rate(d[1m])[10m:$__interval])[1h:]) - -e @ start()"#,
+            &["d", "e"],
+        ),
+        (
+            r#"{__name__="f", job="sqs2pg"} + count_values("g", h)"#,
+            &["f", "h"],
+        ),
     ];
     for (expr, expected) in cases {
         let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
-        assert_eq!(metric_names(expr), expected, "in `{expr}`");
+        let concrete = concrete_query(expr, &variables);
+        assert_eq!(metric_names(&concrete), expected, "in `{concrete}`");
     }
+
+    let found = |expr: &str| -> Vec<(Option<String>, Vec<String>)> {
+        selectors(expr)
+            .unwrap()
+            .iter()
+            .flat_map(selections)
+            .map(|(metric, matchers)| {
+                let matchers = matchers.iter().map(|m| m.to_string()).collect();
+                (metric.map(str::to_owned), matchers)
+            })
+            .collect()
+    };
     assert_eq!(
-        selectors(r#"sqs2pg_queue_messages{queue="dead_letter", state!~"in_.*", job="a\"b"}"#),
-        vec![Selector {
-            metric: "sqs2pg_queue_messages".into(),
-            matchers: vec![
-                ("queue".into(), "=".into(), "dead_letter".into()),
-                ("state".into(), "!~".into(), "in_.*".into()),
-                ("job".into(), "=".into(), "a\"b".into()),
+        found(r#"sqs2pg_queue_messages{queue="dead_letter", state!~"in_.*", job="a\"b"}"#),
+        [(
+            Some("sqs2pg_queue_messages".to_owned()),
+            vec![
+                r#"queue="dead_letter""#.to_owned(),
+                r#"state!~"in_.*""#.to_owned(),
+                r#"job="a\"b""#.to_owned(),
             ],
-        }]
+        )]
     );
+    assert_eq!(
+        found(r#"{__name__="x", job="a" or __name__=~"y.*", job="b"}"#),
+        [
+            (Some("x".to_owned()), vec![r#"job="a""#.to_owned()]),
+            (None, vec![r#"job="b""#.to_owned()]),
+        ]
+    );
+    // What does not parse is an error naming the expression, Grafana's variables included.
+    for bad in [
+        "sum(rate(x[5m])",
+        "rate(x[$__rate_interval])",
+        r#"x{job=~"("}"#,
+    ] {
+        let error = selectors(bad).expect_err(bad);
+        assert!(error.contains(bad), "{error}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -474,45 +380,54 @@ impl Exported {
     }
 }
 
-/// Problems with one expression's selectors: unknown metrics, label values the service
-/// never exports, selectors that do not pin `job="sqs2pg"`.
+/// Problems with one expression's selectors: an expression that does not parse, unknown
+/// metrics, label values the service never exports, selectors that do not pin `job="sqs2pg"`.
 fn selector_problems(exported: &Exported, place: &str, expr: &str) -> Vec<String> {
+    let selectors = match selectors(expr) {
+        Ok(selectors) => selectors,
+        Err(error) => return vec![format!("{place}: {error}")],
+    };
     let mut problems = Vec::new();
-    for selector in selectors(expr) {
-        let metric = selector.metric.as_str();
-        if metric.is_empty() {
-            problems.push(format!(
-                "{place}: a selector without a metric name in `{expr}`"
-            ));
-            continue;
-        }
-        if metric != "up" && exported.family(metric).is_none() {
-            problems.push(format!(
-                "{place}: `{metric}` is not exported by sqs2pg (nor a histogram series of one) in `{expr}`"
-            ));
-            continue;
-        }
-        if !selector
-            .matchers
-            .iter()
-            .any(|(label, op, value)| label == "job" && op == "=" && value == JOB)
-        {
-            problems.push(format!(
-                "{place}: `{metric}` is not restricted to job=\"{JOB}\" in `{expr}`"
-            ));
-        }
-        for (label, op, value) in &selector.matchers {
-            if op != "=" || label == "job" || label == "instance" || metric == "up" {
+    for selector in &selectors {
+        for (metric, matchers) in selections(selector) {
+            let Some(metric) = metric else {
+                problems.push(format!(
+                    "{place}: `{selector}` has no metric name in `{expr}`"
+                ));
+                continue;
+            };
+            if metric != "up" && exported.family(metric).is_none() {
+                problems.push(format!(
+                    "{place}: `{metric}` is not exported by sqs2pg (nor a histogram series of one) in `{expr}`"
+                ));
                 continue;
             }
-            let known = exported
-                .labels
-                .get(metric)
-                .is_some_and(|pairs| pairs.contains(&(label.clone(), value.clone())));
-            if !known {
+            let equalities: Vec<&Matcher> = matchers
+                .into_iter()
+                .filter(|matcher| matcher.op == MatchOp::Equal)
+                .collect();
+            if !equalities
+                .iter()
+                .any(|matcher| matcher.name == "job" && matcher.value == JOB)
+            {
                 problems.push(format!(
-                    "{place}: `{metric}` never has {label}=\"{value}\" in `{expr}`"
+                    "{place}: `{selector}` is not restricted to job=\"{JOB}\" in `{expr}`"
                 ));
+            }
+            for matcher in equalities {
+                let (label, value) = (&matcher.name, &matcher.value);
+                if label == "job" || label == "instance" || metric == "up" {
+                    continue;
+                }
+                let known = exported
+                    .labels
+                    .get(metric)
+                    .is_some_and(|pairs| pairs.contains(&(label.clone(), value.clone())));
+                if !known {
+                    problems.push(format!(
+                        "{place}: `{metric}` never has {label}=\"{value}\" in `{expr}`"
+                    ));
+                }
             }
         }
     }
@@ -530,7 +445,12 @@ fn dashboard_and_alerts_use_only_exported_metrics_and_labels_and_the_dashboard_s
         );
     }
     let dashboard = dashboard();
-    let queries = dashboard_queries(&dashboard);
+    // As Grafana sends them: its variables are not PromQL.
+    let variables = template_variables(&dashboard);
+    let queries: Vec<(String, String)> = dashboard_queries(&dashboard)
+        .into_iter()
+        .map(|(panel, expr)| (panel, concrete_query(&expr, &variables)))
+        .collect();
     let rules = alert_rules();
     let mut problems = Vec::new();
     for (panel, expr) in &queries {
@@ -562,7 +482,7 @@ fn dashboard_and_alerts_use_only_exported_metrics_and_labels_and_the_dashboard_s
             problems.extend(selector_problems(
                 &exported,
                 &format!("variable {}", variable["name"]),
-                inner,
+                &concrete_query(inner, &variables),
             ));
         }
     }

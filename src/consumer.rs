@@ -427,18 +427,42 @@ impl<Q: Queue> Consumer<Q> {
             .iter()
             .map(|(_, letter)| letter.sqs_message_id.as_str())
             .collect();
-        let already = match retry(
+        // The record is read again before every attempt to send, not once before them all:
+        // while sends keep failing (SQS unreachable, so the heartbeat fails too), these
+        // messages can come back to another loop and be dead-lettered there meanwhile.
+        let attempt = || async {
+            let already = self
+                .sink
+                .dead_lettered(&copies)
+                .await
+                .map_err(DeadLetterAttempt::Check)?;
+            let letters: Vec<DeadLetter> = poison
+                .iter()
+                .filter(|(_, letter)| !already.contains(&letter.sqs_message_id))
+                .map(|(_, letter)| letter.clone())
+                .collect();
+            let failures = if letters.is_empty() {
+                Vec::new()
+            } else {
+                self.queue
+                    .dead_letter(&letters)
+                    .await
+                    .map_err(DeadLetterAttempt::Send)?
+            };
+            Ok::<_, DeadLetterAttempt>((already, letters, failures))
+        };
+        let (already, letters, failures) = match retry(
             self.settings.retry,
             Stage::DeadLetter,
             &self.metrics,
-            || self.sink.dead_lettered(&copies),
+            attempt,
         )
         .await
         {
-            Ok(already) => already,
+            Ok(attempted) => attempted,
             Err(error) => {
                 self.metrics.error(Stage::DeadLetter, error.class());
-                tracing::error!(message = "Could not check the dead-letter record; the poison messages will come back.", %error);
+                tracing::error!(message = "Could not dead-letter the poison messages; they will come back.", %error);
                 return Vec::new();
             }
         };
@@ -449,23 +473,6 @@ impl<Q: Queue> Consumer<Q> {
         if to_send.is_empty() {
             return acknowledged;
         }
-
-        let letters: Vec<DeadLetter> = to_send.iter().map(|(_, letter)| letter.clone()).collect();
-        let failures = match retry(
-            self.settings.retry,
-            Stage::DeadLetter,
-            &self.metrics,
-            || self.queue.dead_letter(&letters),
-        )
-        .await
-        {
-            Ok(failures) => failures,
-            Err(error) => {
-                self.metrics.error(Stage::DeadLetter, error.class());
-                tracing::error!(message = "Could not send to the dead-letter queue; the poison messages will come back.", %error);
-                return acknowledged;
-            }
-        };
         for failure in &failures {
             self.metrics.error(Stage::DeadLetter, ErrorClass::Transient);
             tracing::warn!(
@@ -648,6 +655,24 @@ enum ReceiveAttempt {
     Stopped,
     #[error(transparent)]
     Failed(QueueError),
+}
+
+/// One attempt to dead-letter a batch's poison: read the record, then send what it lacks.
+#[derive(Debug, thiserror::Error)]
+enum DeadLetterAttempt {
+    #[error("could not check the dead-letter record: {0}")]
+    Check(SinkError),
+    #[error("could not send to the dead-letter queue: {0}")]
+    Send(QueueError),
+}
+
+impl Classify for DeadLetterAttempt {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Check(error) => error.class(),
+            Self::Send(error) => error.class(),
+        }
+    }
 }
 
 impl Classify for ReceiveAttempt {

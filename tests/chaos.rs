@@ -17,7 +17,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,7 +26,6 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sqs2pg::dead_letter::attribute;
 use sqs2pg::event::{Envelope, Masker, transform};
-use sqs2pg::queue::{EntryFailure, Queue, QueueDepth, QueueError, ReceivedMessage};
 use sqs2pg::synthetic::{Recipe, generate};
 
 /// One test at a time.
@@ -774,55 +773,6 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
 // ---------------------------------------------------------------------------------------------
 // 4. Failed deletes
 
-/// The queue under test, recording which message each receipt handle belongs to.
-struct Recording<Q> {
-    inner: Q,
-    keys: Arc<Mutex<HashMap<String, String>>>,
-}
-
-impl<Q: Queue> Queue for Recording<Q> {
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let messages = self.inner.receive(max, wait, visibility).await?;
-        let mut keys = self.keys.lock().expect("not poisoned");
-        for message in &messages {
-            keys.insert(message.receipt_handle.clone(), message.key.clone());
-        }
-        Ok(messages)
-    }
-
-    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
-        self.inner.delete(receipt_handles).await
-    }
-
-    async fn change_visibility(
-        &self,
-        receipt_handles: &[&str],
-        timeout: Duration,
-    ) -> Result<Vec<EntryFailure>, QueueError> {
-        self.inner.change_visibility(receipt_handles, timeout).await
-    }
-
-    async fn dead_letter(
-        &self,
-        letters: &[sqs2pg::dead_letter::DeadLetter],
-    ) -> Result<Vec<EntryFailure>, QueueError> {
-        self.inner.dead_letter(letters).await
-    }
-
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        self.inner.depth().await
-    }
-
-    async fn dead_letter_depth(&self) -> Result<QueueDepth, QueueError> {
-        self.inner.dead_letter_depth().await
-    }
-}
-
 /// Every third delete call is lost (answered as a success, nothing deleted). Each lost
 /// message comes back once per loss: a valid one is skipped as a duplicate, a poison one is
 /// found in `dead_letters` and only deleted, so the DLQ holds each exactly once.
@@ -836,13 +786,9 @@ async fn lost_deletes_bring_messages_back_and_nothing_is_doubled() {
         lose_every_nth_delete: 3,
         ..Faults::default()
     });
-    let keys = Arc::new(Mutex::new(HashMap::new()));
-    let queue = Recording {
-        inner: FaultyQueue {
-            inner: queues.sqs_queue(),
-            faults: Arc::clone(&faults),
-        },
-        keys: Arc::clone(&keys),
+    let queue = FaultyQueue {
+        inner: queues.sqs_queue(),
+        faults: Arc::clone(&faults),
     };
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(3);
@@ -853,7 +799,7 @@ async fn lost_deletes_bring_messages_back_and_nothing_is_doubled() {
 
     let lost: Vec<String> = faults.lost_receipt_handles.lock().unwrap().clone();
     let lost_valid = {
-        let keys = keys.lock().unwrap();
+        let keys = faults.received_keys.lock().unwrap();
         lost.iter()
             .filter(|handle| work.valid.contains(&keys[*handle]))
             .count()
@@ -901,58 +847,6 @@ async fn lost_deletes_bring_messages_back_and_nothing_is_doubled() {
 // ---------------------------------------------------------------------------------------------
 // 4b. A dead-letter send retried past the visibility timeout
 
-/// The first dead-letter send hangs for 3 s and then fails, like a call caught in an outage.
-struct StalledFirstDeadLetter<Q> {
-    inner: Q,
-    stalled: std::sync::atomic::AtomicBool,
-}
-
-impl<Q: Queue> Queue for StalledFirstDeadLetter<Q> {
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        self.inner.receive(max, wait, visibility).await
-    }
-
-    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
-        self.inner.delete(receipt_handles).await
-    }
-
-    async fn change_visibility(
-        &self,
-        receipt_handles: &[&str],
-        timeout: Duration,
-    ) -> Result<Vec<EntryFailure>, QueueError> {
-        self.inner.change_visibility(receipt_handles, timeout).await
-    }
-
-    async fn dead_letter(
-        &self,
-        letters: &[sqs2pg::dead_letter::DeadLetter],
-    ) -> Result<Vec<EntryFailure>, QueueError> {
-        if !self.stalled.swap(true, Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            return Err(QueueError {
-                operation: "SendMessageBatch",
-                class: sqs2pg::retry::ErrorClass::Transient,
-                detail: "injected: the dead-letter queue was unreachable".to_owned(),
-            });
-        }
-        self.inner.dead_letter(letters).await
-    }
-
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        self.inner.depth().await
-    }
-
-    async fn dead_letter_depth(&self) -> Result<QueueDepth, QueueError> {
-        self.inner.dead_letter_depth().await
-    }
-}
-
 /// A poison message's dead-letter send fails for longer than its visibility timeout (SQS
 /// unreachable: the heartbeat fails as well), so it comes back to a second loop, which
 /// dead-letters and records it. The first loop's retry must then find the record and not
@@ -970,16 +864,16 @@ async fn a_dead_letter_send_retried_past_the_visibility_timeout_is_not_sent_twic
             .into_iter()
             .collect(),
     };
+    // The first dead-letter send hangs for 3 s and then fails, like a call caught in an outage.
     let faults = Arc::new(Faults {
         freeze_visibility: true.into(),
+        stall_dead_letters: 1.into(),
+        dead_letter_stall: Duration::from_secs(3),
         ..Faults::default()
     });
-    let queue = StalledFirstDeadLetter {
-        inner: FaultyQueue {
-            inner: queues.sqs_queue(),
-            faults,
-        },
-        stalled: false.into(),
+    let queue = FaultyQueue {
+        inner: queues.sqs_queue(),
+        faults,
     };
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(1);

@@ -482,6 +482,12 @@ pub struct Faults {
     pub delete_calls: std::sync::atomic::AtomicUsize,
     /// Receipt handles of every message whose delete was swallowed, in order.
     pub lost_receipt_handles: std::sync::Mutex<Vec<String>>,
+    /// The key (idempotency id) of every received message, by receipt handle.
+    pub received_keys: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Dead-letter sends to hold for `dead_letter_stall` and then fail as transient, like a
+    /// call caught in an outage.
+    pub stall_dead_letters: std::sync::atomic::AtomicUsize,
+    pub dead_letter_stall: Duration,
 }
 
 /// The real SQS queue behind a fault injector.
@@ -504,7 +510,12 @@ impl Queue for FaultyQueue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<sqs2pg::queue::ReceivedMessage>, sqs2pg::queue::QueueError> {
-        self.inner.receive(max, wait, visibility).await
+        let messages = self.inner.receive(max, wait, visibility).await?;
+        let mut keys = self.faults.received_keys.lock().expect("not poisoned");
+        for message in &messages {
+            keys.insert(message.receipt_handle.clone(), message.key.clone());
+        }
+        Ok(messages)
     }
 
     async fn delete(
@@ -553,6 +564,14 @@ impl Queue for FaultyQueue {
         &self,
         letters: &[sqs2pg::dead_letter::DeadLetter],
     ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+        if take_one(&self.faults.stall_dead_letters) {
+            tokio::time::sleep(self.faults.dead_letter_stall).await;
+            return Err(sqs2pg::queue::QueueError {
+                operation: "SendMessageBatch",
+                class: sqs2pg::retry::ErrorClass::Transient,
+                detail: "injected: the dead-letter queue was unreachable".to_owned(),
+            });
+        }
         self.inner.dead_letter(letters).await
     }
 

@@ -12,7 +12,7 @@
 //! each of the `concurrency` loops holds at most one batch and receives the next only when
 //! the last is acknowledged, so a slow writer pauses the receivers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,9 @@ pub struct Consumer<Q> {
     settings: Settings,
     /// Messages between receive and acknowledgement, across all loops (for the drain check).
     processing: AtomicUsize,
+    /// Age in seconds of the oldest message in each loop's latest receive. The gauge shows
+    /// their maximum: one loop's empty receive must not hide another's old batch.
+    oldest_by_loop: Vec<AtomicI64>,
     failure: Mutex<Option<ConsumerError>>,
 }
 
@@ -125,6 +128,7 @@ impl<Q: Queue> Consumer<Q> {
         readiness: Arc<Readiness>,
         settings: Settings,
     ) -> Self {
+        let loops = settings.concurrency.max(1);
         Self {
             queue,
             sink,
@@ -133,6 +137,7 @@ impl<Q: Queue> Consumer<Q> {
             readiness,
             settings,
             processing: AtomicUsize::new(0),
+            oldest_by_loop: (0..loops).map(|_| AtomicI64::new(0)).collect(),
             failure: Mutex::new(None),
         }
     }
@@ -151,8 +156,8 @@ impl<Q: Queue> Consumer<Q> {
         let started = Instant::now();
         let stop = shutdown.child_token();
         let mut tasks = JoinSet::new();
-        for _ in 0..self.settings.concurrency.max(1) {
-            tasks.spawn(Arc::clone(&self).receive_loop(stop.clone()));
+        for slot in 0..self.oldest_by_loop.len() {
+            tasks.spawn(Arc::clone(&self).receive_loop(slot, stop.clone()));
         }
         tasks.spawn(Arc::clone(&self).watch(stop.clone()));
         while let Some(joined) = tasks.join_next().await {
@@ -184,9 +189,9 @@ impl<Q: Queue> Consumer<Q> {
         }
     }
 
-    async fn receive_loop(self: Arc<Self>, stop: CancellationToken) {
+    async fn receive_loop(self: Arc<Self>, slot: usize, stop: CancellationToken) {
         while !stop.is_cancelled() {
-            let messages = match self.receive(&stop).await {
+            let messages = match self.receive(slot, &stop).await {
                 Ok(messages) => messages,
                 Err(Some(error)) => {
                     tracing::error!(message = "Receiving failed permanently; stopping the consumer.", %error);
@@ -221,6 +226,7 @@ impl<Q: Queue> Consumer<Q> {
     /// messages would stay invisible until their timeout. `Err(None)` means "stopped".
     async fn receive(
         &self,
+        slot: usize,
         stop: &CancellationToken,
     ) -> Result<Vec<ReceivedMessage>, Option<QueueError>> {
         let wait = if self.settings.drain {
@@ -253,7 +259,14 @@ impl<Q: Queue> Consumer<Q> {
                     .map(|m| (now - m.sent_at).num_seconds().max(0))
                     .max()
                     .unwrap_or(0);
-                self.metrics.oldest_message_age.set(oldest);
+                self.oldest_by_loop[slot].store(oldest, Ordering::Relaxed);
+                let across_loops = self
+                    .oldest_by_loop
+                    .iter()
+                    .map(|age| age.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                self.metrics.oldest_message_age.set(across_loops);
                 Ok(messages)
             }
             Err(ReceiveAttempt::Stopped) => Err(None),
@@ -469,7 +482,11 @@ impl<Q: Queue> Consumer<Q> {
         let (done, to_send): (Vec<_>, Vec<_>) = poison
             .into_iter()
             .partition(|(_, letter)| already.contains(&letter.sqs_message_id));
+        // Copies already dead-lettered came back because a delete was lost: redeliveries,
+        // skipped like duplicate rows.
         let mut acknowledged: Vec<usize> = done.iter().map(|(index, _)| *index).collect();
+        self.metrics.messages_duplicate.inc_by(done.len() as u64);
+        outcome.duplicates += done.len() as u64;
         if to_send.is_empty() {
             return acknowledged;
         }

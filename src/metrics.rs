@@ -134,7 +134,7 @@ impl Metrics {
             messages_inserted: counter(names::MESSAGES_INSERTED, "Messages that became a new row."),
             messages_duplicate: counter(
                 names::MESSAGES_DUPLICATE,
-                "Messages skipped because their row already existed (redeliveries).",
+                "Redelivered messages skipped: their row already existed, or this copy was already dead-lettered.",
             ),
             messages_dead_lettered: counter_vec(
                 names::MESSAGES_DEAD_LETTERED,
@@ -200,7 +200,7 @@ impl Metrics {
             .expect("valid metric"),
             oldest_message_age: gauge(
                 names::OLDEST_MESSAGE_AGE,
-                "Age of the oldest message in the latest receive (0 when the queue was empty).",
+                "Age of the oldest message in each receive loop's latest batch, the maximum over loops (0 when all were empty).",
             ),
             ready: gauge(
                 names::READY,

@@ -257,13 +257,7 @@ pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     let mut seen = HashSet::new();
     loop {
-        let messages = queue
-            .receive_dead_letters(MAX_BATCH, Duration::from_secs(60))
-            .await?;
-        let fresh: Vec<_> = messages
-            .into_iter()
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .collect();
+        let fresh = receive_unseen_dead_letters(&queue, &mut seen).await?;
         if fresh.is_empty() {
             break;
         }
@@ -283,12 +277,7 @@ pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
             handles.extend(message.receipt_handle().map(str::to_owned));
         }
     }
-    for chunk in handles.chunks(MAX_BATCH) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        queue
-            .change_dead_letter_visibility(&refs, Duration::ZERO)
-            .await?;
-    }
+    release_dead_letters(&queue, &handles).await?;
     println!(
         "dead-letter queue {}: {} messages",
         queue.dlq_url(),
@@ -318,13 +307,7 @@ pub async fn dlq_redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
     let mut skipped = Vec::new();
     let mut seen = HashSet::new();
     while redriven < limit {
-        let messages = queue
-            .receive_dead_letters(MAX_BATCH, Duration::from_secs(60))
-            .await?;
-        let fresh: Vec<_> = messages
-            .into_iter()
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .collect();
+        let fresh = receive_unseen_dead_letters(&queue, &mut seen).await?;
         if fresh.is_empty() {
             break;
         }
@@ -381,17 +364,41 @@ pub async fn dlq_redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
                 .map(|(_, (_, _, h))| h.clone()),
         );
     }
-    for chunk in skipped.chunks(MAX_BATCH) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        queue
-            .change_dead_letter_visibility(&refs, Duration::ZERO)
-            .await?;
-    }
+    release_dead_letters(&queue, &skipped).await?;
     println!(
         "redriven: {redriven} messages from {} to {}",
         queue.dlq_url(),
         queue.queue_url()
     );
+    Ok(())
+}
+
+/// How long `dlq inspect` and `dlq redrive` hide the dead letters they have read, so that a
+/// scan sees each once; whatever they leave is released at the end.
+const DEAD_LETTER_SCAN_VISIBILITY: Duration = Duration::from_secs(60);
+
+/// The next dead letters this scan has not seen yet; empty once it has seen them all.
+async fn receive_unseen_dead_letters(
+    queue: &SqsQueue,
+    seen: &mut HashSet<String>,
+) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+    let messages = queue
+        .receive_dead_letters(MAX_BATCH, DEAD_LETTER_SCAN_VISIBILITY)
+        .await?;
+    Ok(messages
+        .into_iter()
+        .filter(|message| seen.insert(message.message_id().unwrap_or_default().to_owned()))
+        .collect())
+}
+
+/// Makes dead letters visible again at once (those a scan read but did not move).
+async fn release_dead_letters(queue: &SqsQueue, receipt_handles: &[String]) -> anyhow::Result<()> {
+    for chunk in receipt_handles.chunks(MAX_BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        queue
+            .change_dead_letter_visibility(&refs, Duration::ZERO)
+            .await?;
+    }
     Ok(())
 }
 

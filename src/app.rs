@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DlqInspectArgs, DlqRedriveArgs, RunArgs, SendArgs, SetupArgs};
+use crate::config::{DatabaseArgs, DlqInspectArgs, DlqRedriveArgs, RunArgs, SendArgs, SetupArgs};
 use crate::consumer::{Consumer, Settings};
 use crate::dead_letter::{DeadLetterReason, attribute};
 use crate::event::Masker;
@@ -46,9 +46,9 @@ pub async fn sqs_client() -> anyhow::Result<Client> {
 }
 
 /// `sqs2pg migrate`.
-pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let config = sink::parse_database_url(database_url)?;
-    let report = sink::migrate(&config)
+pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    let database = args.database()?;
+    let report = sink::migrate(&database)
         .await
         .context("applying migrations")?;
     let applied: Vec<String> = report
@@ -135,7 +135,7 @@ async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> an
 /// `sqs2pg run`: migrate, then consume until a signal (or, with `--drain`, an empty queue).
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let key = args.key.load()?;
-    let database = sink::parse_database_url(args.database.database_url.expose())?;
+    let database = args.database.database()?;
     let client = sqs_client().await?;
 
     let startup = RetryPolicy {

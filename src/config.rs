@@ -16,6 +16,7 @@ use crate::dead_letter::DeadLetterReason;
 const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
   DATABASE_URL               PostgreSQL connection string (postgres://user:pass@host:port/db)
+  SQS2PG_DATABASE_CA_FILE    PEM CA certificates to trust for the database (with sslmode=require)
   SQS2PG_QUEUE_URL           URL of the source queue
   SQS2PG_DLQ_URL             URL of the dead-letter queue [default: the source queue's redrive target]
   SQS2PG_HMAC_KEY            key for masking ip and device_id (at least 16 bytes)
@@ -74,7 +75,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection string.
+    /// PostgreSQL connection string; with sslmode=require, TLS with a verified certificate.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -82,6 +83,26 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: Secret,
+
+    /// PEM file of CA certificates to trust for the database (e.g. the RDS bundle), besides
+    /// the system's. Needs sslmode=require in DATABASE_URL.
+    #[arg(
+        long,
+        env = "SQS2PG_DATABASE_CA_FILE",
+        value_name = "SQS2PG_DATABASE_CA_FILE"
+    )]
+    pub database_ca_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The parsed connection settings, with the CA file applied.
+    pub fn database(&self) -> Result<crate::sink::Database, crate::sink::SinkError> {
+        let database = crate::sink::parse_database_url(self.database_url.expose())?;
+        match &self.database_ca_file {
+            Some(path) => database.with_ca_file(path),
+            None => Ok(database),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

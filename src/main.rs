@@ -13,9 +13,7 @@ async fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => app::run(args).await,
-        Command::Migrate(args) => app::migrate(args.database_url.expose())
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Migrate(args) => app::migrate(args).await.map(|()| ExitCode::SUCCESS),
         Command::Setup(args) => app::setup(args).await.map(|()| ExitCode::SUCCESS),
         Command::Send(args) => app::send(args).await.map(|()| ExitCode::SUCCESS),
         Command::Dlq(DlqCommand::Inspect(args)) => {

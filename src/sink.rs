@@ -8,11 +8,17 @@
 //! not a message: it is [`ErrorClass::Transient`], retried while the messages wait in flight.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::dead_letter::DeadLetter;
 use crate::event::LoginRow;
@@ -59,6 +65,14 @@ pub enum SinkError {
     Timeout { operation: &'static str },
     #[error("migrations failed: {0}")]
     Migration(#[from] refinery::Error),
+    #[error("SQS2PG_DATABASE_CA_FILE {path}: {detail}")]
+    CaFile { path: PathBuf, detail: String },
+    #[error(
+        "SQS2PG_DATABASE_CA_FILE is set, but DATABASE_URL does not ask for TLS: add sslmode=require"
+    )]
+    CaFileWithoutTls,
+    #[error("TLS configuration failed: {0}")]
+    Tls(String),
 }
 
 impl SinkError {
@@ -90,7 +104,11 @@ impl Classify for SinkError {
                 Some("22" | "23") => ErrorClass::Permanent,
                 _ => ErrorClass::Transient,
             },
-            Self::InvalidUrl | Self::Migration(_) => ErrorClass::Permanent,
+            Self::InvalidUrl
+            | Self::Migration(_)
+            | Self::CaFile { .. }
+            | Self::CaFileWithoutTls
+            | Self::Tls(_) => ErrorClass::Permanent,
             Self::Pool(_) | Self::Timeout { .. } => ErrorClass::Transient,
         }
     }
@@ -104,8 +122,36 @@ pub struct InsertOutcome {
     pub duplicates: u64,
 }
 
+/// Where the database is and how to reach it: the parsed `DATABASE_URL` and its TLS.
+#[derive(Clone)]
+pub struct Database {
+    config: tokio_postgres::Config,
+    tls: DatabaseTls,
+}
+
+/// Names the database without its credentials.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("tls", &self.uses_tls())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How connections are secured. `sslmode=require` in `DATABASE_URL` gets TLS with the
+/// server's certificate verified against the system's roots and, if given, a CA file of
+/// its own (managed databases such as RDS sign with a private CA): stricter than libpq's
+/// `require`, which encrypts without verifying. Any other sslmode connects in plain text.
+#[derive(Clone)]
+enum DatabaseTls {
+    Plain,
+    Verified(MakeRustlsConnect),
+}
+
 /// Parses `DATABASE_URL`. The error never echoes the URL: it may hold a password.
-pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, SinkError> {
+pub fn parse_database_url(url: &str) -> Result<Database, SinkError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|_| SinkError::InvalidUrl)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -113,25 +159,98 @@ pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, SinkError
     if config.get_application_name().is_none() {
         config.application_name("sqs2pg");
     }
-    Ok(config)
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => DatabaseTls::Verified(verifying_connector(None)?),
+        _ => DatabaseTls::Plain,
+    };
+    Ok(Database { config, tls })
+}
+
+impl Database {
+    /// Trusts the CA certificates in `path` (PEM) too, for `sslmode=require`.
+    pub fn with_ca_file(self, path: &Path) -> Result<Self, SinkError> {
+        match self.config.get_ssl_mode() {
+            SslMode::Require => Ok(Self {
+                tls: DatabaseTls::Verified(verifying_connector(Some(path))?),
+                ..self
+            }),
+            _ => Err(SinkError::CaFileWithoutTls),
+        }
+    }
+
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// Whether connections use TLS.
+    pub fn uses_tls(&self) -> bool {
+        matches!(self.tls, DatabaseTls::Verified(_))
+    }
+
+    /// One connection, its driver spawned onto the runtime.
+    async fn connect(&self) -> Result<tokio_postgres::Client, SinkError> {
+        let connect = SinkError::postgres("connect");
+        match &self.tls {
+            DatabaseTls::Plain => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(connect)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+            DatabaseTls::Verified(tls) => {
+                let (client, connection) =
+                    self.config.connect(tls.clone()).await.map_err(connect)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+        }
+    }
+}
+
+/// A TLS connector that verifies the server against the system's roots plus `ca_file`.
+fn verifying_connector(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, SinkError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: a CA file may be all that is needed.
+    let (_, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca_file {
+        let unreadable = |detail: String| SinkError::CaFile {
+            path: path.to_owned(),
+            detail,
+        };
+        let certificates = CertificateDer::pem_file_iter(path)
+            .map_err(|error| unreadable(error.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| unreadable(error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(unreadable("no PEM certificates in it".to_owned()));
+        }
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|error| unreadable(error.to_string()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| SinkError::Tls(error.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// Applies the migrations in `migrations/`. Safe to run from several instances at once:
 /// an advisory lock makes them take turns.
-pub async fn migrate(config: &tokio_postgres::Config) -> Result<refinery::Report, SinkError> {
-    let (mut client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(SinkError::postgres("connect"))?;
-    let connection = tokio::spawn(connection);
+pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError> {
+    let mut client = database.connect().await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(SinkError::postgres("lock migrations"))?;
-    let report = embedded::migrations::runner().run_async(&mut client).await;
-    drop(client);
-    let _ = connection.await;
-    Ok(report?)
+    // The lock is the session's: it goes with the connection when `client` is dropped.
+    Ok(embedded::migrations::runner()
+        .run_async(&mut client)
+        .await?)
 }
 
 /// A pool of connections that reconnects by itself after the database comes back.
@@ -141,14 +260,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Self {
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+    pub fn new(database: Database, max_connections: usize) -> Self {
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match database.tls {
+            DatabaseTls::Plain => Manager::from_config(database.config, NoTls, manager_config),
+            DatabaseTls::Verified(tls) => {
+                Manager::from_config(database.config, tls, manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(max_connections)
             .runtime(Runtime::Tokio1)
@@ -308,8 +429,45 @@ mod tests {
 
     #[test]
     fn defaults_are_added_to_a_valid_url() {
-        let config = parse_database_url("postgres://postgres@127.0.0.1:5432/postgres").unwrap();
-        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
-        assert_eq!(config.get_application_name(), Some("sqs2pg"));
+        let database = parse_database_url("postgres://postgres@127.0.0.1:5432/postgres").unwrap();
+        assert_eq!(
+            database.config().get_connect_timeout(),
+            Some(&Duration::from_secs(5))
+        );
+        assert_eq!(database.config().get_application_name(), Some("sqs2pg"));
+    }
+
+    #[test]
+    fn only_sslmode_require_turns_tls_on() {
+        let url = "postgres://postgres@127.0.0.1:5432/postgres";
+        assert!(!parse_database_url(url).unwrap().uses_tls());
+        assert!(
+            !parse_database_url(&format!("{url}?sslmode=prefer"))
+                .unwrap()
+                .uses_tls()
+        );
+        assert!(
+            parse_database_url(&format!("{url}?sslmode=require"))
+                .unwrap()
+                .uses_tls()
+        );
+    }
+
+    #[test]
+    fn a_ca_file_needs_tls_and_must_hold_certificates() {
+        let url = "postgres://postgres@127.0.0.1:5432/postgres";
+        let plain = parse_database_url(url).unwrap();
+        assert!(matches!(
+            plain.with_ca_file(Path::new("/dev/null")),
+            Err(SinkError::CaFileWithoutTls)
+        ));
+        let tls = parse_database_url(&format!("{url}?sslmode=require")).unwrap();
+        let error = tls.with_ca_file(Path::new("/dev/null")).err().unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("SQS2PG_DATABASE_CA_FILE /dev/null"),
+            "{error}"
+        );
     }
 }

@@ -349,7 +349,7 @@ pub struct PrivatePostgres {
 }
 
 impl PrivatePostgres {
-    pub fn start() -> Self {
+    fn init() -> Self {
         init_logging();
         let bin = PathBuf::from(
             std::env::var("SQS2PG_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
@@ -382,6 +382,45 @@ impl PrivatePostgres {
             "UTF8",
             "--locale=C.UTF-8",
         ]);
+        this
+    }
+
+    pub fn start() -> Self {
+        let this = Self::init();
+        this.start_server();
+        this
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` in pg_hba.conf), with the
+    /// given server certificate and key.
+    pub fn start_tls_only(certificate: &Path, key: &Path) -> Self {
+        let this = Self::init();
+        let data = PathBuf::from(this.data());
+        std::fs::copy(certificate, data.join("server.crt")).unwrap();
+        std::fs::copy(key, data.join("server.key")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
         this.start_server();
         this
     }

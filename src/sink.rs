@@ -247,10 +247,14 @@ pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError>
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(SinkError::postgres("lock migrations"))?;
-    // The lock is the session's: it goes with the connection when `client` is dropped.
-    Ok(embedded::migrations::runner()
-        .run_async(&mut client)
-        .await?)
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    // Released explicitly, not left to the session's end: the connection's driver task may
+    // not run again soon, and another instance is waiting for the lock.
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(SinkError::postgres("unlock migrations"))?;
+    Ok(report?)
 }
 
 /// A pool of connections that reconnects by itself after the database comes back.

@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
 use common::*;
 
@@ -137,10 +138,10 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
 async fn setup_is_idempotent_and_sets_the_redrive_policy() {
     let name = unique("setup");
     let setup = |count: &str| {
-        sqs2pg_command()
-            .args(["setup", "--queue-name", &name, "--max-receive-count", count])
-            .output()
-            .unwrap()
+        output_within(
+            sqs2pg_command().args(["setup", "--queue-name", &name, "--max-receive-count", count]),
+            Duration::from_secs(60),
+        )
     };
     let first = setup("5");
     assert!(first.status.success(), "{}", text(&first));
@@ -193,11 +194,11 @@ async fn setup_is_idempotent_and_sets_the_redrive_policy() {
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let db = TestDb::create().await; // already migrated once
-    let output = sqs2pg_command()
-        .arg("migrate")
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
+    // In-process migrations just ran on this runtime; the child must not wait for their lock.
+    let output = output_within(
+        sqs2pg_command().arg("migrate").env("DATABASE_URL", &db.url),
+        Duration::from_secs(30),
+    );
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("up to date"), "{}", text(&output));
 }
@@ -212,7 +213,7 @@ async fn run_drain_prints_a_summary_and_exits_zero() {
     command.args(["run", "--drain"]);
     run_env(&mut command, &db, &queues);
     command.env_remove("SQS2PG_DLQ_URL"); // found through the redrive policy
-    let output = command.output().unwrap();
+    let output = output_within(&mut command, Duration::from_secs(120));
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8(output.stdout).unwrap();
     println!("{stdout}");

@@ -58,7 +58,7 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
     command
         .args(["dlq", "inspect"])
         .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-    let output = command.output().unwrap();
+    let output = output_within(&mut command, Duration::from_secs(120));
     let text = output_text(&output);
     println!("{text}");
     assert!(output.status.success(), "{text}");
@@ -111,7 +111,7 @@ async fn redrive_keeps_the_original_id_so_ingested_messages_stay_deduplicated() 
             .args(["dlq", "redrive"])
             .args(extra)
             .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-        command.output().unwrap()
+        output_within(&mut command, Duration::from_secs(120))
     };
     let output = redrive(&["--reason", "missing_field"]);
     assert!(output.status.success(), "{}", output_text(&output));

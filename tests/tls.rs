@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use std::time::Duration;
 
 /// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost.
 struct Certificates {
@@ -118,7 +119,7 @@ async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
         if let Some(ca) = ca {
             command.env("SQS2PG_DATABASE_CA_FILE", ca);
         }
-        command.output().unwrap()
+        output_within(&mut command, Duration::from_secs(120))
     };
 
     // The server refuses plain text, so a success below can only be TLS.
@@ -167,7 +168,7 @@ async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
         .env("DATABASE_URL", &tls_url)
         .env("SQS2PG_DATABASE_CA_FILE", &ca)
         .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-    let output = command.output().unwrap();
+    let output = output_within(&mut command, Duration::from_secs(120));
     assert!(output.status.success(), "{}", text(&output));
     println!(
         "over TLS: {}",

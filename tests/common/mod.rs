@@ -743,3 +743,26 @@ impl TestQueues {
             .visible
     }
 }
+
+/// Runs `command` to completion like `Command::output`, but kills it and fails the test if
+/// it takes longer than `limit`: a hang must fail fast, not stall the whole suite.
+pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reap");
+            panic!(
+                "{command:?} did not finish within {limit:?}; its stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}

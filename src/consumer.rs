@@ -157,7 +157,7 @@ impl<Q: Queue> Consumer<Q> {
         let stop = shutdown.child_token();
         let mut tasks = JoinSet::new();
         for slot in 0..self.oldest_by_loop.len() {
-            tasks.spawn(Arc::clone(&self).receive_loop(slot, stop.clone()));
+            tasks.spawn(Arc::clone(&self).receive_loop(slot, shutdown.clone(), stop.clone()));
         }
         tasks.spawn(Arc::clone(&self).watch(stop.clone()));
         while let Some(joined) = tasks.join_next().await {
@@ -189,7 +189,17 @@ impl<Q: Queue> Consumer<Q> {
         }
     }
 
-    async fn receive_loop(self: Arc<Self>, slot: usize, stop: CancellationToken) {
+    /// `shutdown` is the signal; `stop` also ends the loops when a drain is complete.
+    async fn receive_loop(
+        self: Arc<Self>,
+        slot: usize,
+        shutdown: CancellationToken,
+        stop: CancellationToken,
+    ) {
+        // Consecutive empty receives that found the queue drained. One is not proof: SQS
+        // counts are approximate, and LocalStack's receive holds messages in neither count
+        // for a moment. Two, a poll apart, are.
+        let mut drained_checks = 0;
         while !stop.is_cancelled() {
             let messages = match self.receive(slot, &stop).await {
                 Ok(messages) => messages,
@@ -206,15 +216,21 @@ impl<Q: Queue> Consumer<Q> {
             };
             if messages.is_empty() {
                 if self.settings.drain && !stop.is_cancelled() && self.is_drained().await {
-                    if !stop.is_cancelled() {
+                    drained_checks += 1;
+                    if drained_checks >= 2 && !stop.is_cancelled() {
                         tracing::info!(message = "Queue drained.");
+                        stop.cancel();
                     }
-                    stop.cancel();
+                } else {
+                    drained_checks = 0;
                 }
                 continue;
             }
-            if stop.is_cancelled() {
-                // Received after shutdown began and not started: hand back at once.
+            drained_checks = 0;
+            if shutdown.is_cancelled() {
+                // Received after the signal and not started: hand back at once. (After a
+                // completed drain, a late receive is processed instead: the drain's promise
+                // is an empty queue.)
                 self.release(&messages).await;
                 return;
             }

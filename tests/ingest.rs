@@ -344,3 +344,39 @@ async fn a_row_the_database_refuses_is_isolated_and_dead_lettered_while_the_rest
             .contains("no_toasters")
     );
 }
+
+/// SQS's counts are approximate: a single "empty" reading must not end a drain while
+/// messages remain. Here one receive finds nothing and one depth read says "empty" while
+/// all 20 messages still wait; the drain must go on until the queue really is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_is_not_fooled_by_one_empty_reading() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = generate(Recipe {
+        count: 20,
+        seed: 5,
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    });
+    queues.send(&bodies).await;
+    let faults = Arc::new(Faults {
+        empty_receives: 1.into(),
+        falsely_empty_depths: 1.into(),
+        ..Faults::default()
+    });
+    let queue = FaultyQueue {
+        inner: queues.sqs_queue(),
+        faults: Arc::clone(&faults),
+    };
+    let mut settings = drain_settings(&queues);
+    settings.concurrency = 1;
+    let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;
+    println!("false empty reading: {summary}");
+    assert_eq!(
+        faults.falsely_empty_depths.load(Ordering::SeqCst),
+        0,
+        "the false reading was taken"
+    );
+    assert_eq!(summary.inserted, 20);
+    assert_eq!(db.row_count().await, 20);
+    assert_eq!(queues.source_total().await, 0);
+}

@@ -527,6 +527,10 @@ pub struct Faults {
     /// call caught in an outage.
     pub stall_dead_letters: std::sync::atomic::AtomicUsize,
     pub dead_letter_stall: Duration,
+    /// Receives to answer empty without asking SQS (a long poll that found nothing).
+    pub empty_receives: std::sync::atomic::AtomicUsize,
+    /// Depth reads to answer "empty" whatever the queue holds (approximate counts).
+    pub falsely_empty_depths: std::sync::atomic::AtomicUsize,
 }
 
 /// The real SQS queue behind a fault injector.
@@ -549,6 +553,9 @@ impl Queue for FaultyQueue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<sqs2pg::queue::ReceivedMessage>, sqs2pg::queue::QueueError> {
+        if take_one(&self.faults.empty_receives) {
+            return Ok(Vec::new());
+        }
         let messages = self.inner.receive(max, wait, visibility).await?;
         let mut keys = self.faults.received_keys.lock().expect("not poisoned");
         for message in &messages {
@@ -615,6 +622,9 @@ impl Queue for FaultyQueue {
     }
 
     async fn depth(&self) -> Result<sqs2pg::queue::QueueDepth, sqs2pg::queue::QueueError> {
+        if take_one(&self.faults.falsely_empty_depths) {
+            return Ok(sqs2pg::queue::QueueDepth::default());
+        }
         self.inner.depth().await
     }
 

@@ -29,17 +29,23 @@ drain() {
   $bin send --count "$n" --malformed-share 0.01 --seed 7 >/dev/null
   DATABASE_URL="${DATABASE_URL%/*}/$tag" $bin run --drain --concurrency "$c" --metrics-addr 127.0.0.1:0 \
     >".run/$tag.out" 2>".run/$tag.err" &
-  local pid=$! peak=0 rss
+  local pid=$! peak=0 rss ticks=0 t
   while kill -0 "$pid" 2>/dev/null; do
     rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
     [ -n "$rss" ] && [ "$rss" -gt "$peak" ] && peak="$rss"
+    # utime + stime of sqs2pg itself, to tell its cost apart from LocalStack's.
+    t="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)"
+    [ -n "$t" ] && ticks="$t"
     sleep 0.2
   done
   wait "$pid"
   local summary; summary="$(grep '^sqs2pg:' ".run/$tag.out")"
   local rate; rate="$(sed -E 's/.* ([0-9.]+) messages\/s.*/\1/' <<<"$summary")"
-  printf '%8d messages  concurrency %3d  %9.1f messages/s  peak RSS %6.1f MiB   (%s)\n' \
-    "$n" "$c" "$rate" "$(awk "BEGIN {print $peak / 1024}")" "${summary#sqs2pg: }"
+  local cpu; cpu="$(awk "BEGIN {print $ticks / $(getconf CLK_TCK)}")"
+  local seconds; seconds="$(sed -E 's/.*elapsed: ([0-9.]+) s.*/\1/' <<<"$summary")"
+  printf '%8d messages  concurrency %3d  %7.1f messages/s  peak RSS %5.1f MiB  sqs2pg CPU %5.2f s (%3.0f%% of a core)\n' \
+    "$n" "$c" "$rate" "$(awk "BEGIN {print $peak / 1024}")" "$cpu" "$(awk "BEGIN {print 100 * $cpu / $seconds}")"
+  echo "           ${summary#sqs2pg: }"
   psql "$DATABASE_URL" -qc "DROP DATABASE $tag"
   rm -f ".run/$tag.out" ".run/$tag.err"
   LAST_RATE="$rate"; LAST_PEAK="$peak"

@@ -52,4 +52,4 @@ if [ "$fuzz_seconds" != 0 ]; then
 fi
 
 step "cargo test (unit, property and integration tests against the real services)"
-cargo test --all-targets --locked --no-fail-fast -- --nocapture 2>&1 | tee .run/test.log
+cargo test --locked --no-fail-fast -- --nocapture 2>&1 | tee .run/test.log

@@ -164,38 +164,20 @@ impl DeadLetterCopies {
             raw: 0,
             by_original: HashMap::new(),
         };
-        let mut empty_polls = 0;
-        while empty_polls < 2 {
-            let output = queues
-                .client
-                .receive_message()
-                .queue_url(&queues.urls.dlq_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(600)
-                .wait_time_seconds(1)
-                .message_attribute_names("All")
-                .message_system_attribute_names(SentTimestamp)
-                .send()
-                .await
-                .expect("receive dead letters");
-            let letters = output.messages.unwrap_or_default();
-            if letters.is_empty() {
-                empty_polls += 1;
-            }
-            for letter in &letters {
-                // A copy that SQS moved by itself (maxReceiveCount) has no attribute of ours.
-                let original =
-                    attribute_of(letter, attribute::ORIGINAL_MESSAGE_ID).unwrap_or_else(|| {
-                        format!("moved by SQS: {}", letter.message_id().unwrap_or_default())
-                    });
-                let sent = letter
-                    .attributes()
-                    .and_then(|attributes| attributes.get(&SentTimestamp))
-                    .and_then(|millis| millis.parse().ok())
-                    .unwrap_or_default();
-                copies.by_original.entry(original).or_default().push(sent);
-                copies.raw += 1;
-            }
+        let letters = queues.dead_letters().await;
+        for letter in &letters {
+            // A copy that SQS moved by itself (maxReceiveCount) has no attribute of ours.
+            let original =
+                attribute_of(letter, attribute::ORIGINAL_MESSAGE_ID).unwrap_or_else(|| {
+                    format!("moved by SQS: {}", letter.message_id().unwrap_or_default())
+                });
+            let sent = letter
+                .attributes()
+                .and_then(|attributes| attributes.get(&SentTimestamp))
+                .and_then(|millis| millis.parse().ok())
+                .unwrap_or_default();
+            copies.by_original.entry(original).or_default().push(sent);
+            copies.raw += 1;
         }
         copies
     }

@@ -200,8 +200,8 @@ impl TestQueues {
         depth.visible + depth.in_flight + depth.delayed
     }
 
-    /// Every message in the dead-letter queue (received with a long visibility, so each is
-    /// seen once), as (body, attributes).
+    /// Every message in the dead-letter queue, with its attributes and SentTimestamp
+    /// (received with a long visibility, so each is seen once).
     pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
         let mut all = Vec::new();
         let mut empty_polls = 0;
@@ -214,6 +214,9 @@ impl TestQueues {
                 .visibility_timeout(600)
                 .wait_time_seconds(1)
                 .message_attribute_names("All")
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+                )
                 .send()
                 .await
                 .expect("receive dead letters");

@@ -15,7 +15,7 @@ scripts/services.sh up >/dev/null
 source .run/env
 cargo build --release --locked --quiet --bins --benches
 export SQS2PG_HMAC_KEY=bench-key-0123456789abcdef
-bin=target/release/sqs2pg
+bin="${CARGO_TARGET_DIR:-target}/release/sqs2pg"
 
 echo "== 1. transform (pure core)"
 cargo bench --locked --quiet --bench transform 2>/dev/null | grep -v '^$'

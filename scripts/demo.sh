@@ -20,7 +20,7 @@ source .run/env
 
 say "Building sqs2pg"
 cargo build --locked --quiet
-sqs2pg() { target/debug/sqs2pg "$@"; }
+sqs2pg() { "${CARGO_TARGET_DIR:-target}/debug/sqs2pg" "$@"; }
 
 # A random key of this demo's own; in production, mount a secret as SQS2PG_HMAC_KEY_FILE.
 if [ ! -s .run/demo-hmac.key ]; then

@@ -23,7 +23,7 @@ use crate::retry::{RetryPolicy, Stage, retry};
 use crate::sink::{self, Sink};
 use crate::synthetic;
 
-/// How long `run` keeps retrying migrations at start while the database is unreachable.
+/// How long `run` keeps retrying at start while the database or SQS is unreachable.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// An SQS client from the standard AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials).
@@ -146,11 +146,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     retry(startup, Stage::Write, &metrics, || sink::migrate(&database))
         .await
         .context("applying migrations at start")?;
-    let queue = SqsQueue::connect(
-        client,
-        args.queue.queue_url.clone(),
-        args.queue.dlq_url.clone(),
-    )
+    // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
+    // with the same patience as the database.
+    let queue = retry(startup, Stage::Receive, &metrics, || {
+        SqsQueue::connect(
+            client.clone(),
+            args.queue.queue_url.clone(),
+            args.queue.dlq_url.clone(),
+        )
+    })
     .await
     .context("finding the dead-letter queue")?;
     let source_queue = args

@@ -558,6 +558,15 @@ pub enum SetupError {
     BadRedrivePolicy { queue_url: String },
 }
 
+impl Classify for SetupError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Queue(error) => error.class(),
+            Self::NoRedrivePolicy { .. } | Self::BadRedrivePolicy { .. } => ErrorClass::Permanent,
+        }
+    }
+}
+
 /// The URLs that `setup` made or found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueUrls {

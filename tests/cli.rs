@@ -233,3 +233,31 @@ async fn run_drain_prints_a_summary_and_exits_zero() {
     assert_eq!(db.row_count().await, 2);
     assert_eq!(queues.dead_letters().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_waits_for_sqs_at_start_instead_of_failing() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    queues.send(&[SAMPLE.to_owned(), GARBAGE.to_owned()]).await;
+    let proxy = TcpProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap()).await;
+    proxy.stop().await;
+
+    let mut command = sqs2pg_command();
+    command
+        .args(["run", "--drain"])
+        .env("AWS_ENDPOINT_URL", proxy.url());
+    run_env(&mut command, &db, &queues);
+    command.env_remove("SQS2PG_DLQ_URL"); // so the start must ask SQS for the redrive target
+    let running = std::thread::spawn(move || output_within(&mut command, Duration::from_secs(90)));
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.resume().await;
+    let output = running.join().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("Transient failure; retrying."),
+        "the unreachable SQS was retried, not fatal: {}",
+        text(&output)
+    );
+    assert_eq!(db.row_count().await, 1);
+    assert_eq!(queues.dead_letters().await.len(), 1);
+}

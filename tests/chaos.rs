@@ -441,6 +441,16 @@ impl Drop for Service {
 /// a second receive (a duplicate) and then as a valid message moved to the DLQ by SQS. The
 /// consumer runs far more receive loops (16) than there are batches (5), so a message that
 /// came back would be received again at once.
+/// Waits up to 60 s for `db` to hold more than `rows` rows; returns how long it took.
+async fn rows_beyond(db: &TestDb, rows: i64, what: &str) -> Duration {
+    let started = Instant::now();
+    eventually(Duration::from_secs(60), what, || async move {
+        db.row_count().await > rows
+    })
+    .await;
+    started.elapsed()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility_timeout() {
     let _turn = TURN.lock().await;
@@ -695,13 +705,7 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
         &queues,
         &["--drain", "--visibility-timeout", "5"],
     );
-    let db_ref = &db;
-    eventually(
-        Duration::from_secs(60),
-        "the first 100 rows",
-        || async move { db_ref.row_count().await >= 100 },
-    )
-    .await;
+    rows_beyond(&db, 99, "the first 100 rows").await;
     tokio::task::block_in_place(|| postgres.stop_server());
     let outage = Instant::now();
     let mut in_flight_during = 0;
@@ -712,19 +716,12 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
     }
     tokio::task::block_in_place(|| postgres.start_server());
     let down_for = outage.elapsed();
-    let restarted = Instant::now();
     let rows_at_restart = db.row_count().await;
     assert!(
         (rows_at_restart as usize) < work.valid.len(),
         "the outage came mid-drain"
     );
-    eventually(
-        Duration::from_secs(60),
-        "a new row after the restart",
-        || async move { db_ref.row_count().await > rows_at_restart },
-    )
-    .await;
-    let recovered_in = restarted.elapsed();
+    let recovered_in = rows_beyond(&db, rows_at_restart, "a new row after the restart").await;
 
     let summary = service.finish(Duration::from_secs(180)).await;
     let letters = DeadLetterCopies::read(&queues).await;
@@ -906,13 +903,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
             "5",
         ]);
     });
-    let db_ref = &db;
-    eventually(
-        Duration::from_secs(60),
-        "the first 100 rows",
-        || async move { db_ref.row_count().await >= 100 },
-    )
-    .await;
+    rows_beyond(&db, 99, "the first 100 rows").await;
     let through_proxy = proxy.accepted.load(Ordering::SeqCst);
     assert!(
         through_proxy > 0,
@@ -939,14 +930,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
     );
     proxy.resume().await;
     let down_for = outage.elapsed();
-    let restarted = Instant::now();
-    eventually(
-        Duration::from_secs(60),
-        "a new row after SQS is back",
-        || async move { db_ref.row_count().await > rows_after_outage },
-    )
-    .await;
-    let recovered_in = restarted.elapsed();
+    let recovered_in = rows_beyond(&db, rows_after_outage, "a new row after SQS is back").await;
 
     let summary = service.finish(Duration::from_secs(180)).await;
     let letters = DeadLetterCopies::read(&queues).await;
@@ -1048,13 +1032,7 @@ async fn sigterm_mid_drain_exits_zero_leaving_nothing_in_flight() {
         &queues,
         &["--visibility-timeout", "30"],
     );
-    let db_ref = &db;
-    eventually(
-        Duration::from_secs(60),
-        "the first 100 rows",
-        || async move { db_ref.row_count().await >= 100 },
-    )
-    .await;
+    rows_beyond(&db, 99, "the first 100 rows").await;
     let in_flight_at_signal = queues.depth().await.in_flight;
     service.terminate();
     let signalled = Instant::now();

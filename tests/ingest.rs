@@ -380,3 +380,51 @@ async fn a_drain_is_not_fooled_by_one_empty_reading() {
     assert_eq!(db.row_count().await, 20);
     assert_eq!(queues.source_total().await, 0);
 }
+
+/// The oldest-message gauge is the maximum over the receive loops: while one loop is stuck
+/// on an old batch (here, behind a table lock), another loop's empty receives must not
+/// reset it to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_message_gauge_is_not_hidden_by_another_loops_empty_receive() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    queues.send(&[SAMPLE.to_owned()]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the message is now 2 s old
+
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let mut settings = drain_settings(&queues);
+    settings.concurrency = 2;
+    let consumer = consumer(queues.sqs_queue(), &db, settings);
+    let running = tokio::spawn({
+        let consumer = Arc::clone(&consumer);
+        async move { drain(&consumer, Duration::from_secs(60)).await }
+    });
+    let metrics = Arc::clone(consumer.metrics());
+    eventually(
+        Duration::from_secs(10),
+        "the message to be received",
+        || {
+            let metrics = Arc::clone(&metrics);
+            async move { metrics.messages_received.get() == 1 }
+        },
+    )
+    .await;
+    // The other loop polls the empty queue every second meanwhile.
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        samples.push(metrics.oldest_message_age.get());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lock.rollback().await.unwrap();
+    let summary = running.await.unwrap();
+    println!("oldest-message gauge while one loop was blocked: {samples:?}; {summary}");
+    assert!(
+        samples.iter().all(|&age| age >= 2),
+        "the gauge dropped: {samples:?}"
+    );
+    assert_eq!(summary.inserted, 1);
+}

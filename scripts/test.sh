@@ -4,7 +4,7 @@
 # format and lint checks, a short fuzzing run of the pure core, and every test, unit and
 # integration, against the real services. CI runs exactly this (.ci/run).
 #
-#   SQS2PG_FUZZ_SECONDS  how long to fuzz the transform (default 30; 0 skips)
+#   SQS2PG_FUZZ_SECONDS  how long to fuzz each target of the pure core (default 30; 0 skips)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,17 +38,25 @@ cargo build --lib --no-default-features --locked
 
 fuzz_seconds="${SQS2PG_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ]; then
-  step "fuzz the transform for ${fuzz_seconds} s"
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-  # cargo-fuzz needs nightly flags; without a nightly toolchain, let stable accept them.
-  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain=(+nightly); else toolchain=(); export RUSTC_BOOTSTRAP=1; fi
-  mkdir -p fuzz/corpus/transform
-  (cd fuzz && cargo "${toolchain[@]}" fuzz run transform corpus/transform seeds/transform -- \
-      -max_total_time="$fuzz_seconds" -print_final_stats=1 2>&1 | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' || true)
-  # A crash leaves an artifact and a non-zero exit; check for artifacts explicitly.
-  if compgen -G 'fuzz/artifacts/transform/*' >/dev/null; then
-    echo "fuzzing found a failing input:" >&2; ls fuzz/artifacts/transform >&2; exit 1
-  fi
+  # cargo-fuzz passes nightly-only flags (AddressSanitizer); RUSTC_BOOTSTRAP lets the stable
+  # toolchain accept them. rustc facts cached without it would say otherwise: drop them.
+  export RUSTC_BOOTSTRAP=1
+  rm -f fuzz/target/.rustc_info.json
+  for target in transform fields; do
+    step "fuzz the pure core: target ${target} for ${fuzz_seconds} s"
+    mkdir -p "fuzz/corpus/$target"
+    seeds=(); [ -d "fuzz/seeds/$target" ] && seeds=("seeds/$target")
+    log=".run/fuzz-$target.log"
+    if ! (cd fuzz && cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+        -max_total_time="$fuzz_seconds" -print_final_stats=1) >"$log" 2>&1; then
+      tail -n 60 "$log" >&2
+      echo "fuzzing failed: target $target (the failing input is under fuzz/artifacts/$target)" >&2
+      exit 1
+    fi
+    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log"
+  done
+  unset RUSTC_BOOTSTRAP
 fi
 
 step "cargo test (unit, property and integration tests against the real services)"

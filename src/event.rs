@@ -2,15 +2,16 @@
 //!
 //! Rejections are typed and carry field *names* and JSON *kinds*, never values: their
 //! `Display` text goes to logs and to the dead-letter queue, where raw PII must not appear.
-//! That is also why the body is first parsed into a [`serde_json::Value`] and checked by
-//! hand: serde's own type errors quote the offending value.
+//! That is also why the body is first parsed into JSON values and checked by hand: serde's
+//! own type errors quote the offending value.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Map, Value};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use sha2::Sha256;
 
 /// Length limits, in characters. The migrations give the columns the same limits, so a row
@@ -20,6 +21,15 @@ pub const MAX_DEVICE_TYPE_CHARS: usize = 32;
 pub const MAX_DEVICE_ID_CHARS: usize = 256;
 pub const MAX_APP_VERSION_CHARS: usize = 32;
 pub const MAX_LOCALE_CHARS: usize = 32;
+/// Every field the transform reads; any other field is ignored.
+pub const FIELDS: [&str; 6] = [
+    "user_id",
+    "device_type",
+    "ip",
+    "device_id",
+    "app_version",
+    "locale",
+];
 /// Longest accepted `ip` string: a full IPv6 address with an embedded IPv4 tail is 45.
 const MAX_IP_CHARS: usize = 45;
 
@@ -112,6 +122,10 @@ pub enum Rejection {
     ContainsNul { field: &'static str },
     #[error("field `ip` is not an IPv4 or IPv6 address")]
     InvalidIp,
+    /// Parsers disagree on which of two values wins (first, last, or an error), so taking
+    /// either would let the row differ from what another reader of the queue sees.
+    #[error("field `{field}` appears more than once")]
+    DuplicateField { field: &'static str },
 }
 
 impl Rejection {
@@ -119,7 +133,7 @@ impl Rejection {
     pub fn reason(&self) -> crate::DeadLetterReason {
         use crate::DeadLetterReason as R;
         match self {
-            Self::InvalidJson { .. } => R::InvalidJson,
+            Self::InvalidJson { .. } | Self::DuplicateField { .. } => R::InvalidJson,
             Self::NotAnObject { .. } => R::NotAnObject,
             Self::MissingField { .. } => R::MissingField,
             Self::WrongType { .. } => R::WrongType,
@@ -170,7 +184,7 @@ pub fn transform(
     envelope: Envelope<'_>,
     masker: &Masker,
 ) -> Result<LoginRow, Rejection> {
-    let value: Value = serde_json::from_str(body).map_err(|error| Rejection::InvalidJson {
+    let top: TopLevel = serde_json::from_str(body).map_err(|error| Rejection::InvalidJson {
         category: match error.classify() {
             serde_json::error::Category::Io => "io",
             serde_json::error::Category::Syntax => "syntax",
@@ -180,10 +194,9 @@ pub fn transform(
         line: error.line(),
         column: error.column(),
     })?;
-    let Value::Object(fields) = value else {
-        return Err(Rejection::NotAnObject {
-            found: JsonKind::of(&value),
-        });
+    let fields = match top {
+        TopLevel::Object(fields) => fields,
+        TopLevel::Other(found) => return Err(Rejection::NotAnObject { found }),
     };
 
     let user_id = required(&fields, "user_id", MAX_USER_ID_CHARS)?;
@@ -212,8 +225,70 @@ pub fn transform(
     })
 }
 
+/// A body's top level. An object keeps its entries in order with duplicates, which a map
+/// would silently collapse; nested values are plain [`Value`]s (serde_json's recursion
+/// limit still applies to them, so deep nesting is an error, not a stack overflow).
+enum TopLevel {
+    Object(Vec<(String, Value)>),
+    Other(JsonKind),
+}
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            entries.push(entry);
+        }
+        Ok(TopLevel::Object(entries))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TopLevel, A::Error> {
+        // Parsed in full, so malformed or too deeply nested arrays are invalid JSON.
+        Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(TopLevel::Other(JsonKind::Array))
+    }
+
+    fn visit_unit<E>(self) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other(JsonKind::Null))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other(JsonKind::Bool))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other(JsonKind::Number))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other(JsonKind::Number))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other(JsonKind::Number))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other(JsonKind::String))
+    }
+}
+
 fn required<'a>(
-    fields: &'a Map<String, Value>,
+    fields: &'a [(String, Value)],
     field: &'static str,
     max_chars: usize,
 ) -> Result<&'a str, Rejection> {
@@ -222,11 +297,19 @@ fn required<'a>(
 
 /// A string field that may be null or absent (both mean "no value").
 fn optional<'a>(
-    fields: &'a Map<String, Value>,
+    fields: &'a [(String, Value)],
     field: &'static str,
     max_chars: usize,
 ) -> Result<Option<&'a str>, Rejection> {
-    let text = match fields.get(field) {
+    let mut values = fields
+        .iter()
+        .filter(|(name, _)| name == field)
+        .map(|(_, value)| value);
+    let value = values.next();
+    if values.next().is_some() {
+        return Err(Rejection::DuplicateField { field });
+    }
+    let text = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(text)) => text.as_str(),
         Some(other) => {
@@ -267,6 +350,8 @@ mod tests {
     fn masker() -> Masker {
         Masker::new(b"test-key-0123456789")
     }
+
+    use serde_json::Map;
 
     fn with_field(field: &str, value: Value) -> String {
         let mut object: Map<String, Value> = serde_json::from_str(SAMPLE).unwrap();
@@ -472,10 +557,95 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_key_keeps_its_last_value() {
-        let body = SAMPLE.replacen('{', r#"{"ip": "1.2.3.4", "#, 1);
-        let row = transform(&body, envelope(), &masker()).unwrap();
-        assert_eq!(row.hashed_ip, masker().digest("199.172.111.135"));
+    fn a_field_we_read_given_twice_is_refused_as_ambiguous() {
+        for field in FIELDS {
+            let body = SAMPLE.replacen('{', &format!(r#"{{"{field}": "1.2.3.4", "#), 1);
+            let rejection = transform(&body, envelope(), &masker()).unwrap_err();
+            assert_eq!(rejection, Rejection::DuplicateField { field });
+            assert_eq!(rejection.reason(), crate::DeadLetterReason::InvalidJson);
+        }
+        // Even with the same value twice: the body is still one a reader may refuse.
+        let body = SAMPLE.replacen('{', r#"{"locale": "RU", "#, 1);
+        assert!(transform(&body, envelope(), &masker()).is_err());
+    }
+
+    #[test]
+    fn an_unknown_field_given_twice_is_ignored() {
+        let body = SAMPLE.replacen('{', r#"{"extra": 1, "extra": [2], "#, 1);
+        assert!(transform(&body, envelope(), &masker()).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_invalid_json_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let nested_in_a_field = SAMPLE.replacen('{', &format!(r#"{{"extra": {deep}, "#), 1);
+        for body in [deep, nested_in_a_field] {
+            assert!(matches!(
+                transform(&body, envelope(), &masker()),
+                Err(Rejection::InvalidJson { .. })
+            ));
+        }
+    }
+
+    /// Any JSON value, nested a few levels deep.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map(arb_key(), inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Object keys, mostly the fields we read so both the accept and reject paths run.
+    fn arb_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => proptest::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
+            1 => "[a-z_]{1,10}",
+        ]
+    }
+
+    /// Checks what must hold for every outcome: a reason from the bounded set for a
+    /// rejection; for a row, the PII only as its keyed digest. A raw value may still appear
+    /// in a column whose own input field holds it (a user_id equal to an ip), never elsewhere.
+    fn check_outcome(body: &str) -> Result<(), TestCaseError> {
+        match transform(body, envelope(), &masker()) {
+            Ok(row) => {
+                let input: Value = serde_json::from_str(body).unwrap();
+                let field = |name: &str| input[name].as_str().unwrap_or_default().to_owned();
+                let (ip, device_id) = (field("ip"), field("device_id"));
+                prop_assert_eq!(&row.hashed_ip, &masker().digest(&ip));
+                prop_assert_eq!(&row.hashed_device_id, &masker().digest(&device_id));
+                prop_assert!(row.hashed_ip != ip && row.hashed_device_id != device_id);
+                let passed_through = [
+                    (row.user_id.clone(), field("user_id")),
+                    (row.device_type.clone(), field("device_type")),
+                    (row.app_version.clone(), field("app_version")),
+                    (row.locale.clone().unwrap_or_default(), field("locale")),
+                    (row.message_id.clone(), envelope().message_id.to_owned()),
+                ];
+                for raw in [&ip, &device_id] {
+                    for (output, source) in &passed_through {
+                        prop_assert!(
+                            !output.contains(raw.as_str()) || source.contains(raw.as_str())
+                        );
+                    }
+                }
+            }
+            Err(rejection) => {
+                prop_assert!(crate::DeadLetterReason::ALL.contains(&rejection.reason()));
+                prop_assert!(!rejection.to_string().is_empty());
+            }
+        }
+        Ok(())
     }
 
     fn arb_text(max: usize) -> impl Strategy<Value = String> {
@@ -484,10 +654,37 @@ mod tests {
     }
 
     proptest! {
-        /// Any body, however malformed, gives a row or a typed rejection: never a panic.
+        /// Any text, however malformed, gives a row or a typed rejection: never a panic.
         #[test]
-        fn never_panics(body in ".{0,300}") {
-            let _ = transform(&body, envelope(), &masker());
+        fn any_text_gives_a_row_or_a_typed_rejection(body in ".{0,300}") {
+            check_outcome(&body)?;
+        }
+
+        /// Arbitrary bytes, as a producer with the wrong encoding would send them (SQS
+        /// bodies are text, so they arrive decoded, with invalid sequences replaced).
+        #[test]
+        fn any_bytes_give_a_row_or_a_typed_rejection(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            check_outcome(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        /// Arbitrary JSON, objects mostly made of the fields we read.
+        #[test]
+        fn any_json_gives_a_row_or_a_typed_rejection(value in arb_json()) {
+            check_outcome(&value.to_string())?;
+        }
+
+        /// Objects with every field present and arbitrary values: the accept path's edges.
+        #[test]
+        fn any_field_values_give_a_row_or_a_typed_rejection(
+            values in proptest::collection::vec(prop_oneof![3 => ".{1,40}".prop_map(Value::from), 1 => arb_json()], 6),
+            ip in prop_oneof![any::<std::net::IpAddr>().prop_map(|ip| Value::from(ip.to_string())), arb_json()],
+        ) {
+            let mut object = Map::new();
+            for (field, value) in ["user_id", "device_type", "device_id", "app_version", "locale", "extra"].into_iter().zip(values) {
+                object.insert(field.to_owned(), value);
+            }
+            object.insert("ip".to_owned(), ip);
+            check_outcome(&Value::Object(object).to_string())?;
         }
 
         /// Valid events round-trip: every field lands unchanged or as its keyed digest.
@@ -523,10 +720,21 @@ mod tests {
             prop_assert!(m.digest(&a).bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         }
 
+        /// A digest is tied to its key: another key gives another digest of the same value.
+        #[test]
+        fn different_keys_give_different_digests(
+            a in proptest::collection::vec(any::<u8>(), 16..64),
+            b in proptest::collection::vec(any::<u8>(), 16..64),
+            value in ".{0,64}",
+        ) {
+            prop_assume!(a != b);
+            prop_assert_ne!(Masker::new(&a).digest(&value), Masker::new(&b).digest(&value));
+        }
+
         /// A rejection's text never contains the value that caused it.
         #[test]
         fn rejections_never_quote_values(secret in "[a-z]{12}") {
-            for field in ["user_id", "device_type", "ip", "device_id", "app_version", "locale"] {
+            for field in FIELDS {
                 for value in [Value::from(secret.clone()), serde_json::json!([secret.clone()]),
                               Value::from(format!("{secret}\0")), Value::from(secret.repeat(30))] {
                     if let Err(rejection) = transform(&with_field(field, value), envelope(), &masker()) {

@@ -1,0 +1,122 @@
+//! The properties every fuzz target checks, for any body.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use sqs2pg::DeadLetterReason;
+use sqs2pg::event::{
+    Envelope, JsonKind, MAX_APP_VERSION_CHARS, MAX_DEVICE_TYPE_CHARS, MAX_LOCALE_CHARS,
+    MAX_USER_ID_CHARS, Masker, Rejection, transform,
+};
+
+const KEY: &[u8] = b"fuzz-key-0123456789";
+
+/// Panics (a finding) unless `body` gives a row that obeys every rule or a rejection with a
+/// reason from the bounded set.
+pub fn check(body: &str) {
+    let masker = Masker::new(KEY);
+    let envelope = Envelope {
+        message_id: "fuzz",
+        sent_at: chrono::DateTime::UNIX_EPOCH,
+    };
+    match transform(body, envelope, &masker) {
+        Ok(row) => {
+            let input: serde_json::Value =
+                serde_json::from_str(body).expect("an accepted body is JSON");
+            let field = |name: &str| input[name].as_str().unwrap_or_default().to_owned();
+            let (ip, device_id) = (field("ip"), field("device_id"));
+            // The PII is stored only as its keyed digest...
+            assert_eq!(row.hashed_ip, masker.digest(&ip));
+            assert_eq!(row.hashed_device_id, masker.digest(&device_id));
+            for digest in [&row.hashed_ip, &row.hashed_device_id] {
+                assert_eq!(digest.len(), 64);
+                assert!(
+                    digest
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                );
+            }
+            // ...and nowhere else, unless the input itself put it in that column's own field.
+            let passed_through = [
+                (&row.user_id, field("user_id")),
+                (&row.device_type, field("device_type")),
+                (&row.app_version, field("app_version")),
+            ];
+            for raw in [&ip, &device_id] {
+                for (output, source) in &passed_through {
+                    assert!(!output.contains(raw.as_str()) || source.contains(raw.as_str()));
+                }
+                let locale = row.locale.as_deref().unwrap_or_default();
+                assert!(!locale.contains(raw.as_str()) || field("locale").contains(raw.as_str()));
+            }
+            assert!(row.user_id.chars().count() <= MAX_USER_ID_CHARS);
+            assert!(row.device_type.chars().count() <= MAX_DEVICE_TYPE_CHARS);
+            assert!(row.app_version.chars().count() <= MAX_APP_VERSION_CHARS);
+            assert!(
+                row.locale
+                    .as_deref()
+                    .is_none_or(|l| l.chars().count() <= MAX_LOCALE_CHARS)
+            );
+            for text in [&row.user_id, &row.device_type, &row.app_version] {
+                assert!(!text.is_empty() && !text.contains('\0'));
+            }
+            // Transforming the same body again gives the same row: masking is deterministic.
+            assert_eq!(transform(body, envelope, &masker).unwrap(), row);
+        }
+        Err(rejection) => {
+            assert!(DeadLetterReason::ALL.contains(&rejection.reason()));
+            // The text goes to logs and the DLQ, so it must be one of the fixed templates
+            // (numbers aside): then it cannot quote a value.
+            let text = rejection.to_string();
+            assert!(templates().contains(&without_numbers(&text)), "{text}");
+        }
+    }
+}
+
+/// Every rejection text there can be, with numbers (limits, line and column) replaced by `#`.
+fn templates() -> &'static HashSet<String> {
+    static TEMPLATES: OnceLock<HashSet<String>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        use JsonKind::*;
+        let kinds = [Null, Bool, Number, String, Array, Object];
+        let mut all = vec![Rejection::InvalidIp];
+        for category in ["io", "syntax", "data", "unexpected end"] {
+            all.push(Rejection::InvalidJson {
+                category,
+                line: 0,
+                column: 0,
+            });
+        }
+        for found in kinds {
+            all.push(Rejection::NotAnObject { found });
+        }
+        for field in sqs2pg::event::FIELDS {
+            all.extend([
+                Rejection::MissingField { field },
+                Rejection::Empty { field },
+                Rejection::TooLong {
+                    field,
+                    max_chars: 0,
+                },
+                Rejection::ContainsNul { field },
+                Rejection::DuplicateField { field },
+            ]);
+            all.extend(kinds.map(|found| Rejection::WrongType { field, found }));
+        }
+        all.iter()
+            .map(|rejection| without_numbers(&rejection.to_string()))
+            .collect()
+    })
+}
+
+fn without_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('#') {
+            out.push('#');
+        }
+    }
+    out
+}

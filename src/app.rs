@@ -194,6 +194,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&readiness),
         Settings {
             concurrency: args.concurrency as usize,
+            batch_messages: args.batch_size as usize,
+            batch_window: Duration::from_millis(args.batch_window_ms),
             visibility_timeout: args.visibility_timeout(),
             wait_time: Duration::from_secs(args.wait_time),
             drain: args.drain,

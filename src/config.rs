@@ -23,7 +23,9 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_HMAC_KEY_FILE       file holding that key instead (a trailing newline is ignored)
   SQS2PG_METRICS_ADDR        address of /metrics, /healthz and /readyz [default: 127.0.0.1:9898]
   SQS2PG_VISIBILITY_TIMEOUT  seconds requested on each receive, renewed while work runs [default: 30]
-  SQS2PG_CONCURRENCY         concurrent receive loops, one batch of up to 10 each [default: 4]
+  SQS2PG_CONCURRENCY         concurrent receive loops, one batch in flight each [default: 4]
+  SQS2PG_BATCH_SIZE          most messages per transaction (group commit) [default: 100]
+  SQS2PG_BATCH_WINDOW_MS     how long a loop gathers a batch after its first message [default: 20]
   SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
   SQS2PG_SHUTDOWN_TIMEOUT    seconds to finish in-flight work after SIGTERM/SIGINT [default: 30]
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
@@ -202,10 +204,22 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..=43_200))]
     pub visibility_timeout: u64,
 
-    /// Concurrent receive loops, each with one batch of up to 10 messages in flight.
+    /// Concurrent receive loops, each with one batch (up to SQS2PG_BATCH_SIZE) in flight.
     #[arg(long, env = "SQS2PG_CONCURRENCY", value_name = "SQS2PG_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: u64,
+
+    /// Most messages per transaction, gathered from consecutive receives (group commit).
+    #[arg(long, env = "SQS2PG_BATCH_SIZE", value_name = "SQS2PG_BATCH_SIZE",
+          default_value_t = crate::consumer::DEFAULT_BATCH_MESSAGES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+
+    /// Milliseconds a loop keeps gathering a batch after its first message arrived.
+    #[arg(long, env = "SQS2PG_BATCH_WINDOW_MS", value_name = "SQS2PG_BATCH_WINDOW_MS",
+          default_value_t = crate::consumer::DEFAULT_BATCH_WINDOW.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub batch_window_ms: u64,
 
     /// Long-poll wait of each receive, in seconds.
     #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "SQS2PG_WAIT_TIME", default_value_t = 20,

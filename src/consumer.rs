@@ -9,8 +9,9 @@
 //!
 //! While a batch is in flight a heartbeat extends its visibility, so a slow database or a
 //! long retry does not hand the messages to another consumer. Memory is bounded by design:
-//! each of the `concurrency` loops holds at most one batch and receives the next only when
-//! the last is acknowledged, so a slow writer pauses the receivers.
+//! each of the `concurrency` loops holds at most one batch (of at most `batch_messages`,
+//! gathered from consecutive receives: group commit) and receives the next only when the
+//! last is acknowledged, so a slow writer pauses the receivers.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,12 +35,23 @@ const DELETE_ROUNDS: usize = 5;
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// How often readiness re-checks the database when nothing else has.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Group commit: the most messages a loop gathers from consecutive receives into one
+/// transaction. A commit costs a round trip and a WAL flush whatever its size, so rows per
+/// commit set the database's throughput (see the benchmark in the README).
+pub const DEFAULT_BATCH_MESSAGES: usize = 100;
+/// Group commit: how long a loop keeps gathering after its first message arrived. It bounds
+/// the latency that batching adds.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// How the consumer runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Concurrent receive loops, each with at most one batch in flight.
     pub concurrency: usize,
+    /// Most messages per batch, gathered from consecutive receives (group commit).
+    pub batch_messages: usize,
+    /// Longest a loop keeps gathering a batch after its first message arrived.
+    pub batch_window: Duration,
     /// Requested on each receive and renewed by the heartbeat while work runs.
     pub visibility_timeout: Duration,
     /// Long-poll wait of each receive (SQS allows up to 20 s).
@@ -227,6 +239,7 @@ impl<Q: Queue> Consumer<Q> {
                 continue;
             }
             drained_checks = 0;
+            let messages = self.gather(messages, &shutdown).await;
             if shutdown.is_cancelled() {
                 // Received after the signal and not started: hand back at once. (After a
                 // completed drain, a late receive is processed instead: the drain's promise
@@ -260,7 +273,11 @@ impl<Q: Queue> Consumer<Q> {
                 }
                 let result = self
                     .queue
-                    .receive(MAX_BATCH, wait, self.settings.visibility_timeout)
+                    .receive(
+                        self.settings.batch_messages.min(MAX_BATCH),
+                        wait,
+                        self.settings.visibility_timeout,
+                    )
                     .await;
                 self.readiness.set_queue_reachable(result.is_ok());
                 result.map_err(ReceiveAttempt::Failed)
@@ -291,6 +308,42 @@ impl<Q: Queue> Consumer<Q> {
                 Err(Some(error))
             }
         }
+    }
+
+    /// Group commit: after a receive, keeps receiving without waiting until the batch is
+    /// full, the window has passed or nothing more is ready, so one transaction (and one
+    /// round of deletes) serves many receives. A receive is never cut short: its messages
+    /// would stay invisible until their timeout; the window is checked between receives.
+    async fn gather(
+        &self,
+        mut messages: Vec<ReceivedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Vec<ReceivedMessage> {
+        let deadline = Instant::now() + self.settings.batch_window;
+        while !shutdown.is_cancelled() && Instant::now() < deadline {
+            let room = self.settings.batch_messages.saturating_sub(messages.len());
+            if room == 0 {
+                break;
+            }
+            match self
+                .queue
+                .receive(
+                    room.min(MAX_BATCH),
+                    Duration::ZERO,
+                    self.settings.visibility_timeout,
+                )
+                .await
+            {
+                Ok(more) if !more.is_empty() => messages.extend(more),
+                Ok(_) => break,
+                Err(error) => {
+                    // The batch so far goes ahead; the next regular receive retries.
+                    tracing::debug!(message = "A receive while gathering a batch failed.", %error);
+                    break;
+                }
+            }
+        }
+        messages
     }
 
     /// Drained: nothing of ours in flight, and SQS reports nothing visible, in flight

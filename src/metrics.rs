@@ -173,8 +173,8 @@ impl Metrics {
             ),
             batch_size: histogram(
                 names::BATCH_SIZE,
-                "Messages per received batch.",
-                vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+                "Messages per batch: gathered from one or more receives, committed together.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
             ),
             commit_duration: histogram(
                 names::COMMIT_DURATION,

@@ -128,13 +128,14 @@ pub trait Queue: Send + Sync + 'static {
         visibility: Duration,
     ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send;
 
-    /// Deletes acknowledged messages; at most [`MAX_BATCH`] receipt handles.
+    /// Deletes acknowledged messages, in calls of up to [`MAX_BATCH`] made concurrently.
     fn delete(
         &self,
         receipt_handles: &[&str],
     ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
 
-    /// Sets the visibility timeout of in-flight messages: extends them, or releases them with zero.
+    /// Sets the visibility timeout of in-flight messages: extends them, or releases them with
+    /// zero. In calls of up to [`MAX_BATCH`] made concurrently.
     fn change_visibility(
         &self,
         receipt_handles: &[&str],
@@ -401,14 +402,44 @@ fn entry_failures(failed: &[BatchResultErrorEntry]) -> Vec<EntryFailure> {
         .collect()
 }
 
+/// Makes a batch call per [`MAX_BATCH`] items, concurrently; failure indexes are into `items`.
+async fn in_batches<'a, Call, Fut>(
+    items: &'a [&'a str],
+    call: Call,
+) -> Result<Vec<EntryFailure>, QueueError>
+where
+    Call: Fn(&'a [&'a str]) -> Fut,
+    Fut: Future<Output = Result<Vec<EntryFailure>, QueueError>>,
+{
+    let results = futures::future::try_join_all(items.chunks(MAX_BATCH).map(call)).await?;
+    Ok(results
+        .into_iter()
+        .enumerate()
+        .flat_map(|(batch, failures)| {
+            failures.into_iter().map(move |mut failure| {
+                failure.index += batch * MAX_BATCH;
+                failure
+            })
+        })
+        .collect())
+}
+
 async fn delete(
     client: &Client,
     queue_url: &str,
     receipt_handles: &[&str],
 ) -> Result<Vec<EntryFailure>, QueueError> {
-    if receipt_handles.is_empty() {
-        return Ok(Vec::new());
-    }
+    in_batches(receipt_handles, |batch| {
+        delete_batch(client, queue_url, batch)
+    })
+    .await
+}
+
+async fn delete_batch(
+    client: &Client,
+    queue_url: &str,
+    receipt_handles: &[&str],
+) -> Result<Vec<EntryFailure>, QueueError> {
     let entries = receipt_handles
         .iter()
         .enumerate()
@@ -436,9 +467,18 @@ async fn change_visibility(
     receipt_handles: &[&str],
     timeout: Duration,
 ) -> Result<Vec<EntryFailure>, QueueError> {
-    if receipt_handles.is_empty() {
-        return Ok(Vec::new());
-    }
+    in_batches(receipt_handles, |batch| {
+        change_visibility_batch(client, queue_url, batch, timeout)
+    })
+    .await
+}
+
+async fn change_visibility_batch(
+    client: &Client,
+    queue_url: &str,
+    receipt_handles: &[&str],
+    timeout: Duration,
+) -> Result<Vec<EntryFailure>, QueueError> {
     let entries = receipt_handles
         .iter()
         .enumerate()

@@ -428,3 +428,43 @@ async fn the_oldest_message_gauge_is_not_hidden_by_another_loops_empty_receive()
     );
     assert_eq!(summary.inserted, 1);
 }
+
+/// Group commit: one loop gathers consecutive receives into batches of up to
+/// `batch_messages`, and never more, and every message still becomes exactly one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_are_gathered_into_batches_no_larger_than_the_cap() {
+    let (bodies, _) = generate(Recipe {
+        count: 200,
+        seed: 5,
+        duplicate_share: 0.1,
+        malformed_share: 0.0,
+    });
+    for (cap, expect_gathering) in [(25, false), (100, true)] {
+        let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+        queues.send(&bodies).await;
+        let mut settings = drain_settings(&queues);
+        settings.concurrency = 1;
+        settings.batch_messages = cap;
+        // Generous, so a busy machine still gathers; the cap is what ends a batch here.
+        settings.batch_window = Duration::from_secs(2);
+        let consumer = consumer(queues.sqs_queue(), &db, settings);
+        let summary = drain(&consumer, Duration::from_secs(60)).await;
+        let batches = consumer.metrics().batch_size.get_sample_count();
+        let largest_possible = batches as f64 * cap as f64;
+        println!("cap {cap}: {summary}; {batches} batches");
+        assert_eq!(summary.inserted, 200);
+        assert_eq!(db.row_count().await, 200);
+        // No batch above the cap: 200 messages need at least 200 / cap of them.
+        assert!(
+            largest_possible >= 200.0,
+            "{batches} batches with cap {cap}"
+        );
+        if expect_gathering {
+            // One receive returns at most 10: fewer than 20 batches means they were gathered.
+            assert!(
+                batches < 20,
+                "{batches} batches: receives were not gathered"
+            );
+        }
+    }
+}

@@ -242,6 +242,8 @@ pub fn attribute_of(message: &aws_sdk_sqs::types::Message, name: &str) -> Option
 pub fn drain_settings(queues: &TestQueues) -> Settings {
     Settings {
         concurrency: 4,
+        batch_messages: sqs2pg::consumer::DEFAULT_BATCH_MESSAGES,
+        batch_window: sqs2pg::consumer::DEFAULT_BATCH_WINDOW,
         visibility_timeout: Duration::from_secs(30),
         wait_time: Duration::from_secs(1),
         drain: true,
@@ -778,4 +780,77 @@ pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Ou
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("output")
+}
+
+/// A child process whose stdout and stderr go to files, not pipes: a chatty child (trace
+/// logs) never blocks on a full pipe, and its output so far can be read while it runs.
+/// Killed on drop if still running.
+pub struct LoggedChild {
+    pub child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl LoggedChild {
+    pub fn spawn(command: &mut Command) -> Self {
+        let dir = std::env::temp_dir().join(unique("sqs2pg-child"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stdout = std::fs::File::create(dir.join("stdout")).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let child = command
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn");
+        Self { child, dir }
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("stdout")).unwrap()).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("stderr")).unwrap()).into_owned()
+    }
+
+    /// Waits for the exit; kills the child and fails the test if it takes longer than `limit`.
+    pub fn wait_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if started.elapsed() > limit {
+                self.kill();
+                let stderr = self.stderr();
+                let mut from = stderr.len().saturating_sub(4000);
+                while !stderr.is_char_boundary(from) {
+                    from += 1;
+                }
+                let tail = &stderr[from..];
+                panic!("the child did not exit within {limit:?}; the end of its stderr:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal (e.g. "TERM") by the child's pid.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

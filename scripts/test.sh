@@ -33,6 +33,11 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+# Advisories are left out: they need the RustSec database from the network (see README).
+step "cargo deny: bans, licenses, sources (deny.toml)"
+command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --quiet
+cargo deny --offline check --hide-inclusion-graph bans licenses sources
+
 step "the pure core builds without the service (no I/O dependencies)"
 cargo build --lib --no-default-features --locked
 

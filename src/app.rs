@@ -13,7 +13,9 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseArgs, DlqInspectArgs, DlqRedriveArgs, RunArgs, SendArgs, SetupArgs};
+use crate::config::{
+    DatabaseArgs, DlqInspectArgs, DlqRedriveArgs, LogFormat, RunArgs, SendArgs, SetupArgs,
+};
 use crate::consumer::{Consumer, Settings};
 use crate::dead_letter::{DeadLetterReason, attribute};
 use crate::event::Masker;
@@ -25,6 +27,53 @@ use crate::synthetic;
 
 /// How long `run` keeps retrying at start while the database or SQS is unreachable.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The log filter when `RUST_LOG` is not set: info, the AWS SDK at warn.
+const DEFAULT_LOG_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn";
+
+/// Targets that log message payloads, capped at the most verbose level that is safe. At
+/// TRACE the SDK's orchestrator (and its `::http` module) logs whole HTTP responses and
+/// deserialized outputs, and a ReceiveMessage response holds the raw events: ips and device
+/// ids that masking exists to keep out of logs. Nothing else logged a raw ip or device id at
+/// TRACE (tests/secrets.rs checks), so the cap is this narrow.
+pub const PAYLOAD_LOG_CAPS: &[(&str, tracing::Level)] = &[(
+    "aws_smithy_runtime::client::orchestrator",
+    tracing::Level::DEBUG,
+)];
+
+/// The subscriber's filter: `RUST_LOG` (or the default), and the payload caps on top. The
+/// caps are a second filter that must also pass, not directives mixed into `RUST_LOG`,
+/// so no `RUST_LOG` can lift them, however specific its targets.
+pub fn log_filter<S>(rust_log: Option<&str>) -> impl tracing_subscriber::layer::Filter<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
+    let requested = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let caps = PAYLOAD_LOG_CAPS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |caps, (target, level)| caps.with_target(*target, *level),
+    );
+    requested.and(caps)
+}
+
+/// Structured logs on stderr, filtered by [`log_filter`] with `RUST_LOG`. For `main`.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(log_filter(rust_log.as_deref())))
+        .init();
+}
 
 /// An SQS client from the standard AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials).
 pub async fn sqs_client() -> anyhow::Result<Client> {
@@ -442,6 +491,58 @@ pub fn mask_body(body: &str, masker: &Masker) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The targets of the events that `rust_log` (with the caps) lets through.
+    fn logged(rust_log: Option<&str>, emit: impl FnOnce()) -> Vec<String> {
+        use std::sync::Mutex;
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct Record(Arc<Mutex<Vec<String>>>);
+        impl<S: tracing::Subscriber> Layer<S> for Record {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let metadata = event.metadata();
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", metadata.level(), metadata.target()));
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(Record(Arc::clone(&seen)).with_filter(log_filter(rust_log)));
+        tracing::subscriber::with_default(subscriber, emit);
+        seen.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn payload_logging_stays_capped_whatever_rust_log_asks_for() {
+        let emit = || {
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "output");
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator::http", "body");
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "attempt");
+            tracing::trace!(target: "aws_smithy_runtime::client::retries", "retry");
+            tracing::trace!(target: "hyper_util::client", "pool");
+        };
+        let allowed = [
+            "DEBUG aws_smithy_runtime::client::orchestrator",
+            "TRACE aws_smithy_runtime::client::retries",
+            "TRACE hyper_util::client",
+        ];
+        assert_eq!(logged(Some("trace"), emit), allowed);
+        let pointed = "trace,aws_smithy_runtime::client::orchestrator::http=trace,aws_smithy_runtime::client::orchestrator=trace";
+        assert_eq!(logged(Some(pointed), emit), allowed);
+        // Without RUST_LOG: info, and the SDK at warn.
+        let default = || {
+            tracing::info!(target: "sqs2pg::consumer", "info");
+            tracing::info!(target: "aws_smithy_runtime::client::orchestrator", "sdk");
+        };
+        assert_eq!(logged(None, default), ["INFO sqs2pg::consumer"]);
+    }
 
     #[test]
     fn masked_bodies_hide_ip_and_device_id() {

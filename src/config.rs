@@ -144,7 +144,7 @@ pub const MIN_HMAC_KEY_BYTES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("SQS2PG_HMAC_KEY_FILE {path}: {source}")]
+    #[error("SQS2PG_HMAC_KEY_FILE {path} cannot be read")]
     Unreadable {
         path: PathBuf,
         #[source]

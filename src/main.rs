@@ -4,13 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sqs2pg::app;
-use sqs2pg::config::{Cli, Command, DlqCommand, LogFormat};
-use tracing_subscriber::EnvFilter;
+use sqs2pg::config::{Cli, Command, DlqCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    app::init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => app::run(args).await,
         Command::Migrate(args) => app::migrate(args).await.map(|()| ExitCode::SUCCESS),
@@ -28,18 +27,4 @@ async fn main() -> ExitCode {
         eprintln!("sqs2pg: error: {error:#}");
         ExitCode::FAILURE
     })
-}
-
-/// Structured logs on stderr; `RUST_LOG` filters (default: info, the AWS SDK at warn).
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -14,6 +15,7 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
 
 use crate::dead_letter::{DeadLetter, attribute};
 use crate::retry::{Classify, ErrorClass};
@@ -24,6 +26,11 @@ pub const MAX_BATCH: usize = 10;
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// SQS caps a batch send at 256 KiB of bodies and attributes; keep a margin for attributes.
 const MAX_SEND_BATCH_BYTES: usize = 200 * 1024;
+/// The data type of every attribute we send. SQS counts it in a message's size.
+const STRING_TYPE: &str = "String";
+/// The message size assumed when a queue does not report its MaximumMessageSize: the
+/// smallest default SQS has had, so a copy sized to it fits any real queue.
+const FALLBACK_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One received message, with what the consumer needs to process and acknowledge it.
 #[derive(Debug, Clone)]
@@ -161,6 +168,8 @@ pub struct SqsQueue {
     client: Client,
     queue_url: String,
     dlq_url: String,
+    /// The dead-letter queue's MaximumMessageSize, read on the first dead letter.
+    dlq_max_message_bytes: Arc<OnceCell<usize>>,
 }
 
 impl SqsQueue {
@@ -169,6 +178,7 @@ impl SqsQueue {
             client,
             queue_url,
             dlq_url,
+            dlq_max_message_bytes: Arc::default(),
         }
     }
 
@@ -195,6 +205,28 @@ impl SqsQueue {
 
     pub fn dlq_url(&self) -> &str {
         &self.dlq_url
+    }
+
+    /// The largest message (body and attributes) the dead-letter queue accepts.
+    async fn dead_letter_max_message_bytes(&self) -> Result<usize, QueueError> {
+        self.dlq_max_message_bytes
+            .get_or_try_init(|| async {
+                let output = self
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.dlq_url)
+                    .attribute_names(QueueAttributeName::MaximumMessageSize)
+                    .send()
+                    .await
+                    .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?;
+                Ok(output
+                    .attributes()
+                    .and_then(|attributes| attributes.get(&QueueAttributeName::MaximumMessageSize))
+                    .and_then(|size| size.parse().ok())
+                    .unwrap_or(FALLBACK_MAX_MESSAGE_BYTES))
+            })
+            .await
+            .copied()
     }
 
     /// Receives from the dead-letter queue (for `dlq inspect` and `dlq redrive`).
@@ -294,24 +326,36 @@ impl Queue for SqsQueue {
             .next()
             .unwrap_or(&self.queue_url)
             .to_owned();
+        let max_bytes = self.dead_letter_max_message_bytes().await?;
         let messages: Vec<(String, Vec<(&str, String)>)> = letters
             .iter()
             .map(|letter| {
+                // Most important first: what fitting drops, it drops from the end.
                 let attributes = vec![
                     (attribute::REASON, letter.reason.as_str().to_owned()),
-                    (attribute::DETAIL, letter.detail.clone()),
                     (attribute::ORIGINAL_MESSAGE_ID, letter.message_id.clone()),
                     (
                         attribute::ORIGINAL_SENT_TIMESTAMP,
                         letter.sent_at.timestamp_millis().to_string(),
                     ),
+                    (attribute::DETAIL, letter.detail.clone()),
                     (attribute::SOURCE_QUEUE, source_queue.clone()),
                     (
                         attribute::FIRST_RECEIVED_AT,
                         letter.first_received_at.to_rfc3339(),
                     ),
                 ];
-                (letter.body.clone(), attributes)
+                let fitted = fit_attributes(letter.body.len(), max_bytes, &attributes);
+                if fitted != attributes {
+                    tracing::warn!(
+                        message = "Dead letter too large for all its attributes; sending the body unchanged with fewer.",
+                        message_id = %letter.message_id,
+                        body_bytes = letter.body.len(),
+                        max_bytes,
+                        kept = ?fitted.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+                    );
+                }
+                (letter.body.clone(), fitted)
             })
             .collect();
         send_batch(&self.client, &self.dlq_url, &messages).await
@@ -324,6 +368,54 @@ impl Queue for SqsQueue {
     async fn dead_letter_depth(&self) -> Result<QueueDepth, QueueError> {
         queue_depth(&self.client, &self.dlq_url).await
     }
+}
+
+/// What SQS counts towards a message's size: the body, and each attribute's name, data type
+/// and value.
+fn message_bytes(body_len: usize, attributes: &[(&str, String)]) -> usize {
+    body_len
+        + attributes
+            .iter()
+            .map(|(name, value)| name.len() + STRING_TYPE.len() + value.len())
+            .sum::<usize>()
+}
+
+/// The attributes that fit beside a body of `body_len` bytes in a message of at most
+/// `max_bytes`, taken in order; the detail is cut short rather than dropped. The body itself
+/// is never shortened: redrive re-sends it, so it must stay byte for byte what was received.
+/// (The source queue accepts up to the same size, so without this a poison message near
+/// the limit could never be dead-lettered: it would come back until SQS moved it itself,
+/// without a reason.)
+fn fit_attributes<'a>(
+    body_len: usize,
+    max_bytes: usize,
+    attributes: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
+    const ELLIPSIS: &str = "…";
+    let mut used = body_len;
+    let mut kept = Vec::with_capacity(attributes.len());
+    for (name, value) in attributes {
+        let Some(room) = max_bytes.checked_sub(used + name.len() + STRING_TYPE.len()) else {
+            continue;
+        };
+        let value = if value.len() <= room {
+            value.clone()
+        } else if *name == attribute::DETAIL && room > ELLIPSIS.len() {
+            let mut cut = room - ELLIPSIS.len();
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if cut == 0 {
+                continue;
+            }
+            format!("{}{ELLIPSIS}", &value[..cut])
+        } else {
+            continue;
+        };
+        used += name.len() + STRING_TYPE.len() + value.len();
+        kept.push((*name, value));
+    }
+    kept
 }
 
 /// Turns an SDK message into ours. A message without a receipt handle cannot be acknowledged
@@ -502,6 +594,10 @@ async fn change_visibility_batch(
 }
 
 /// Sends `(body, string attributes)` pairs, in as many batch calls as SQS's size cap needs.
+///
+/// A call that fails after an earlier one succeeded is reported as failures of its own
+/// entries, not as an error of the whole send: the caller must learn which messages went,
+/// or it would send them again (for dead letters, a duplicate in the DLQ).
 async fn send_batch(
     client: &Client,
     queue_url: &str,
@@ -513,12 +609,7 @@ async fn send_batch(
         let mut end = start;
         let mut bytes = 0;
         while end < messages.len() && end - start < MAX_BATCH {
-            let size = messages[end].0.len()
-                + messages[end]
-                    .1
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>();
+            let size = message_bytes(messages[end].0.len(), &messages[end].1);
             if end > start && bytes + size > MAX_SEND_BATCH_BYTES {
                 break;
             }
@@ -533,7 +624,7 @@ async fn send_batch(
                     .iter()
                     .map(|(name, value)| {
                         let value = MessageAttributeValue::builder()
-                            .data_type("String")
+                            .data_type(STRING_TYPE)
                             .string_value(value)
                             .build()
                             .expect("data type is set");
@@ -548,14 +639,32 @@ async fn send_batch(
                     .expect("id and body are set")
             })
             .collect();
-        let output = client
+        match client
             .send_message_batch()
             .queue_url(queue_url)
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|error| QueueError::from_sdk("SendMessageBatch", error))?;
-        failures.extend(entry_failures(output.failed()));
+        {
+            Ok(output) => failures.extend(entry_failures(output.failed())),
+            Err(error) if start == 0 => {
+                return Err(QueueError::from_sdk("SendMessageBatch", error));
+            }
+            Err(error) => {
+                let code = error.code().unwrap_or("SendMessageBatchFailed").to_owned();
+                let error = QueueError::from_sdk("SendMessageBatch", error);
+                tracing::warn!(
+                    message = "A batch send failed after earlier ones succeeded; reporting its entries as failed.",
+                    %error,
+                    entries = end - start,
+                );
+                failures.extend((start..end).map(|index| EntryFailure {
+                    index,
+                    code: code.clone(),
+                    sender_fault: error.class == ErrorClass::Permanent,
+                }));
+            }
+        }
         start = end;
     }
     Ok(failures)
@@ -708,6 +817,59 @@ mod tests {
         assert!(!is_valid_message_key(""));
         assert!(!is_valid_message_key("has space"));
         assert!(!is_valid_message_key(&"x".repeat(129)));
+    }
+
+    fn attributes() -> Vec<(&'static str, String)> {
+        vec![
+            (attribute::REASON, "invalid_json".to_owned()),
+            (attribute::ORIGINAL_MESSAGE_ID, "m".repeat(36)),
+            (attribute::DETAIL, "détail ".repeat(20)),
+            (attribute::SOURCE_QUEUE, "q".repeat(40)),
+        ]
+    }
+
+    #[test]
+    fn attributes_that_fit_are_all_kept() {
+        let all = attributes();
+        assert_eq!(fit_attributes(100, 1_000_000, &all), all);
+        assert_eq!(fit_attributes(100, message_bytes(100, &all), &all), all);
+    }
+
+    #[test]
+    fn a_dead_letter_near_the_size_limit_keeps_what_fits_in_order() {
+        let all = attributes();
+        let max = 256 * 1024;
+        for body_len in [max - 400, max - 200, max - 120, max - 60, max - 10, max] {
+            let fitted = fit_attributes(body_len, max, &all);
+            assert!(
+                message_bytes(body_len, &fitted) <= max,
+                "{body_len}: {fitted:?}"
+            );
+            for (name, value) in &fitted {
+                let original = &all.iter().find(|(n, _)| n == name).unwrap().1;
+                if *name == attribute::DETAIL {
+                    assert!(!value.is_empty());
+                    assert!(original.starts_with(value.trim_end_matches('…')), "{value}");
+                } else {
+                    assert_eq!(value, original, "kept whole or not at all");
+                }
+            }
+        }
+        // Room for the essentials only: the detail is shortened, the later ones dropped.
+        let essentials = message_bytes(0, &all[..2]);
+        let fitted = fit_attributes(max - essentials - 30, max, &all);
+        let names: Vec<&str> = fitted.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                attribute::REASON,
+                attribute::ORIGINAL_MESSAGE_ID,
+                attribute::DETAIL
+            ]
+        );
+        assert!(fitted[2].1.ends_with('…'));
+        // No room at all: the body still goes, without attributes.
+        assert!(fit_attributes(max, max, &all).is_empty());
     }
 
     #[test]

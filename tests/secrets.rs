@@ -1,0 +1,589 @@
+//! PII and secrets never leak: not in logs (even with every crate at TRACE, text or JSON),
+//! not in /metrics, /healthz or /readyz, not in dead-letter attributes, not in --help, not
+//! in start-up errors; and the metrics endpoint listens on loopback unless told otherwise.
+//!
+//! Each run uses distinctive raw values, so finding one anywhere is a leak, not a
+//! coincidence. (A dead letter's *body* is the original message and holds the raw values
+//! by design: redrive re-sends it. It is not checked.)
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use sqs2pg::event::Masker;
+
+const RAW_IP: &str = "203.0.113.77";
+const RAW_IP6: &str = "2001:db8:1eac::77";
+const INVALID_IP: &str = "203.0.113.999";
+const RAW_DEVICE: &str = "LEAKCHECK-DEVICE-9f3a";
+const KEY: &str = "LEAKCHECK-KEY-0123456789abcdef";
+const DB_PASSWORD: &str = "LEAKCHECK-PW-7c1e";
+const AWS_SECRET: &str = "LEAKCHECK-AWS-SECRET-55d0";
+
+/// Everything that must never appear outside a dead letter's body.
+const SECRETS: [&str; 7] = [
+    RAW_IP,
+    RAW_IP6,
+    INVALID_IP,
+    RAW_DEVICE,
+    KEY,
+    DB_PASSWORD,
+    AWS_SECRET,
+];
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Fails listing every secret found in `haystack` (with some context around the first hit).
+fn assert_no_secrets(place: &str, haystack: &str) {
+    let found: Vec<String> = SECRETS
+        .iter()
+        .filter_map(|secret| {
+            let at = haystack.find(secret)?;
+            let mut from = at.saturating_sub(300);
+            while !haystack.is_char_boundary(from) {
+                from -= 1;
+            }
+            let mut to = (at + secret.len() + 100).min(haystack.len());
+            while !haystack.is_char_boundary(to) {
+                to += 1;
+            }
+            Some(format!(
+                "{secret:?} ({} times), first in: …{}…",
+                haystack.matches(secret).count(),
+                &haystack[from..to]
+            ))
+        })
+        .collect();
+    assert!(found.is_empty(), "{place} leaks:\n{}", found.join("\n\n"));
+}
+
+/// `url` with `password` set in its user info.
+fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, host) = rest.split_once('@').expect("a user in the URL");
+    let user = userinfo.split(':').next().unwrap();
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+/// A connection string for `db` that carries `DB_PASSWORD`. The test cluster trusts local
+/// connections, so the password is accepted and ignored; on a cluster that checks passwords,
+/// a role with that password is made.
+async fn password_url(db: &TestDb) -> String {
+    let url = with_password(&db.url, DB_PASSWORD);
+    if tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .is_ok()
+    {
+        return url;
+    }
+    let role = unique("leakcheck");
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{DB_PASSWORD}';
+             GRANT ALL ON SCHEMA public TO {role};
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};"
+        ))
+        .await
+        .expect("create a role with a password");
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.split_once('@').unwrap().1;
+    let url = format!("{scheme}://{role}:{DB_PASSWORD}@{host}");
+    let _authenticated = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect with the password");
+    url
+}
+
+fn event(ip: Value, device_id: Value) -> String {
+    let mut event: serde_json::Map<String, Value> = serde_json::from_str(SAMPLE).unwrap();
+    event.insert("ip".into(), ip);
+    event.insert("device_id".into(), device_id);
+    Value::Object(event).to_string()
+}
+
+/// Valid events and poison whose rejection path meets the raw values.
+fn leak_bodies() -> (Vec<String>, Vec<String>) {
+    let valid = vec![
+        event(RAW_IP.into(), RAW_DEVICE.into()),
+        event(RAW_IP6.into(), RAW_DEVICE.into()),
+        event(RAW_IP.into(), format!("{RAW_DEVICE}-2").into()),
+    ];
+    let poison = vec![
+        event(INVALID_IP.into(), RAW_DEVICE.into()),
+        event(format!("{RAW_IP} ").into(), RAW_DEVICE.into()),
+        event(format!("{RAW_IP}\0").into(), RAW_DEVICE.into()),
+        event(RAW_IP.into(), RAW_DEVICE.repeat(20).into()),
+        event(RAW_IP.into(), json!({ "id": RAW_DEVICE })),
+        event(RAW_IP.into(), json!([RAW_DEVICE])),
+        event(RAW_IP.into(), RAW_DEVICE.into()).replacen(
+            '{',
+            &format!(r#"{{"ip": "{RAW_IP6}", "#),
+            1,
+        ),
+        format!(r#"{{"ip": "{RAW_IP}", "device_id": "{RAW_DEVICE}"#),
+        format!(r#"{{"ip": "{RAW_IP}", "device_id": "{RAW_DEVICE}"}}"#),
+        format!(r#""{RAW_IP} {RAW_DEVICE}""#),
+        format!(r#"['{RAW_IP}', '{RAW_DEVICE}']"#),
+    ];
+    (valid, poison)
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of an unlabelled metric in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Runs `sqs2pg run --drain` at `rust_log` in `format` over valid events and poison holding
+/// the distinctive values, scraping the endpoints while it runs; then checks that no secret
+/// is in its stdout, stderr, endpoints, dead-letter attributes or dead-letter record.
+async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let database_url = password_url(&db).await;
+    let (valid, poison) = leak_bodies();
+    let mut bodies = valid.clone();
+    bodies.extend(poison.iter().cloned());
+    queues.send(&bodies).await;
+    // One more, delayed, keeps the drain running while the endpoints are scraped.
+    let delay = 8;
+    queues
+        .client
+        .send_message()
+        .queue_url(&queues.urls.queue_url)
+        .message_body(event(RAW_IP.into(), RAW_DEVICE.into()))
+        .delay_seconds(delay)
+        .send()
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut command = sqs2pg_command();
+    command
+        .args([
+            "run",
+            "--drain",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("SQS2PG_HMAC_KEY", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        .env("SQS2PG_LOG_FORMAT", format)
+        .env("RUST_LOG", rust_log);
+    run_env(&mut command, &db, &queues);
+    command.env("DATABASE_URL", &database_url);
+    let started = Instant::now();
+    let mut child = LoggedChild::spawn(&mut command);
+
+    // Scrape once everything but the delayed message is processed.
+    let mut pages = Vec::new();
+    loop {
+        if let Some((200, page)) = get(&format!("{base}/metrics")).await
+            && metric(&page, "sqs2pg_messages_received_total")
+                .is_some_and(|received| received >= bodies.len() as f64)
+        {
+            pages.push(("/metrics", page));
+            break;
+        }
+        assert!(
+            child.child.try_wait().unwrap().is_none()
+                && started.elapsed() < Duration::from_secs(30),
+            "sqs2pg exited or took too long before the endpoints were scraped; stderr:\n{}",
+            &child.stderr().chars().take(3000).collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in ["/healthz", "/readyz"] {
+        let (status, page) = get(&format!("{base}{path}")).await.expect(path);
+        assert_eq!(status, 200, "{path}: {page}");
+        pages.push((path, page));
+    }
+    let status = tokio::task::block_in_place(|| child.wait_within(Duration::from_secs(60)));
+    let (stdout, stderr) = (child.stdout(), child.stderr());
+    assert!(
+        status.success(),
+        "{stdout}{}",
+        &stderr[..stderr.len().min(3000)]
+    );
+    println!(
+        "{format} at {rust_log}: {} bytes of logs in {:?}; {}",
+        stderr.len(),
+        started.elapsed(),
+        stdout.trim()
+    );
+
+    // The run did what it should, at the level asked for: otherwise this proves nothing.
+    assert_eq!(db.row_count().await, valid.len() as i64 + 1);
+    let letters = queues.dead_letters().await;
+    assert_eq!(letters.len(), poison.len());
+    let trace_marker = if format == "json" {
+        r#""level":"TRACE""#
+    } else {
+        "TRACE"
+    };
+    assert!(
+        stderr.contains(trace_marker) && stderr.contains("aws_smithy_runtime"),
+        "the SDK logged at TRACE"
+    );
+    assert!(stderr.contains("ReceiveMessage") && stderr.contains("SendMessageBatch"));
+    assert!(
+        stderr.contains("tokio_postgres"),
+        "the database client logged"
+    );
+    assert!(
+        stderr.contains("Dead-lettered a poison message."),
+        "the rejection path logged"
+    );
+
+    assert_no_secrets("stdout", &stdout);
+    assert_no_secrets("stderr", &stderr);
+    for (path, page) in &pages {
+        assert_no_secrets(path, page);
+    }
+    for letter in &letters {
+        for (name, value) in letter.message_attributes().into_iter().flatten() {
+            assert_no_secrets(
+                &format!("dead-letter attribute {name}"),
+                &format!("{name}={value:?}"),
+            );
+        }
+    }
+    let record = db
+        .client()
+        .await
+        .query("SELECT row_to_json(d)::text FROM dead_letters d", &[])
+        .await
+        .unwrap();
+    assert_eq!(record.len(), poison.len());
+    for row in record {
+        assert_no_secrets("the dead_letters table", row.get(0));
+    }
+    // Rows hold digests made with the key, never the raw values.
+    let masker = Masker::new(KEY.as_bytes());
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM user_logins WHERE hashed_ip = '{}'",
+            masker.digest(RAW_IP)
+        ))
+        .await,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
+    run_and_check_for_leaks("text", "trace").await;
+}
+
+/// The most specific directives for the SDK's payload-logging modules must not lift the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_leaks_with_every_crate_logging_at_trace_in_json() {
+    run_and_check_for_leaks(
+        "json",
+        "trace,aws_smithy_runtime=trace,aws_smithy_runtime::client::orchestrator=trace,aws_smithy_runtime::client::orchestrator::http=trace",
+    )
+    .await;
+}
+
+#[test]
+fn help_never_shows_the_database_password_or_the_key() {
+    let url = format!("postgres://sqs2pg:{DB_PASSWORD}@db.internal:5432/logins");
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help", "run"],
+        &["run", "--help"],
+        &["run", "-h"],
+        &["migrate", "--help"],
+        &["setup", "--help"],
+        &["send", "--help"],
+        &["dlq", "--help"],
+        &["dlq", "inspect", "--help"],
+        &["dlq", "redrive", "--help"],
+    ] {
+        let output = output_within(
+            sqs2pg_command()
+                .args(args)
+                .env("DATABASE_URL", &url)
+                .env("SQS2PG_HMAC_KEY", KEY)
+                .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+            Duration::from_secs(10),
+        );
+        let help = text(&output);
+        assert!(output.status.success(), "{args:?}: {help}");
+        assert_no_secrets(&format!("sqs2pg {}", args.join(" ")), &help);
+        // Not vacuous: the help does show the settings, just not their values.
+        if matches!(args, ["run", _] | ["help", "run"] | ["migrate", _]) {
+            assert!(help.contains("DATABASE_URL"), "{args:?} names the variable");
+        }
+        if matches!(args, ["run", _] | ["help", "run"] | ["dlq", "inspect", _]) {
+            assert!(
+                help.contains("SQS2PG_HMAC_KEY"),
+                "{args:?} names the variable"
+            );
+        }
+    }
+}
+
+/// The binary with only the settings given (nothing inherited from the test's environment).
+fn bare() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sqs2pg"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_REGION", "us-east-1")
+        .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/db")
+        .arg("run");
+    command
+}
+
+/// Runs `command`, which must fail within a few seconds; returns its output.
+fn fails_fast(command: &mut Command, what: &str) -> String {
+    let started = Instant::now();
+    let output = output_within(command, Duration::from_secs(10));
+    let text = text(&output);
+    assert!(!output.status.success(), "{what} was accepted: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{what} took {:?} to fail",
+        started.elapsed()
+    );
+    println!("{what}: {}", text.trim());
+    text
+}
+
+#[test]
+fn start_up_errors_name_the_setting_and_never_echo_the_key() {
+    let message = fails_fast(&mut bare(), "no key");
+    for name in ["SQS2PG_HMAC_KEY", "SQS2PG_HMAC_KEY_FILE"] {
+        assert!(message.contains(name), "{name} is named: {message}");
+    }
+
+    let short = &KEY[..15];
+    let message = fails_fast(bare().env("SQS2PG_HMAC_KEY", short), "a 15-byte key");
+    assert!(message.contains("SQS2PG_HMAC_KEY"), "{message}");
+    assert!(
+        message.contains("16 bytes"),
+        "the minimum is named: {message}"
+    );
+    assert!(!message.contains(short), "the key was echoed: {message}");
+
+    let dir = std::env::temp_dir().join(unique("sqs2pg-keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let short_file = dir.join("short.key");
+    std::fs::write(&short_file, format!("{short}\n")).unwrap();
+    let message = fails_fast(
+        bare().env("SQS2PG_HMAC_KEY_FILE", &short_file),
+        "a file with a 15-byte key",
+    );
+    assert!(message.contains("SQS2PG_HMAC_KEY_FILE"), "{message}");
+    assert!(message.contains("16 bytes"), "{message}");
+    assert!(!message.contains(short), "the key was echoed: {message}");
+
+    for path in [dir.join("missing.key"), dir.clone()] {
+        let message = fails_fast(
+            bare().env("SQS2PG_HMAC_KEY_FILE", &path),
+            "an unreadable key file",
+        );
+        assert!(message.contains("SQS2PG_HMAC_KEY_FILE"), "{message}");
+        assert!(
+            message.contains(&path.display().to_string()),
+            "the path is named: {message}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_is_used_in_place_of_the_variable() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    queues.send(&[SAMPLE.to_owned()]).await;
+    let path = std::env::temp_dir().join(unique("sqs2pg-key"));
+    std::fs::write(&path, format!("{KEY}\n")).unwrap();
+    let mut command = sqs2pg_command();
+    command
+        .args(["run", "--drain"])
+        .env_remove("SQS2PG_HMAC_KEY")
+        .env("SQS2PG_HMAC_KEY_FILE", &path);
+    run_env(&mut command, &db, &queues);
+    let output =
+        tokio::task::block_in_place(|| output_within(&mut command, Duration::from_secs(60)));
+    std::fs::remove_file(&path).unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let digest: String = db
+        .client()
+        .await
+        .query_one("SELECT hashed_ip FROM user_logins", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        digest,
+        Masker::new(KEY.as_bytes()).digest("199.172.111.135"),
+        "the file's key, without its newline, masks the ip"
+    );
+}
+
+#[test]
+fn database_url_errors_never_echo_the_password() {
+    let message = fails_fast(
+        bare().env("SQS2PG_HMAC_KEY", KEY).env(
+            "DATABASE_URL",
+            format!("postgres://user:{DB_PASSWORD}@host:notaport/db"),
+        ),
+        "an invalid DATABASE_URL",
+    );
+    assert!(message.contains("DATABASE_URL"), "{message}");
+    assert_no_secrets("the invalid-URL error", &message);
+}
+
+/// Start-up retries the database for a minute; what it logs meanwhile (at TRACE, so the
+/// database client's own logs are in) must not hold the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_retried_without_logging_the_password() {
+    let port = free_port();
+    let mut command = sqs2pg_command();
+    command
+        .arg("run")
+        .env("SQS2PG_HMAC_KEY", KEY)
+        .env(
+            "DATABASE_URL",
+            format!("postgres://user:{DB_PASSWORD}@127.0.0.1:{port}/db"),
+        )
+        .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+        .env("RUST_LOG", "trace");
+    let started = Instant::now();
+    let mut child = LoggedChild::spawn(&mut command);
+    eventually(Duration::from_secs(20), "a few seconds of retries", || {
+        let retries = child
+            .stderr()
+            .matches("Transient failure; retrying.")
+            .count();
+        let elapsed = started.elapsed();
+        async move { retries >= 2 && elapsed >= Duration::from_secs(3) }
+    })
+    .await;
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "still retrying, not given up"
+    );
+    child.kill();
+    let (stdout, stderr) = (child.stdout(), child.stderr());
+    println!(
+        "{:?} of retries: {} bytes of logs; the last retry: {}",
+        started.elapsed(),
+        stderr.len(),
+        stderr
+            .lines()
+            .rfind(|line| line.contains("Transient failure"))
+            .unwrap_or_default()
+    );
+    assert_no_secrets("stdout", &stdout);
+    assert_no_secrets("stderr", &stderr);
+}
+
+/// Listening sockets of process `pid` on `port`, from /proc/net/tcp and /proc/net/tcp6.
+fn listeners(pid: u32, port: u16) -> Vec<IpAddr> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| {
+            let link = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(contents) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in contents.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields[1], fields[3], fields[9]);
+            let (address, local_port) = local.split_once(':').unwrap();
+            if state != "0A"
+                || u16::from_str_radix(local_port, 16).unwrap() != port
+                || !inodes.contains(inode)
+            {
+                continue;
+            }
+            // The kernel prints each 32-bit word of the address in host byte order.
+            let words: Vec<[u8; 4]> = (0..address.len() / 8)
+                .map(|i| {
+                    u32::from_str_radix(&address[i * 8..i * 8 + 8], 16)
+                        .unwrap()
+                        .to_ne_bytes()
+                })
+                .collect();
+            found.push(match words.as_slice() {
+                [word] => IpAddr::V4(Ipv4Addr::from(*word)),
+                _ => IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(words.concat()).unwrap(),
+                )),
+            });
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_listens_on_loopback_by_default() {
+    let help = text(&output_within(
+        sqs2pg_command().args(["run", "--help"]),
+        Duration::from_secs(10),
+    ));
+    assert!(
+        help.contains("[default: 127.0.0.1:9898]"),
+        "run --help shows the loopback default: {help}"
+    );
+
+    const PORT: u16 = 9898;
+    if let Err(error) = std::net::TcpListener::bind(("0.0.0.0", PORT)) {
+        println!("SKIPPED the listening check: port {PORT} is taken on this machine ({error})");
+        return;
+    }
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let mut command = sqs2pg_command();
+    command
+        .arg("run")
+        .env_remove("SQS2PG_METRICS_ADDR")
+        .env("SQS2PG_WAIT_TIME", "1");
+    run_env(&mut command, &db, &queues);
+    let mut child = LoggedChild::spawn(&mut command);
+    eventually(Duration::from_secs(30), "/healthz on port 9898", || async {
+        matches!(
+            get(&format!("http://127.0.0.1:{PORT}/healthz")).await,
+            Some((200, _))
+        )
+    })
+    .await;
+    let bound = listeners(child.child.id(), PORT);
+    println!("sqs2pg listens on port {PORT} at {bound:?}");
+    child.signal("TERM");
+    let status = tokio::task::block_in_place(|| child.wait_within(Duration::from_secs(30)));
+    assert!(status.success(), "{}", child.stderr());
+    assert!(!bound.is_empty(), "the listener was found in /proc/net");
+    assert!(
+        bound.iter().all(IpAddr::is_loopback),
+        "the default address is loopback only, not {bound:?}"
+    );
+}

@@ -13,7 +13,7 @@
 //! gathered from consecutive receives: group commit) and receives the next only when the
 //! last is acknowledged, so a slow writer pauses the receivers.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,12 +73,23 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub deleted: u64,
     pub elapsed: Duration,
+    /// From the first message received to the last batch done: the run without its start-up,
+    /// idle polls and a drain's closing checks.
+    pub busy: Duration,
 }
 
 impl Summary {
+    fn processed(&self) -> u64 {
+        self.inserted + self.duplicates + self.dead_lettered
+    }
+
     pub fn messages_per_second(&self) -> f64 {
-        let processed = self.inserted + self.duplicates + self.dead_lettered;
-        processed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.processed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The rate while there was work: what a backlog drains at.
+    pub fn busy_messages_per_second(&self) -> f64 {
+        self.processed() as f64 / self.busy.as_secs_f64().max(1e-9)
     }
 }
 
@@ -86,14 +97,16 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "rows inserted: {}, duplicates skipped: {}, dead-lettered: {}, received: {}, deleted: {}, elapsed: {:.2} s, {:.1} messages/s",
+            "rows inserted: {}, duplicates skipped: {}, dead-lettered: {}, received: {}, deleted: {}, elapsed: {:.2} s, {:.1} messages/s; busy: {:.2} s, {:.1} messages/s while busy",
             self.inserted,
             self.duplicates,
             self.dead_lettered,
             self.received,
             self.deleted,
             self.elapsed.as_secs_f64(),
-            self.messages_per_second()
+            self.messages_per_second(),
+            self.busy.as_secs_f64(),
+            self.busy_messages_per_second()
         )
     }
 }
@@ -129,6 +142,10 @@ pub struct Consumer<Q> {
     /// their maximum: one loop's empty receive must not hide another's old batch.
     oldest_by_loop: Vec<AtomicI64>,
     failure: Mutex<Option<ConsumerError>>,
+    /// Nanoseconds since `clock` when the first batch arrived and the latest one was done.
+    clock: Instant,
+    first_batch_at: AtomicU64,
+    last_batch_done_at: AtomicU64,
 }
 
 impl<Q: Queue> Consumer<Q> {
@@ -151,6 +168,9 @@ impl<Q: Queue> Consumer<Q> {
             processing: AtomicUsize::new(0),
             oldest_by_loop: (0..loops).map(|_| AtomicI64::new(0)).collect(),
             failure: Mutex::new(None),
+            clock: Instant::now(),
+            first_batch_at: AtomicU64::new(u64::MAX),
+            last_batch_done_at: AtomicU64::new(0),
         }
     }
 
@@ -198,6 +218,11 @@ impl<Q: Queue> Consumer<Q> {
                 .sum(),
             deleted: metrics.messages_deleted.get(),
             elapsed,
+            busy: Duration::from_nanos(
+                self.last_batch_done_at
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(self.first_batch_at.load(Ordering::Relaxed)),
+            ),
         }
     }
 
@@ -365,6 +390,8 @@ impl<Q: Queue> Consumer<Q> {
     /// or left to come back. Public so tests can drive one batch at a time.
     pub async fn process(&self, messages: Vec<ReceivedMessage>) -> BatchOutcome {
         let count = messages.len();
+        self.first_batch_at
+            .fetch_min(self.nanos_since_start(), Ordering::Relaxed);
         self.processing.fetch_add(count, Ordering::SeqCst);
         self.metrics.messages_received.inc_by(count as u64);
         self.metrics.batch_size.observe(count as f64);
@@ -409,9 +436,15 @@ impl<Q: Queue> Consumer<Q> {
             .await;
 
         drop(heartbeat);
+        self.last_batch_done_at
+            .fetch_max(self.nanos_since_start(), Ordering::Relaxed);
         self.metrics.messages_in_flight.sub(count as i64);
         self.processing.fetch_sub(count, Ordering::SeqCst);
         outcome
+    }
+
+    fn nanos_since_start(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Inserts the valid rows. A batch the database refuses for a permanent reason is split

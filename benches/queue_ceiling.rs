@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqs2pg::queue::{MAX_BATCH, Queue, SqsQueue};
+use sqs2pg::queue::{MAX_BATCH, Queue, SqsQueue, split_by_failures};
 
 /// sqs2pg's long poll in drain mode.
 const WAIT: Duration = Duration::from_secs(1);
@@ -72,23 +72,18 @@ async fn drain_loop(
             progress
                 .delete_failures
                 .fetch_add(failures.len() as u64, Ordering::Relaxed);
-            let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
-            let done = (handles.len() - failed.len()) as u64;
+            let (deleted, refused) = split_by_failures(handles, &failures);
+            let done = deleted.len() as u64;
             let now = Instant::now();
             *progress.last_progress.lock().unwrap() = Some(now);
             let total = progress.deleted.fetch_add(done, Ordering::SeqCst) + done;
             if total >= target {
                 progress.finished.lock().unwrap().get_or_insert(now);
             }
-            if failed.is_empty() {
+            if refused.is_empty() {
                 break;
             }
-            handles = handles
-                .into_iter()
-                .enumerate()
-                .filter(|(index, _)| failed.contains(index))
-                .map(|(_, handle)| handle)
-                .collect();
+            handles = refused;
         }
         let mut ids = progress.ids.lock().unwrap();
         ids.extend(messages.into_iter().map(|m| m.sqs_message_id));

@@ -169,13 +169,7 @@ async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> an
         if failures.is_empty() {
             return Ok(());
         }
-        let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
-        pending = pending
-            .into_iter()
-            .enumerate()
-            .filter(|(index, _)| failed.contains(index))
-            .map(|(_, entry)| entry)
-            .collect();
+        pending = queue::split_by_failures(pending, &failures).1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     anyhow::bail!("SQS kept refusing {} events", pending.len())
@@ -402,22 +396,11 @@ pub async fn dlq_redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
             .map(|(body, attrs, _)| (body.clone(), attrs.clone()))
             .collect();
         let failures = queue.send(&outgoing).await?;
-        let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
-        let sent: Vec<&str> = batch
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| !failed.contains(index))
-            .map(|(_, (_, _, handle))| handle.as_str())
-            .collect();
+        let (sent, refused) = queue::split_by_failures(batch, &failures);
+        let sent: Vec<&str> = sent.iter().map(|(_, _, handle)| handle.as_str()).collect();
         queue.delete_dead_letters(&sent).await?;
         redriven += sent.len() as u64;
-        skipped.extend(
-            batch
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| failed.contains(i))
-                .map(|(_, (_, _, h))| h.clone()),
-        );
+        skipped.extend(refused.into_iter().map(|(_, _, handle)| handle));
     }
     release_dead_letters(&queue, &skipped).await?;
     println!(

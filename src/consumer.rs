@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::event::{Envelope, LoginRow, Masker, transform};
 use crate::metrics::{Metrics, QueueRole, Readiness};
-use crate::queue::{MAX_BATCH, MAX_VISIBILITY, Queue, QueueError, ReceivedMessage};
+use crate::queue::{
+    MAX_BATCH, MAX_VISIBILITY, Queue, QueueError, ReceivedMessage, split_by_failures,
+};
 use crate::retry::{Classify, ErrorClass, RetryPolicy, Stage, retry};
 use crate::sink::{InsertOutcome, Sink, SinkError};
 
@@ -600,12 +602,7 @@ impl<Q: Queue> Consumer<Q> {
                 code = %failure.code,
             );
         }
-        let sent: Vec<(usize, DeadLetter)> = to_send
-            .into_iter()
-            .enumerate()
-            .filter(|(position, _)| !failures.iter().any(|f| f.index == *position))
-            .map(|(_, entry)| entry)
-            .collect();
+        let (sent, _) = split_by_failures(to_send, &failures);
         let sent_letters: Vec<DeadLetter> = sent.iter().map(|(_, letter)| letter.clone()).collect();
         if let Err(error) = retry(
             self.settings.retry,

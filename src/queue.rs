@@ -2,7 +2,7 @@
 //! its implementation on `aws-sdk-sqs`. Tests wrap it to inject faults (lost deletes,
 //! slow calls) in front of the real LocalStack queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +69,17 @@ pub struct EntryFailure {
     pub code: String,
     /// SQS blames the caller (a stale receipt handle, say): trying again will not help.
     pub sender_fault: bool,
+}
+
+/// Splits the items of a batch call into those SQS accepted and those it refused, in order.
+pub fn split_by_failures<T>(items: Vec<T>, failures: &[EntryFailure]) -> (Vec<T>, Vec<T>) {
+    let refused: HashSet<usize> = failures.iter().map(|failure| failure.index).collect();
+    let (refused, accepted): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .enumerate()
+        .partition(|(index, _)| refused.contains(index));
+    let items = |pairs: Vec<(usize, T)>| pairs.into_iter().map(|(_, item)| item).collect();
+    (items(accepted), items(refused))
 }
 
 /// An SQS call that failed as a whole.
@@ -810,6 +821,21 @@ pub async fn redrive_target_url(client: &Client, queue_url: &str) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_splits_into_accepted_and_refused_in_order() {
+        let failure = |index| EntryFailure {
+            index,
+            code: "x".into(),
+            sender_fault: false,
+        };
+        let items = vec!["a", "b", "c", "d"];
+        assert_eq!(
+            split_by_failures(items.clone(), &[failure(3), failure(1)]),
+            (vec!["a", "c"], vec!["b", "d"])
+        );
+        assert_eq!(split_by_failures(items.clone(), &[]), (items, vec![]));
+    }
 
     #[test]
     fn message_keys_must_look_like_ids() {

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`event`]: the pure core. Parse, validate and mask one body; typed rejections.
+//! - `invariants` (tests and fuzzing only): what must hold for any body.
 //! - [`dead_letter`]: reason codes and attributes of dead-lettered messages.
 //! - [`queue`]: the SQS adapter behind the [`queue::Queue`] trait.
 //! - [`sink`]: the PostgreSQL adapter: idempotent inserts, the dead-letter record, migrations.
@@ -22,6 +23,8 @@ pub mod config;
 pub mod consumer;
 pub mod dead_letter;
 pub mod event;
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
 #[cfg(feature = "service")]
 pub mod metrics;
 #[cfg(feature = "service")]

@@ -47,5 +47,5 @@ fuzz_target!(|entries: Vec<Entry>| {
         })
         .collect::<Vec<_>>()
         .join(",");
-    sqs2pg_fuzz::check(&format!("{{{body}}}"));
+    sqs2pg::invariants::check(&format!("{{{body}}}"));
 });

@@ -35,15 +35,17 @@ fn required_env(name: &str) -> String {
     })
 }
 
+/// The service's own log filter (payload caps included), with `TEST_LOG` as `RUST_LOG`.
 pub fn init_logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(
-                    std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
-                ))
-                .with_test_writer()
+        if let Ok(directives) = std::env::var("TEST_LOG") {
+            let layer = tracing_subscriber::fmt::layer().with_test_writer();
+            tracing_subscriber::registry()
+                .with(layer.with_filter(sqs2pg::app::log_filter(Some(&directives))))
                 .init();
         }
     });

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -75,16 +76,35 @@ pub fn init_tracing(format: LogFormat) {
         .init();
 }
 
-/// An SQS client from the standard AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials).
+/// An SQS client from the standard AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials),
+/// for the one-shot commands: the SDK's own retries, and the default call deadline.
 pub async fn sqs_client() -> anyhow::Result<Client> {
-    // The attempt timeout must outlast a 20 s long poll; the connect timeout catches an
-    // unreachable endpoint quickly, so the retry loop (not a hung socket) takes over.
+    sqs_client_with(queue::DEFAULT_SQS_TIMEOUT, RetryConfig::standard()).await
+}
+
+/// The client of `run`: every attempt has a deadline (a receive gets its wait on top, see
+/// `SqsQueue::receive`), and the SDK does not retry by itself. `run`'s own retries log each
+/// failure with its cause, so an endpoint that stops answering is reported within one
+/// deadline instead of after the SDK's three silent attempts.
+pub async fn sqs_client_for_run(attempt_timeout: Duration) -> anyhow::Result<Client> {
+    sqs_client_with(
+        attempt_timeout,
+        RetryConfig::standard().with_max_attempts(1),
+    )
+    .await
+}
+
+async fn sqs_client_with(
+    attempt_timeout: Duration,
+    retries: RetryConfig,
+) -> anyhow::Result<Client> {
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(30))
+        .connect_timeout(queue::SQS_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt_timeout)
         .build();
     let config = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts)
+        .retry_config(retries)
         .load()
         .await;
     anyhow::ensure!(
@@ -178,8 +198,11 @@ async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> an
 /// `sqs2pg run`: migrate, then consume until a signal (or, with `--drain`, an empty queue).
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let key = args.key.load()?;
-    let database = args.database.database()?;
-    let client = sqs_client().await?;
+    let database = args
+        .database
+        .database()?
+        .with_statement_timeout(Duration::from_secs(args.statement_timeout));
+    let client = sqs_client_for_run(Duration::from_secs(args.sqs_timeout)).await?;
 
     let startup = RetryPolicy {
         max_elapsed: Some(STARTUP_PATIENCE),
@@ -241,6 +264,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             batch_window: Duration::from_millis(args.batch_window_ms),
             visibility_timeout: args.visibility_timeout(),
             wait_time: Duration::from_secs(args.wait_time),
+            batch_timeout: Duration::from_secs(args.batch_timeout),
             drain: args.drain,
             retry: RetryPolicy::FOREVER,
             source_queue,

@@ -28,6 +28,9 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_BATCH_WINDOW_MS     how long a loop gathers a batch after its first message [default: 20]
   SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
   SQS2PG_SHUTDOWN_TIMEOUT    seconds to finish in-flight work after SIGTERM/SIGINT [default: 30]
+  SQS2PG_BATCH_TIMEOUT       seconds a batch may stay in flight before it is released [default: 120]
+  SQS2PG_STATEMENT_TIMEOUT   deadline of each database statement and commit, seconds [default: 30]
+  SQS2PG_SQS_TIMEOUT         deadline of each SQS call attempt besides the long poll, seconds [default: 10]
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
   SQS2PG_DLQ_NAME            dead-letter queue name for `setup` [default: <queue name>-dlq]
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ [default: 5]
@@ -234,6 +237,27 @@ pub struct RunArgs {
         default_value_t = 30
     )]
     pub shutdown_timeout: u64,
+
+    /// Longest a batch may stay in flight, in seconds; past it the batch is abandoned and
+    /// its messages released for redelivery (and the heartbeat never extends beyond it).
+    #[arg(long, env = "SQS2PG_BATCH_TIMEOUT", value_name = "SECONDS",
+          default_value_t = crate::consumer::DEFAULT_BATCH_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(5..=43_200))]
+    pub batch_timeout: u64,
+
+    /// Client-side deadline of each database statement, commit and connection checkout, in
+    /// seconds; past it the connection is dropped and the call retried on a fresh one.
+    #[arg(long, env = "SQS2PG_STATEMENT_TIMEOUT", value_name = "SECONDS",
+          default_value_t = crate::sink::DEFAULT_STATEMENT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub statement_timeout: u64,
+
+    /// Deadline of each SQS call attempt other than the long poll, in seconds (a receive
+    /// gets its wait time on top); past it the call is retried with backoff.
+    #[arg(long, env = "SQS2PG_SQS_TIMEOUT", value_name = "SECONDS",
+          default_value_t = crate::queue::DEFAULT_SQS_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub sqs_timeout: u64,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
     #[arg(long)]

@@ -44,6 +44,12 @@ pub const DEFAULT_BATCH_MESSAGES: usize = 100;
 /// Group commit: how long a loop keeps gathering after its first message arrived. It bounds
 /// the latency that batching adds.
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// The longest a batch may stay in flight before it is abandoned (`SQS2PG_BATCH_TIMEOUT`):
+/// far above a healthy batch (milliseconds) and a database restart (seconds), so only work
+/// that cannot finish reaches it.
+pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a loop whose batch was abandoned checks the database before it receives again.
+const RECOVERY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the consumer runs.
 #[derive(Debug, Clone)]
@@ -58,6 +64,11 @@ pub struct Settings {
     pub visibility_timeout: Duration,
     /// Long-poll wait of each receive (SQS allows up to 20 s).
     pub wait_time: Duration,
+    /// The longest a batch may stay in flight, from its receipt to its last delete. Past
+    /// it the batch is abandoned: its heartbeat stops and its messages are released to
+    /// come back (to this instance or another), and the loop waits for the database to
+    /// answer before it receives again. Its heartbeat never extends visibility beyond it.
+    pub batch_timeout: Duration,
     /// Stop once the queue is empty and everything received is acknowledged.
     pub drain: bool,
     /// For transient failures of the database and SQS.
@@ -129,6 +140,8 @@ pub struct BatchOutcome {
     pub deleted: usize,
     /// Acknowledged messages whose delete failed for good; they will come back.
     pub undeleted: usize,
+    /// Messages of a batch abandoned at its deadline, released to come back.
+    pub abandoned: usize,
 }
 
 pub struct Consumer<Q> {
@@ -240,7 +253,7 @@ impl<Q: Queue> Consumer<Q> {
         // for a moment. Two, a poll apart, are.
         let mut drained_checks = 0;
         while !stop.is_cancelled() {
-            let messages = match self.receive(slot, &stop).await {
+            let messages = match self.receive(slot, &shutdown, &stop).await {
                 Ok(messages) => messages,
                 Err(Some(error)) => {
                     tracing::error!(message = "Receiving failed permanently; stopping the consumer.", %error);
@@ -271,18 +284,58 @@ impl<Q: Queue> Consumer<Q> {
                 // Received after the signal and not started: hand back at once. (After a
                 // completed drain, a late receive is processed instead: the drain's promise
                 // is an empty queue.)
-                self.release(&messages).await;
+                self.release(&messages, "received during shutdown").await;
                 return;
             }
-            self.process(messages).await;
+            if self.process(messages).await.abandoned > 0 {
+                self.await_database(&stop).await;
+            }
         }
     }
 
-    /// One receive, retried while transient. An in-flight receive is never cancelled: its
-    /// messages would stay invisible until their timeout. `Err(None)` means "stopped".
+    /// After an abandoned batch: receive again only once the database answers, so messages
+    /// are not taken and abandoned over and over (each time costs a receive count, and
+    /// SQS moves a message to the DLQ itself at maxReceiveCount).
+    async fn await_database(&self, stop: &CancellationToken) {
+        let mut waiting_since: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            match self.sink.ping().await {
+                Ok(()) => {
+                    self.readiness.set_database_reachable(true);
+                    if let Some(since) = waiting_since {
+                        tracing::info!(
+                            message = "Database answers again; receiving resumes.",
+                            waited_s = since.elapsed().as_secs()
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    self.readiness.set_database_reachable(false);
+                    if waiting_since.is_none() {
+                        tracing::warn!(message = "Database does not answer; receiving pauses until it does.", %error);
+                        waiting_since = Some(Instant::now());
+                    }
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RECOVERY_PROBE_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// One receive, retried while transient. `Err(None)` means "stopped".
+    ///
+    /// A signal cancels the long poll in flight, so an idle instance exits at once instead
+    /// of waiting out `wait_time` (a rolling deploy or a scale-in waits on every pod).
+    /// Messages that poll was about to return reappear after their visibility timeout: a
+    /// delay, never a loss. A completed drain does not cancel it: the drain's promise is
+    /// an empty queue, so a late receive is processed.
     async fn receive(
         &self,
         slot: usize,
+        shutdown: &CancellationToken,
         stop: &CancellationToken,
     ) -> Result<Vec<ReceivedMessage>, Option<QueueError>> {
         let wait = if self.settings.drain {
@@ -298,14 +351,15 @@ impl<Q: Queue> Consumer<Q> {
                 if stop.is_cancelled() {
                     return Err(ReceiveAttempt::Stopped);
                 }
-                let result = self
-                    .queue
-                    .receive(
-                        self.settings.batch_messages.min(MAX_BATCH),
-                        wait,
-                        self.settings.visibility_timeout,
-                    )
-                    .await;
+                let receive = self.queue.receive(
+                    self.settings.batch_messages.min(MAX_BATCH),
+                    wait,
+                    self.settings.visibility_timeout,
+                );
+                let result = tokio::select! {
+                    result = receive => result,
+                    () = shutdown.cancelled() => return Err(ReceiveAttempt::Stopped),
+                };
                 self.readiness.set_queue_reachable(result.is_ok());
                 result.map_err(ReceiveAttempt::Failed)
             },
@@ -398,10 +452,12 @@ impl<Q: Queue> Consumer<Q> {
         self.metrics.messages_received.inc_by(count as u64);
         self.metrics.batch_size.observe(count as f64);
         self.metrics.messages_in_flight.add(count as i64);
+        let deadline = Instant::now() + self.settings.batch_timeout;
         let heartbeat = Heartbeat::start(
             Arc::clone(&self.queue),
             messages.iter().map(|m| m.receipt_handle.clone()).collect(),
             self.settings.visibility_timeout,
+            deadline,
             Arc::clone(&self.metrics),
         );
 
@@ -422,22 +478,42 @@ impl<Q: Queue> Consumer<Q> {
         }
 
         let mut outcome = BatchOutcome::default();
-        let (mut acknowledged, rejected) = self.write(rows, &mut outcome).await;
-        poison.extend(rejected.into_iter().map(|(index, error)| {
-            (
-                index,
-                dead_letter(
-                    &messages[index],
-                    DeadLetterReason::DatabaseRejected,
-                    error.safe_detail(),
-                ),
-            )
-        }));
-        acknowledged.extend(self.dead_letter(poison, &mut outcome).await);
-        self.delete(&messages, acknowledged, &heartbeat, &mut outcome)
-            .await;
+        let settled = tokio::time::timeout_at(deadline.into(), async {
+            let (mut acknowledged, rejected) = self.write(rows, &mut outcome).await;
+            poison.extend(rejected.into_iter().map(|(index, error)| {
+                (
+                    index,
+                    dead_letter(
+                        &messages[index],
+                        DeadLetterReason::DatabaseRejected,
+                        error.safe_detail(),
+                    ),
+                )
+            }));
+            acknowledged.extend(self.dead_letter(poison, &mut outcome).await);
+            acknowledged
+        })
+        .await;
+        match settled {
+            Ok(acknowledged) => {
+                self.delete(&messages, acknowledged, &heartbeat, &mut outcome)
+                    .await;
+                drop(heartbeat);
+            }
+            Err(_) => {
+                // Nothing is deleted: whatever did commit comes back as a duplicate.
+                drop(heartbeat);
+                self.metrics.batches_abandoned.inc();
+                tracing::warn!(
+                    message = "Batch exceeded SQS2PG_BATCH_TIMEOUT; abandoning it and releasing its messages for redelivery.",
+                    messages = count,
+                    timeout_s = self.settings.batch_timeout.as_secs_f64(),
+                );
+                self.release(&messages, "of an abandoned batch").await;
+                outcome.abandoned = count;
+            }
+        }
 
-        drop(heartbeat);
         self.last_batch_done_at
             .fetch_max(self.nanos_since_start(), Ordering::Relaxed);
         self.metrics.messages_in_flight.sub(count as i64);
@@ -708,9 +784,9 @@ impl<Q: Queue> Consumer<Q> {
         }
     }
 
-    /// Hands messages back to the queue at once (visibility 0), for those received after
-    /// shutdown began.
-    async fn release(&self, messages: &[ReceivedMessage]) {
+    /// Hands messages back to the queue at once (visibility 0): those received after
+    /// shutdown began, and those of an abandoned batch. `why` says which, in the log.
+    async fn release(&self, messages: &[ReceivedMessage], why: &'static str) {
         let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
         match retry(RetryPolicy::BRIEF, Stage::Release, &self.metrics, || {
             self.queue.change_visibility(&handles, Duration::ZERO)
@@ -722,7 +798,8 @@ impl<Q: Queue> Consumer<Q> {
                     .messages_released
                     .inc_by((handles.len() - failures.len()) as u64);
                 tracing::info!(
-                    message = "Released messages received during shutdown.",
+                    message = "Released messages for redelivery.",
+                    why,
                     count = handles.len() - failures.len()
                 );
             }
@@ -812,9 +889,11 @@ fn dead_letter(message: &ReceivedMessage, reason: DeadLetterReason, detail: Stri
     }
 }
 
-/// Extends the visibility of a batch's messages at half the timeout, until dropped.
-/// A failed extension is logged and counted, never fatal: the worst case is a redelivery,
-/// which the idempotent insert absorbs.
+/// Extends the visibility of a batch's messages at half the timeout, until dropped or the
+/// batch's deadline: never longer than the work can really last, so a batch that can no
+/// longer finish does not keep its messages from another consumer. A failed extension is
+/// logged and counted, never fatal: the worst case is a redelivery, which the idempotent
+/// insert absorbs.
 struct Heartbeat {
     pending: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
@@ -825,6 +904,7 @@ impl Heartbeat {
         queue: Arc<Q>,
         receipt_handles: Vec<String>,
         visibility: Duration,
+        deadline: Instant,
         metrics: Arc<Metrics>,
     ) -> Self {
         let pending = Arc::new(Mutex::new(receipt_handles));
@@ -834,8 +914,15 @@ impl Heartbeat {
             let period = (visibility / 2).max(Duration::from_millis(500));
             loop {
                 tokio::time::sleep(period).await;
-                // SQS refuses to extend past 12 hours from the receive.
-                let timeout = visibility.min(MAX_VISIBILITY.saturating_sub(received.elapsed()));
+                // Hidden until the next beat or the deadline, whichever the work reaches
+                // first; and SQS refuses to extend past 12 hours from the receive.
+                let until_deadline = deadline.saturating_duration_since(Instant::now());
+                if until_deadline.is_zero() {
+                    return;
+                }
+                let timeout = visibility
+                    .min(until_deadline + period)
+                    .min(MAX_VISIBILITY.saturating_sub(received.elapsed()));
                 if timeout < Duration::from_secs(1) {
                     tracing::warn!(
                         message = "Messages reached the 12-hour visibility cap; no longer extending them."

@@ -35,6 +35,7 @@ pub mod names {
     pub const MESSAGES_DEAD_LETTERED: &str = "sqs2pg_messages_dead_lettered_total";
     pub const MESSAGES_DELETED: &str = "sqs2pg_messages_deleted_total";
     pub const MESSAGES_RELEASED: &str = "sqs2pg_messages_released_total";
+    pub const BATCHES_ABANDONED: &str = "sqs2pg_batches_abandoned_total";
     pub const DELETE_FAILURES: &str = "sqs2pg_delete_failures_total";
     pub const RETRIES: &str = "sqs2pg_retries_total";
     pub const ERRORS: &str = "sqs2pg_errors_total";
@@ -50,13 +51,14 @@ pub mod names {
     pub const BUILD_INFO: &str = "sqs2pg_build_info";
 
     /// All of the above, for consistency checks.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         MESSAGES_RECEIVED,
         MESSAGES_INSERTED,
         MESSAGES_DUPLICATE,
         MESSAGES_DEAD_LETTERED,
         MESSAGES_DELETED,
         MESSAGES_RELEASED,
+        BATCHES_ABANDONED,
         DELETE_FAILURES,
         RETRIES,
         ERRORS,
@@ -99,6 +101,7 @@ pub struct Metrics {
     messages_dead_lettered: IntCounterVec,
     pub messages_deleted: IntCounter,
     pub messages_released: IntCounter,
+    pub batches_abandoned: IntCounter,
     pub delete_failures: IntCounter,
     retries: IntCounterVec,
     errors: IntCounterVec,
@@ -147,7 +150,11 @@ impl Metrics {
             ),
             messages_released: counter(
                 names::MESSAGES_RELEASED,
-                "Messages handed back to the queue unprocessed at shutdown.",
+                "Messages handed back to the queue unprocessed: received during shutdown, or of an abandoned batch.",
+            ),
+            batches_abandoned: counter(
+                names::BATCHES_ABANDONED,
+                "Batches abandoned at SQS2PG_BATCH_TIMEOUT; their messages were released for redelivery.",
             ),
             delete_failures: counter(
                 names::DELETE_FAILURES,
@@ -246,6 +253,7 @@ impl Metrics {
             Box::new(self.messages_dead_lettered.clone()),
             Box::new(self.messages_deleted.clone()),
             Box::new(self.messages_released.clone()),
+            Box::new(self.batches_abandoned.clone()),
             Box::new(self.delete_failures.clone()),
             Box::new(self.retries.clone()),
             Box::new(self.errors.clone()),

@@ -20,6 +20,13 @@ use tokio::sync::OnceCell;
 use crate::dead_letter::{DeadLetter, attribute};
 use crate::retry::{Classify, ErrorClass};
 
+/// The default deadline of one SQS call attempt (`SQS2PG_SQS_TIMEOUT`); a receive gets its
+/// long-poll wait on top. Real regions answer in milliseconds; an endpoint that accepts and
+/// then says nothing is noticed, logged and retried within this.
+pub const DEFAULT_SQS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deadline of opening a connection to SQS.
+pub const SQS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// SQS caps every batch call at ten entries.
 pub const MAX_BATCH: usize = 10;
 /// SQS caps a message's total visibility at 12 hours from its first receipt.
@@ -31,6 +38,8 @@ const STRING_TYPE: &str = "String";
 /// The message size assumed when a queue does not report its MaximumMessageSize: the
 /// smallest default SQS has had, so a copy sized to it fits any real queue.
 const FALLBACK_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// The long-poll wait of a dead-letter scan: short, since the scan ends at an empty receive.
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(1);
 
 /// One received message, with what the consumer needs to process and acknowledge it.
 #[derive(Debug, Clone)]
@@ -240,6 +249,23 @@ impl SqsQueue {
             .copied()
     }
 
+    /// The client's attempt deadline is for calls that answer at once; a long poll may
+    /// rightly stay silent for `wait`, so it gets that on top.
+    fn long_poll_deadline(&self, wait: Duration) -> aws_sdk_sqs::config::Builder {
+        let per_call = self
+            .client
+            .config()
+            .timeout_config()
+            .and_then(|timeouts| timeouts.operation_attempt_timeout())
+            .unwrap_or(DEFAULT_SQS_TIMEOUT);
+        aws_sdk_sqs::config::Builder::default().timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(SQS_CONNECT_TIMEOUT)
+                .operation_attempt_timeout(wait + per_call)
+                .build(),
+        )
+    }
+
     /// Receives from the dead-letter queue (for `dlq inspect` and `dlq redrive`).
     pub async fn receive_dead_letters(
         &self,
@@ -251,10 +277,12 @@ impl SqsQueue {
             .receive_message()
             .queue_url(&self.dlq_url)
             .max_number_of_messages(max.min(MAX_BATCH) as i32)
-            .wait_time_seconds(1)
+            .wait_time_seconds(DEAD_LETTER_WAIT.as_secs() as i32)
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_attribute_names("All")
+            .customize()
+            .config_override(self.long_poll_deadline(DEAD_LETTER_WAIT))
             .send()
             .await
             .map_err(|error| QueueError::from_sdk("ReceiveMessage", error))?;

@@ -28,9 +28,23 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// Any one database call longer than this is abandoned and retried: a hung connection must
-/// not hold a batch forever. A commit that did land is then seen as duplicates on retry.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default client-side deadline of one database call (a statement, a commit, a
+/// checkout from the pool): `SQS2PG_STATEMENT_TIMEOUT`. A call past it is abandoned, its
+/// connection dropped, and the call retried on a fresh one: an address that went dark
+/// answers nothing, not even a reset, and must not hold a batch forever. A commit that did
+/// land is then seen as duplicates on retry.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default deadline of establishing a connection (TCP, TLS and the start-up exchange),
+/// when `DATABASE_URL` sets no `connect_timeout`. tokio-postgres applies its
+/// `connect_timeout` to the socket's connect only; like libpq, we apply it to the whole.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalives and the kernel's limit on unacknowledged data: a peer that vanished
+/// (failover, a dark address) breaks the connection in well under a minute instead of the
+/// kernel's default two hours, idle or busy.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVES_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serialises concurrent `migrate` runs from several starting instances.
 const MIGRATION_LOCK_KEY: i64 = 0x7371_7332_7067; // "sqs2pg"
 
@@ -61,8 +75,15 @@ pub enum SinkError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("database {operation} took longer than {CALL_TIMEOUT:?}")]
-    Timeout { operation: &'static str },
+    #[error("database {operation} did not answer within {after:?}; its connection was dropped")]
+    Timeout {
+        operation: &'static str,
+        after: Duration,
+    },
+    #[error(
+        "connecting to the database did not finish within {after:?} (connect_timeout in DATABASE_URL)"
+    )]
+    ConnectTimeout { after: Duration },
     #[error("migrations failed: {0}")]
     Migration(#[from] refinery::Error),
     #[error("SQS2PG_DATABASE_CA_FILE {path}: {detail}")]
@@ -109,7 +130,9 @@ impl Classify for SinkError {
             | Self::CaFile { .. }
             | Self::CaFileWithoutTls
             | Self::Tls(_) => ErrorClass::Permanent,
-            Self::Pool(_) | Self::Timeout { .. } => ErrorClass::Transient,
+            Self::Pool(_) | Self::Timeout { .. } | Self::ConnectTimeout { .. } => {
+                ErrorClass::Transient
+            }
         }
     }
 }
@@ -127,6 +150,10 @@ pub struct InsertOutcome {
 pub struct Database {
     config: tokio_postgres::Config,
     tls: DatabaseTls,
+    /// The deadline of establishing one connection: `connect_timeout`, applied to the whole.
+    connect_timeout: Duration,
+    /// The deadline of each call on a connection.
+    statement_timeout: Duration,
 }
 
 /// Names the database without its credentials.
@@ -153,8 +180,25 @@ enum DatabaseTls {
 /// Parses `DATABASE_URL`. The error never echoes the URL: it may hold a password.
 pub fn parse_database_url(url: &str) -> Result<Database, SinkError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|_| SinkError::InvalidUrl)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
+    // libpq reads connect_timeout=0 as "wait forever"; here every I/O has a deadline.
+    let connect_timeout = match config.get_connect_timeout() {
+        Some(timeout) if !timeout.is_zero() => *timeout,
+        _ => DEFAULT_CONNECT_TIMEOUT,
+    };
+    config.connect_timeout(connect_timeout);
+    config.keepalives(true);
+    // The URL's own keepalive settings win; tokio-postgres's defaults (2 h idle) do not.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("sqs2pg");
@@ -163,7 +207,12 @@ pub fn parse_database_url(url: &str) -> Result<Database, SinkError> {
         SslMode::Require => DatabaseTls::Verified(verifying_connector(None)?),
         _ => DatabaseTls::Plain,
     };
-    Ok(Database { config, tls })
+    Ok(Database {
+        config,
+        tls,
+        connect_timeout,
+        statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+    })
 }
 
 impl Database {
@@ -178,8 +227,26 @@ impl Database {
         }
     }
 
+    /// Sets the client-side deadline of each call (`SQS2PG_STATEMENT_TIMEOUT`).
+    pub fn with_statement_timeout(self, statement_timeout: Duration) -> Self {
+        Self {
+            statement_timeout,
+            ..self
+        }
+    }
+
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
+    }
+
+    /// The deadline of establishing one connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The deadline of each call on a connection.
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
     }
 
     /// Whether connections use TLS.
@@ -187,8 +254,17 @@ impl Database {
         matches!(self.tls, DatabaseTls::Verified(_))
     }
 
-    /// One connection, its driver spawned onto the runtime.
+    /// One connection, its driver spawned onto the runtime, within the connect deadline: a
+    /// port that accepts and then says nothing must not hang `migrate` or `run`.
     async fn connect(&self) -> Result<tokio_postgres::Client, SinkError> {
+        tokio::time::timeout(self.connect_timeout, self.connect_unbounded())
+            .await
+            .unwrap_or(Err(SinkError::ConnectTimeout {
+                after: self.connect_timeout,
+            }))
+    }
+
+    async fn connect_unbounded(&self) -> Result<tokio_postgres::Client, SinkError> {
         let connect = SinkError::postgres("connect");
         match &self.tls {
             DatabaseTls::Plain => {
@@ -257,10 +333,13 @@ pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError>
     Ok(report?)
 }
 
-/// A pool of connections that reconnects by itself after the database comes back.
+/// A pool of connections that reconnects by itself after the database comes back. Every
+/// call runs under the statement deadline, and a connection whose call overran is dropped,
+/// not returned to the pool (see [`Sink::on_connection`]).
 #[derive(Clone)]
 pub struct Sink {
     pool: Pool,
+    statement_timeout: Duration,
 }
 
 impl Sink {
@@ -268,6 +347,8 @@ impl Sink {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
+        let statement_timeout = database.statement_timeout;
+        let connect_timeout = database.connect_timeout;
         let manager = match database.tls {
             DatabaseTls::Plain => Manager::from_config(database.config, NoTls, manager_config),
             DatabaseTls::Verified(tls) => {
@@ -277,65 +358,43 @@ impl Sink {
         let pool = Pool::builder(manager)
             .max_size(max_connections)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CALL_TIMEOUT))
-            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(statement_timeout))
+            .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .expect("a runtime is configured, so the pool builds");
-        Self { pool }
+        Self {
+            pool,
+            statement_timeout,
+        }
+    }
+
+    /// Runs `call` on a pooled connection within the statement deadline. A connection whose
+    /// call overran is taken out of the pool and dropped (its driver task with it): a
+    /// frozen connection (no RST, no FIN) would otherwise go back to the pool, since it
+    /// is not closed, and every retry would queue behind the call that never ends.
+    async fn on_connection<T>(
+        &self,
+        operation: &'static str,
+        call: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let mut client = self.pool.get().await?;
+        match tokio::time::timeout(self.statement_timeout, call(&mut client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(SinkError::Timeout {
+                    operation,
+                    after: self.statement_timeout,
+                })
+            }
+        }
     }
 
     /// Inserts `rows` in one transaction; existing message ids are skipped, not errors.
     pub async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
-        with_timeout("insert", self.insert_unbounded(rows)).await
-    }
-
-    async fn insert_unbounded(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
-        let column = |get: fn(&LoginRow) -> &str| rows.iter().map(get).collect::<Vec<&str>>();
-        let message_ids = column(|row| &row.message_id);
-        let user_ids = column(|row| &row.user_id);
-        let device_types = column(|row| &row.device_type);
-        let hashed_ips = column(|row| &row.hashed_ip);
-        let hashed_device_ids = column(|row| &row.hashed_device_id);
-        let app_versions = column(|row| &row.app_version);
-        let locales: Vec<Option<&str>> = rows.iter().map(|row| row.locale.as_deref()).collect();
-        let create_dates: Vec<NaiveDate> = rows.iter().map(|row| row.create_date).collect();
-        let sent_ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.sent_at).collect();
-
-        let mut client = self.pool.get().await?;
-        let transaction = client
-            .transaction()
+        self.on_connection("insert", async |client| insert_on(client, rows).await)
             .await
-            .map_err(SinkError::postgres("begin"))?;
-        let statement = transaction
-            .prepare_cached(INSERT_LOGINS)
-            .await
-            .map_err(SinkError::postgres("prepare insert"))?;
-        let inserted = transaction
-            .execute(
-                &statement,
-                &[
-                    &message_ids,
-                    &user_ids,
-                    &device_types,
-                    &hashed_ips,
-                    &hashed_device_ids,
-                    &locales,
-                    &app_versions,
-                    &create_dates,
-                    &sent_ats,
-                ],
-            )
-            .await
-            .map_err(SinkError::postgres("insert"))?;
-        transaction
-            .commit()
-            .await
-            .map_err(SinkError::postgres("commit"))?;
-        Ok(InsertOutcome {
-            inserted,
-            duplicates: rows.len() as u64 - inserted,
-        })
     }
 
     /// Which of these message copies (SQS ids) were already sent to the dead-letter queue.
@@ -343,8 +402,7 @@ impl Sink {
         &self,
         sqs_message_ids: &[&str],
     ) -> Result<HashSet<String>, SinkError> {
-        with_timeout("select dead letters", async {
-            let client = self.pool.get().await?;
+        self.on_connection("select dead letters", async |client| {
             let statement = client
                 .prepare_cached(SELECT_DEAD_LETTERED)
                 .await
@@ -364,16 +422,14 @@ impl Sink {
         letters: &[DeadLetter],
         source_queue: &str,
     ) -> Result<(), SinkError> {
-        with_timeout("record dead letters", async {
-            let sqs_message_ids: Vec<&str> =
-                letters.iter().map(|l| l.sqs_message_id.as_str()).collect();
-            let message_ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
-            let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
-            let details: Vec<&str> = letters.iter().map(|l| l.detail.as_str()).collect();
-            let sources: Vec<&str> = vec![source_queue; letters.len()];
-            let received: Vec<DateTime<Utc>> =
-                letters.iter().map(|l| l.first_received_at).collect();
-            let client = self.pool.get().await?;
+        let sqs_message_ids: Vec<&str> =
+            letters.iter().map(|l| l.sqs_message_id.as_str()).collect();
+        let message_ids: Vec<&str> = letters.iter().map(|l| l.message_id.as_str()).collect();
+        let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+        let details: Vec<&str> = letters.iter().map(|l| l.detail.as_str()).collect();
+        let sources: Vec<&str> = vec![source_queue; letters.len()];
+        let received: Vec<DateTime<Utc>> = letters.iter().map(|l| l.first_received_at).collect();
+        self.on_connection("record dead letters", async |client| {
             let statement = client
                 .prepare_cached(INSERT_DEAD_LETTERS)
                 .await
@@ -399,8 +455,7 @@ impl Sink {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), SinkError> {
-        with_timeout("ping", async {
-            let client = self.pool.get().await?;
+        self.on_connection("ping", async |client| {
             client
                 .simple_query("SELECT 1")
                 .await
@@ -411,13 +466,55 @@ impl Sink {
     }
 }
 
-async fn with_timeout<T>(
-    operation: &'static str,
-    call: impl Future<Output = Result<T, SinkError>>,
-) -> Result<T, SinkError> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
+/// The insert of one batch, in one transaction, on `client`.
+async fn insert_on(
+    client: &mut deadpool_postgres::Object,
+    rows: &[LoginRow],
+) -> Result<InsertOutcome, SinkError> {
+    let column = |get: fn(&LoginRow) -> &str| rows.iter().map(get).collect::<Vec<&str>>();
+    let message_ids = column(|row| &row.message_id);
+    let user_ids = column(|row| &row.user_id);
+    let device_types = column(|row| &row.device_type);
+    let hashed_ips = column(|row| &row.hashed_ip);
+    let hashed_device_ids = column(|row| &row.hashed_device_id);
+    let app_versions = column(|row| &row.app_version);
+    let locales: Vec<Option<&str>> = rows.iter().map(|row| row.locale.as_deref()).collect();
+    let create_dates: Vec<NaiveDate> = rows.iter().map(|row| row.create_date).collect();
+    let sent_ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.sent_at).collect();
+
+    let transaction = client
+        .transaction()
         .await
-        .unwrap_or(Err(SinkError::Timeout { operation }))
+        .map_err(SinkError::postgres("begin"))?;
+    let statement = transaction
+        .prepare_cached(INSERT_LOGINS)
+        .await
+        .map_err(SinkError::postgres("prepare insert"))?;
+    let inserted = transaction
+        .execute(
+            &statement,
+            &[
+                &message_ids,
+                &user_ids,
+                &device_types,
+                &hashed_ips,
+                &hashed_device_ids,
+                &locales,
+                &app_versions,
+                &create_dates,
+                &sent_ats,
+            ],
+        )
+        .await
+        .map_err(SinkError::postgres("insert"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(SinkError::postgres("commit"))?;
+    Ok(InsertOutcome {
+        inserted,
+        duplicates: rows.len() as u64 - inserted,
+    })
 }
 
 #[cfg(test)]

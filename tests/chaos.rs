@@ -420,6 +420,10 @@ impl Service {
         self.events("Transient failure; retrying.").len()
     }
 
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -749,6 +753,115 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
     assert!(service.retries_logged() > 0, "the outage was noticed");
 }
 
+/// `db`'s URL, through `proxy` instead of straight to PostgreSQL.
+fn through(proxy: &TcpProxy, db: &TestDb) -> String {
+    let (_, rest) = db.url.split_once('@').expect("a URL with a user");
+    let (_, path) = rest.split_once('/').expect("a URL with a database");
+    format!("postgres://postgres@127.0.0.1:{}/{path}", proxy.port)
+}
+
+/// The address of the database goes dark mid-drain (after a failover, say): every
+/// connection open at that moment stops answering, without a reset or a FIN, while new
+/// connections pass. The batches on the frozen connections must time out, drop those
+/// connections and finish on fresh ones, instead of being held in flight forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retried() {
+    let _turn = TURN.lock().await;
+    let logs = Logs::new("pg-frozen");
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let work = Workload::send(&queues, 3_000, 37, 0.02).await;
+    let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let proxy = TcpProxy::start(upstream).await;
+
+    let started = Instant::now();
+    let mut service = Service::spawn(&logs, "consumer", |command| {
+        run_env(command, &db, &queues);
+        command
+            .env("DATABASE_URL", through(&proxy, &db))
+            .env("SQS2PG_STATEMENT_TIMEOUT", "2")
+            .args(["run", "--drain", "--visibility-timeout", "5"]);
+    });
+    rows_beyond(&db, 299, "the first 300 rows").await;
+    proxy.freeze();
+    let frozen_at = db.row_count().await;
+    let summary = service.finish(Duration::from_secs(120)).await;
+    let letters = DeadLetterCopies::read(&queues).await;
+    let timeouts = service.events("Transient failure; retrying.").len();
+    println!(
+        "pg frozen: {} messages; connections frozen after {frozen_at} rows; {timeouts} \
+         retries logged; {summary:?}; {} connections through the proxy; elapsed {:.1?}",
+        work.sent,
+        proxy.accepted.load(Ordering::SeqCst),
+        started.elapsed()
+    );
+    assert_exactly_once(&db, &work).await;
+    assert_eq!(queues.source_total().await, 0, "nothing left in the queue");
+    letters.assert_exactly_the_poison(&work);
+    assert!(
+        service
+            .stderr_text()
+            .contains("did not answer within 2s; its connection was dropped"),
+        "the timeout was logged, naming what happens next"
+    );
+}
+
+/// The database stops answering altogether (open and new connections alike) for longer
+/// than SQS2PG_BATCH_TIMEOUT: the batches in flight are abandoned and their messages
+/// released, the loops wait for the database instead of receiving more, and once it
+/// answers again everything lands exactly once, with nothing valid in the DLQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight() {
+    let _turn = TURN.lock().await;
+    let logs = Logs::new("pg-silent");
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let work = Workload::send(&queues, 2_000, 41, 0.02).await;
+    let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let proxy = TcpProxy::start(upstream).await;
+
+    let mut service = Service::spawn(&logs, "consumer", |command| {
+        run_env(command, &db, &queues);
+        command
+            .env("DATABASE_URL", through(&proxy, &db))
+            .env("SQS2PG_STATEMENT_TIMEOUT", "2")
+            .env("SQS2PG_BATCH_TIMEOUT", "5")
+            .args(["run", "--drain", "--visibility-timeout", "5"]);
+    });
+    rows_beyond(&db, 199, "the first 200 rows").await;
+    proxy.swallow();
+    let silent = Instant::now();
+    eventually(Duration::from_secs(30), "a batch abandoned", || {
+        let abandoned = !service
+            .events("Batch exceeded SQS2PG_BATCH_TIMEOUT; abandoning it and releasing its messages for redelivery.")
+            .is_empty();
+        async move { abandoned }
+    })
+    .await;
+    let abandoned_after = silent.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_flight_while_silent = queues.depth().await.in_flight;
+    proxy.unswallow();
+    let summary = service.finish(Duration::from_secs(120)).await;
+    let letters = DeadLetterCopies::read(&queues).await;
+    println!(
+        "pg silent: {} messages; first batch abandoned {abandoned_after:.1?} after the \
+         database went silent; {in_flight_while_silent} in flight 3 s later; {summary:?}",
+        work.sent,
+    );
+    assert!(
+        abandoned_after < Duration::from_secs(5 + 10),
+        "abandoned near the batch timeout"
+    );
+    assert!(
+        !service
+            .events("Database does not answer; receiving pauses until it does.")
+            .is_empty(),
+        "the loops waited for the database"
+    );
+    assert_exactly_once(&db, &work).await;
+    assert_eq!(queues.source_total().await, 0, "nothing left in the queue");
+    letters.assert_exactly_the_poison(&work);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Failed deletes
 
@@ -1047,7 +1160,7 @@ async fn sigterm_mid_drain_exits_zero_leaving_nothing_in_flight() {
     );
     let summary = service.summary();
     let released: u64 = service
-        .events("Released messages received during shutdown.")
+        .events("Released messages for redelivery.")
         .iter()
         .filter_map(|event| event["fields"]["count"].as_u64())
         .sum();

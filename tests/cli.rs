@@ -25,6 +25,38 @@ fn bare() -> std::process::Command {
     command
 }
 
+/// Every environment variable any subcommand reads is in `--help`'s environment list and
+/// in the README's configuration table: the two places a user looks.
+#[test]
+fn every_setting_is_documented_in_help_and_readme() {
+    use clap::CommandFactory;
+    let command = sqs2pg::config::Cli::command();
+    let mut settings = std::collections::BTreeSet::new();
+    let mut pending = vec![&command];
+    while let Some(command) = pending.pop() {
+        for argument in command.get_arguments() {
+            if let Some(env) = argument.get_env() {
+                settings.insert(env.to_string_lossy().into_owned());
+            }
+        }
+        pending.extend(command.get_subcommands());
+    }
+    assert!(settings.contains("SQS2PG_BATCH_TIMEOUT"), "{settings:?}");
+    let help = text(&bare().arg("--help").output().unwrap());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for setting in &settings {
+        assert!(
+            help.contains(setting.as_str()),
+            "--help does not list {setting}"
+        );
+        assert!(
+            readme.contains(&format!("`{setting}`")),
+            "README's configuration does not list {setting}"
+        );
+    }
+}
+
 #[test]
 fn help_documents_every_setting() {
     let output = bare().arg("--help").output().unwrap();

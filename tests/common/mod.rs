@@ -248,6 +248,7 @@ pub fn drain_settings(queues: &TestQueues) -> Settings {
         batch_window: sqs2pg::consumer::DEFAULT_BATCH_WINDOW,
         visibility_timeout: Duration::from_secs(30),
         wait_time: Duration::from_secs(1),
+        batch_timeout: sqs2pg::consumer::DEFAULT_BATCH_TIMEOUT,
         drain: true,
         retry: RetryPolicy {
             initial_interval: Duration::from_millis(50),
@@ -645,12 +646,20 @@ impl Queue for FaultyQueue {
 /// A TCP proxy on a fixed local port in front of `upstream`, for network partitions: `stop`
 /// closes the listener and cuts every open connection (with a reset), so new connections
 /// are refused and existing ones fail; `resume` listens again on the same port.
+///
+/// It also plays an address that went dark, which answers nothing, not even a reset:
+/// `freeze` stops forwarding on every connection open at that moment and holds it open
+/// (new connections pass), and `swallow` does the same to new connections too, until
+/// `unswallow`.
 pub struct TcpProxy {
     pub port: u16,
     upstream: std::net::SocketAddr,
     running: std::sync::Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     /// Connections accepted so far.
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Cancelled by `freeze`: each connection watches the token current when it opened.
+    frozen: Arc<std::sync::Mutex<CancellationToken>>,
+    swallowing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TcpProxy {
@@ -668,9 +677,31 @@ impl TcpProxy {
             upstream,
             running: std::sync::Mutex::new(None),
             accepted: Arc::default(),
+            frozen: Arc::default(),
+            swallowing: Arc::default(),
         };
         proxy.resume().await;
         proxy
+    }
+
+    /// Stops forwarding on every open connection and holds it open: no data, no FIN, no
+    /// reset. New connections pass.
+    pub fn freeze(&self) {
+        let previous = std::mem::take(&mut *self.frozen.lock().expect("not poisoned"));
+        previous.cancel();
+    }
+
+    /// Freezes every open connection, and every new one until `unswallow`.
+    pub fn swallow(&self) {
+        self.swallowing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.freeze();
+    }
+
+    /// New connections pass again (those frozen stay frozen).
+    pub fn unswallow(&self) {
+        self.swallowing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The proxy as an http:// endpoint URL.
@@ -693,6 +724,8 @@ impl TcpProxy {
         let token = CancellationToken::new();
         let upstream = self.upstream;
         let accepted = Arc::clone(&self.accepted);
+        let frozen = Arc::clone(&self.frozen);
+        let swallowing = Arc::clone(&self.swallowing);
         let stop = token.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
@@ -706,18 +739,31 @@ impl TcpProxy {
                 };
                 accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let stop = stop.clone();
+                let frozen = frozen.lock().expect("not poisoned").clone();
+                let swallowed = swallowing.load(std::sync::atomic::Ordering::SeqCst);
                 connections.spawn(async move {
                     let mut inbound = inbound;
+                    if swallowed {
+                        stop.cancelled().await;
+                        let _ = inbound.set_zero_linger();
+                        return;
+                    }
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
-                    tokio::select! {
-                        () = stop.cancelled() => {
-                            // A cut, not a goodbye: both sides get a reset.
-                            let _ = inbound.set_zero_linger();
-                            let _ = outbound.set_zero_linger();
+                    let cut = tokio::select! {
+                        () = stop.cancelled() => true,
+                        () = frozen.cancelled() => {
+                            // Dark: both sockets stay open, and nothing moves.
+                            stop.cancelled().await;
+                            true
                         }
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                    };
+                    if cut {
+                        // A cut, not a goodbye: both sides get a reset.
+                        let _ = inbound.set_zero_linger();
+                        let _ = outbound.set_zero_linger();
                     }
                 });
             }
@@ -747,6 +793,37 @@ impl Drop for TcpProxy {
         if let Some((token, _)) = self.running.lock().expect("not poisoned").take() {
             token.cancel();
         }
+    }
+}
+
+/// A server that accepts connections and never says a word: a port whose process hung, or
+/// a load balancer in front of nothing. Connections are held until it is dropped.
+pub struct SilentServer {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Self { port, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -1,0 +1,120 @@
+//! Every I/O has a deadline: a dependency that accepts a connection and then never answers
+//! (a hung process, a load balancer in front of nothing) is reported within its deadline
+//! and retried or given up on, never waited on in silence. The frozen-connection faults
+//! mid-run are in tests/chaos.rs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// tokio-postgres applies `connect_timeout` to the socket's connect only, so a port that
+/// accepts and stays silent used to hang `migrate` forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_against_a_silent_database_fails_at_its_connect_timeout() {
+    let silent = SilentServer::start().await;
+    let started = Instant::now();
+    let output = tokio::task::block_in_place(|| {
+        output_within(
+            sqs2pg_command().arg("migrate").env(
+                "DATABASE_URL",
+                format!(
+                    "postgres://postgres@127.0.0.1:{}/postgres?connect_timeout=2",
+                    silent.port
+                ),
+            ),
+            Duration::from_secs(30),
+        )
+    });
+    let elapsed = started.elapsed();
+    let stderr = stderr(&output);
+    println!(
+        "migrate against a silent database: exit {:?} after {elapsed:.1?}",
+        output.status.code()
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not finish within 2s"),
+        "names the timeout: {stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(15), "gave up at the deadline");
+}
+
+/// `run` keeps retrying a silent database at start, and says so at each attempt's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_a_silent_database_reports_each_connect_timeout_while_it_retries() {
+    let silent = SilentServer::start().await;
+    let queues = TestQueues::create().await;
+    let mut child = LoggedChild::spawn(
+        sqs2pg_command()
+            .arg("run")
+            .env(
+                "DATABASE_URL",
+                format!(
+                    "postgres://postgres@127.0.0.1:{}/postgres?connect_timeout=1",
+                    silent.port
+                ),
+            )
+            .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url)
+            .env("SQS2PG_DLQ_URL", &queues.urls.dlq_url),
+    );
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), "a logged connect timeout", || {
+        let logged = child.stderr().contains("did not finish within 1s");
+        async move { logged }
+    })
+    .await;
+    let first_report = started.elapsed();
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "still retrying: {}",
+        child.stderr()
+    );
+    println!("run against a silent database: first timeout reported after {first_report:.1?}");
+    child.kill();
+}
+
+/// An SQS endpoint that accepts and never answers: each attempt ends at SQS2PG_SQS_TIMEOUT
+/// and is logged as it is retried, instead of the SDK's silent attempts of 30 s each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_a_silent_sqs_endpoint_reports_each_timeout_while_it_retries() {
+    let silent = SilentServer::start().await;
+    let db = TestDb::create().await;
+    let mut child = LoggedChild::spawn(
+        sqs2pg_command()
+            .arg("run")
+            .env("DATABASE_URL", &db.url)
+            .env("AWS_ENDPOINT_URL", silent.url())
+            .env("SQS2PG_SQS_TIMEOUT", "2")
+            .env(
+                "SQS2PG_QUEUE_URL",
+                format!("{}/000000000000/silent", silent.url()),
+            ),
+    );
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), "a logged SQS timeout", || {
+        let logged = child.stderr().lines().any(|line| {
+            let line = line.to_lowercase();
+            line.contains("timeout") && line.contains("retr")
+        });
+        async move { logged }
+    })
+    .await;
+    let first_report = started.elapsed();
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "still retrying: {}",
+        child.stderr()
+    );
+    println!("run against a silent SQS endpoint: first timeout reported after {first_report:.1?}");
+    assert!(
+        first_report < Duration::from_secs(12),
+        "reported within a few deadlines, not after the SDK's silent retries"
+    );
+    child.kill();
+}

@@ -48,6 +48,8 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// far above a healthy batch (milliseconds) and a database restart (seconds), so only work
 /// that cannot finish reaches it.
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a receive in flight at a signal may still land before it is cancelled.
+const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
 /// How often a loop whose batch was abandoned checks the database before it receives again.
 const RECOVERY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -327,11 +329,14 @@ impl<Q: Queue> Consumer<Q> {
 
     /// One receive, retried while transient. `Err(None)` means "stopped".
     ///
-    /// A signal cancels the long poll in flight, so an idle instance exits at once instead
-    /// of waiting out `wait_time` (a rolling deploy or a scale-in waits on every pod).
-    /// Messages that poll was about to return reappear after their visibility timeout: a
-    /// delay, never a loss. A completed drain does not cancel it: the drain's promise is
-    /// an empty queue, so a late receive is processed.
+    /// A signal cancels the long poll in flight after [`SHUTDOWN_RECEIVE_GRACE`], so an
+    /// idle instance exits within about a second instead of waiting out `wait_time` (a
+    /// rolling deploy or a scale-in waits on every pod). A receive that finds messages
+    /// answers within a round trip, so the grace lets it land and its messages are released
+    /// at once; only a poll still waiting on an empty queue is cancelled. A message that
+    /// arrives in the very instant of the cancel reappears after its visibility timeout: a
+    /// delay, never a loss. A completed drain cancels nothing: the drain's promise is an
+    /// empty queue, so a late receive is processed.
     async fn receive(
         &self,
         slot: usize,
@@ -356,9 +361,13 @@ impl<Q: Queue> Consumer<Q> {
                     wait,
                     self.settings.visibility_timeout,
                 );
+                let given_up = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_RECEIVE_GRACE).await;
+                };
                 let result = tokio::select! {
                     result = receive => result,
-                    () = shutdown.cancelled() => return Err(ReceiveAttempt::Stopped),
+                    () = given_up => return Err(ReceiveAttempt::Stopped),
                 };
                 self.readiness.set_queue_reachable(result.is_ok());
                 result.map_err(ReceiveAttempt::Failed)

@@ -336,6 +336,13 @@ pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError>
 /// A pool of connections that reconnects by itself after the database comes back. Every
 /// call runs under the statement deadline, and a connection whose call overran is dropped,
 /// not returned to the pool (see [`Sink::on_connection`]).
+///
+/// Each session also sets `idle_in_transaction_session_timeout` to the statement deadline.
+/// A connection we dropped because its address went dark may still be alive on the server,
+/// idle inside its transaction and holding the row locks of its batch's message ids; the
+/// retry's insert of those same ids would wait on those locks until the server's own
+/// keepalives notice (two hours by default). With the timeout the server rolls the orphan
+/// back. Our own transactions are never idle between statements, so it never cuts them.
 #[derive(Clone)]
 pub struct Sink {
     pool: Pool,
@@ -355,8 +362,21 @@ impl Sink {
                 Manager::from_config(database.config, tls, manager_config)
             }
         };
+        let bound_idle_transactions = deadpool_postgres::Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                let set = format!(
+                    "SET idle_in_transaction_session_timeout = {}",
+                    statement_timeout.as_millis()
+                );
+                tokio::time::timeout(statement_timeout, client.batch_execute(&set))
+                    .await
+                    .map_err(|_| deadpool_postgres::HookError::message("SET timed out"))?
+                    .map_err(deadpool_postgres::HookError::Backend)
+            })
+        });
         let pool = Pool::builder(manager)
             .max_size(max_connections)
+            .post_create(bound_idle_transactions)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(statement_timeout))
             .create_timeout(Some(connect_timeout))

@@ -5,6 +5,7 @@
 //! - [`event`]: the pure core. Parse, validate and mask one body; typed rejections.
 //! - `invariants` (tests and fuzzing only): what must hold for any body.
 //! - [`dead_letter`]: reason codes and attributes of dead-lettered messages.
+//! - [`redact`]: pure too. A body as `dlq inspect` may show it: no raw value at any depth.
 //! - [`queue`]: the SQS adapter behind the [`queue::Queue`] trait.
 //! - [`sink`]: the PostgreSQL adapter: idempotent inserts, the dead-letter record, migrations.
 //! - [`consumer`]: the loop: receive → transform → commit → dead-letter → delete, with the
@@ -29,6 +30,7 @@ pub mod invariants;
 pub mod metrics;
 #[cfg(feature = "service")]
 pub mod queue;
+pub mod redact;
 #[cfg(feature = "service")]
 pub mod retry;
 #[cfg(feature = "service")]

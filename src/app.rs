@@ -22,6 +22,7 @@ use crate::dead_letter::{DeadLetterReason, attribute};
 use crate::event::Masker;
 use crate::metrics::{Metrics, Readiness};
 use crate::queue::{self, MAX_BATCH, SqsQueue};
+use crate::redact::redact;
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::sink::{self, Sink};
 use crate::synthetic;
@@ -317,7 +318,8 @@ async fn handle_signals(shutdown: CancellationToken, readiness: Arc<Readiness>) 
     std::process::exit(130);
 }
 
-/// `sqs2pg dlq inspect`: counts by reason and masked sample bodies. Leaves the DLQ as it was.
+/// `sqs2pg dlq inspect`: counts by reason and redacted sample bodies ([`redact`]). Leaves
+/// the DLQ as it was.
 pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
     let masker = Masker::new(&args.key.load()?);
     let queue = SqsQueue::connect(
@@ -335,26 +337,27 @@ pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
             break;
         }
         for message in fresh {
-            let reason = message_attribute(&message, attribute::REASON)
-                .unwrap_or_else(|| "unknown (moved by SQS redrive)".to_owned());
+            let (reason, ours) = shown_reason(&message);
             let entry = by_reason.entry(reason).or_default();
             entry.0 += 1;
             if entry.1.len() < args.samples {
-                let detail = message_attribute(&message, attribute::DETAIL).unwrap_or_default();
-                entry.1.push(format!(
-                    "{}  [{}]",
-                    mask_body(message.body().unwrap_or_default(), &masker),
-                    detail
-                ));
+                let body = redact(message.body().unwrap_or_default(), &masker);
+                // The detail of one of our reasons is built from a typed rejection: no values.
+                entry
+                    .1
+                    .push(match message_attribute(&message, attribute::DETAIL) {
+                        Some(detail) if ours => format!("{body}  [{detail}]"),
+                        _ => body.to_string(),
+                    });
             }
             handles.extend(message.receipt_handle().map(str::to_owned));
         }
     }
     release_dead_letters(&queue, &handles).await?;
     println!(
-        "dead-letter queue {}: {} messages",
+        "dead-letter queue {}: {}",
         queue.dlq_url(),
-        seen.len()
+        plural(seen.len() as u64, "message")
     );
     for (reason, (count, samples)) in by_reason {
         println!("  {reason}: {count}");
@@ -428,7 +431,8 @@ pub async fn dlq_redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
     }
     release_dead_letters(&queue, &skipped).await?;
     println!(
-        "redriven: {redriven} messages from {} to {}",
+        "redriven: {} from {} to {}",
+        plural(redriven, "message"),
         queue.dlq_url(),
         queue.queue_url()
     );
@@ -472,26 +476,28 @@ fn message_attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> Optio
         .map(str::to_owned)
 }
 
-/// A body fit to print: `ip` and `device_id` replaced by their keyed digests. A body that is
-/// not a JSON object cannot be masked field by field, so only its size is shown.
-pub fn mask_body(body: &str, masker: &Masker) -> String {
-    match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(mut fields)) => {
-            for field in ["ip", "device_id"] {
-                if let Some(value) = fields.get_mut(field) {
-                    let text = value
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| value.to_string());
-                    *value = serde_json::Value::String(format!("hmac:{}", masker.digest(&text)));
-                }
-            }
-            serde_json::Value::Object(fields).to_string()
-        }
-        _ => format!(
-            "<{} bytes withheld: not a JSON object, so PII cannot be masked>",
-            body.len()
-        ),
+/// `count` and the noun, singular for one: "1 message", "3 messages".
+fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// How `dlq inspect` names a dead letter's reason. The attribute is printed only when it is
+/// one of our codes: anyone who can send to the DLQ can set it, so any other text is data
+/// of unknown origin, and so is the detail that travels with it.
+fn shown_reason(message: &aws_sdk_sqs::types::Message) -> (String, bool) {
+    match message_attribute(message, attribute::REASON) {
+        None => ("unknown (moved by SQS redrive)".to_owned(), false),
+        Some(code) => match code.parse::<DeadLetterReason>() {
+            Ok(reason) => (reason.as_str().to_owned(), true),
+            Err(_) => (
+                "unrecognized (not one of our codes; withheld)".to_owned(),
+                false,
+            ),
+        },
     }
 }
 
@@ -552,19 +558,9 @@ mod tests {
     }
 
     #[test]
-    fn masked_bodies_hide_ip_and_device_id() {
-        let masker = Masker::new(b"0123456789abcdef");
-        let masked = mask_body(
-            r#"{"ip": "10.1.2.3", "device_id": 593, "foo": "bar"}"#,
-            &masker,
-        );
-        assert!(
-            !masked.contains("10.1.2.3") && !masked.contains("593"),
-            "{masked}"
-        );
-        assert!(masked.contains(&masker.digest("10.1.2.3")));
-        assert!(masked.contains("\"foo\":\"bar\""));
-        let withheld = mask_body(r#"{"ip": "10.1.2.3""#, &masker);
-        assert!(!withheld.contains("10.1.2.3"), "{withheld}");
+    fn counts_are_pluralized() {
+        assert_eq!(plural(0, "message"), "0 messages");
+        assert_eq!(plural(1, "message"), "1 message");
+        assert_eq!(plural(2, "message"), "2 messages");
     }
 }

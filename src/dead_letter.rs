@@ -30,17 +30,21 @@ pub enum DeadLetterReason {
     MissingField,
     WrongType,
     InvalidValue,
+    /// An SNS notification or EventBridge envelope that is broken, or a body without the
+    /// envelope the configured mode requires (see [`crate::envelope`]).
+    InvalidEnvelope,
     /// The database refused the row for a permanent reason (a constraint, bad data).
     DatabaseRejected,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::InvalidJson,
         Self::NotAnObject,
         Self::MissingField,
         Self::WrongType,
         Self::InvalidValue,
+        Self::InvalidEnvelope,
         Self::DatabaseRejected,
     ];
 
@@ -51,6 +55,7 @@ impl DeadLetterReason {
             Self::MissingField => "missing_field",
             Self::WrongType => "wrong_type",
             Self::InvalidValue => "invalid_value",
+            Self::InvalidEnvelope => "invalid_envelope",
             Self::DatabaseRejected => "database_rejected",
         }
     }
@@ -63,10 +68,14 @@ impl fmt::Display for DeadLetterReason {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown dead-letter reason `{0}`; expected one of: invalid_json, not_an_object, missing_field, wrong_type, invalid_value, database_rejected"
-)]
+#[error("unknown dead-letter reason `{0}`; expected one of: {list}", list = reason_list())]
 pub struct UnknownReason(String);
+
+fn reason_list() -> String {
+    DeadLetterReason::ALL
+        .map(DeadLetterReason::as_str)
+        .join(", ")
+}
 
 impl FromStr for DeadLetterReason {
     type Err = UnknownReason;
@@ -103,6 +112,10 @@ mod tests {
         for reason in DeadLetterReason::ALL {
             assert_eq!(reason.as_str().parse::<DeadLetterReason>().unwrap(), reason);
         }
-        assert!("nope".parse::<DeadLetterReason>().is_err());
+        let error = "nope".parse::<DeadLetterReason>().unwrap_err().to_string();
+        assert!(
+            error.ends_with("invalid_json, not_an_object, missing_field, wrong_type, invalid_value, invalid_envelope, database_rejected"),
+            "{error}"
+        );
     }
 }

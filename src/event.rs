@@ -333,21 +333,21 @@ fn optional<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
 
-    const SAMPLE: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+    pub(crate) const SAMPLE: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
 
-    fn envelope() -> Envelope<'static> {
+    pub(crate) fn envelope() -> Envelope<'static> {
         Envelope {
             message_id: "m-1",
             sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 23, 59, 59).unwrap(),
         }
     }
 
-    fn masker() -> Masker {
+    pub(crate) fn masker() -> Masker {
         Masker::new(b"test-key-0123456789")
     }
 
@@ -588,7 +588,7 @@ mod tests {
     }
 
     /// Any JSON value, nested a few levels deep.
-    fn arb_json() -> impl Strategy<Value = Value> {
+    pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
@@ -616,6 +616,27 @@ mod tests {
     fn arb_text(max: usize) -> impl Strategy<Value = String> {
         proptest::collection::vec(any::<char>().prop_filter("no NUL", |c| *c != '\0'), 1..=max)
             .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    /// A valid event's body, every field at any value the rules allow.
+    pub(crate) fn arb_event() -> impl Strategy<Value = String> {
+        (
+            arb_text(MAX_USER_ID_CHARS),
+            arb_text(MAX_DEVICE_TYPE_CHARS),
+            any::<std::net::IpAddr>(),
+            arb_text(MAX_DEVICE_ID_CHARS),
+            arb_text(MAX_APP_VERSION_CHARS),
+            proptest::option::of(arb_text(MAX_LOCALE_CHARS)),
+        )
+            .prop_map(
+                |(user_id, device_type, ip, device_id, app_version, locale)| {
+                    serde_json::json!({
+                        "user_id": user_id, "device_type": device_type, "ip": ip.to_string(),
+                        "device_id": device_id, "app_version": app_version, "locale": locale,
+                    })
+                    .to_string()
+                },
+            )
     }
 
     proptest! {

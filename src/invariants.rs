@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use crate::DeadLetterReason;
+use crate::envelope::{EnvelopeKind, EnvelopeMode, EnvelopeRejection, unwrap};
 use crate::event::{
     Envelope, JsonKind, MAX_APP_VERSION_CHARS, MAX_DEVICE_TYPE_CHARS, MAX_LOCALE_CHARS,
     MAX_USER_ID_CHARS, Masker, Rejection, transform,
@@ -75,6 +76,103 @@ pub fn check(body: &str) {
             assert!(templates().contains(&without_numbers(&text)), "{text}");
         }
     }
+}
+
+/// Panics (a finding) unless `body` obeys [`check`], unwrapping it in any mode gives the
+/// body or a rejection with a fixed text, and `body` inside an SNS notification or an
+/// EventBridge event gives what it gives alone: the same row, or a rejection for the same
+/// reason (the same rejection, from SNS, whose `Message` is the body exactly).
+pub fn check_envelopes(body: &str) {
+    check(body);
+    let masker = Masker::new(KEY);
+    let envelope = Envelope {
+        message_id: MESSAGE_ID,
+        sent_at: chrono::DateTime::UNIX_EPOCH,
+    };
+    let alone = transform(body, envelope, &masker);
+    for mode in EnvelopeMode::ALL {
+        match unwrap(body, mode) {
+            Ok(inner) => {
+                if inner.envelope.is_none() {
+                    assert_eq!(
+                        inner.body, body,
+                        "{mode}: a body without an envelope is kept"
+                    );
+                }
+                let _ = transform(&inner.body, envelope, &masker);
+            }
+            Err(rejection) => {
+                assert_eq!(rejection.reason(), DeadLetterReason::InvalidEnvelope);
+                let text = rejection.to_string();
+                assert!(envelope_templates().contains(&text), "{text}");
+            }
+        }
+    }
+
+    let notification = serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "0b1b3a5e-8d65-5a36-9f25-2f8a6c1e1d4a",
+        "TopicArn": "arn:aws:sns:us-east-1:000000000000:logins",
+        "Message": body,
+    })
+    .to_string();
+    for mode in [EnvelopeMode::Auto, EnvelopeMode::Sns] {
+        let inner = unwrap(&notification, mode).expect("a well-formed notification unwraps");
+        assert_eq!(inner.envelope, Some(EnvelopeKind::Sns));
+        assert_eq!(inner.body, body);
+        assert_eq!(transform(&inner.body, envelope, &masker), alone);
+    }
+
+    // Only a body that is one JSON value can stand as `detail` (else the event is not JSON).
+    if serde_json::from_str::<&serde_json::value::RawValue>(body).is_ok() {
+        let event = format!(r#"{{"detail-type":"login","source":"app","detail":{body}}}"#);
+        for mode in [EnvelopeMode::Auto, EnvelopeMode::EventBridge] {
+            let inner = unwrap(&event, mode).expect("a well-formed event unwraps");
+            assert_eq!(inner.envelope, Some(EnvelopeKind::EventBridge));
+            match (transform(&inner.body, envelope, &masker), &alone) {
+                (Ok(wrapped), Ok(alone)) => assert_eq!(&wrapped, alone),
+                (Err(wrapped), Err(alone)) => assert_eq!(wrapped.reason(), alone.reason()),
+                (wrapped, alone) => panic!("EventBridge changed {alone:?} into {wrapped:?}"),
+            }
+        }
+    }
+}
+
+/// Every envelope rejection text there can be.
+fn envelope_templates() -> &'static HashSet<String> {
+    static TEMPLATES: OnceLock<HashSet<String>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        use JsonKind::*;
+        let mut all = Vec::new();
+        for envelope in [EnvelopeKind::Sns, EnvelopeKind::EventBridge] {
+            for mode in EnvelopeMode::ALL {
+                all.push(EnvelopeRejection::NotAnEnvelope {
+                    expected: envelope,
+                    mode,
+                });
+            }
+            for field in [
+                "Type",
+                "TopicArn",
+                "MessageId",
+                "Message",
+                "detail-type",
+                "source",
+                "detail",
+            ] {
+                all.push(EnvelopeRejection::MissingField { envelope, field });
+                all.push(EnvelopeRejection::DuplicateField { envelope, field });
+                for found in [Null, Bool, Number, String, Array, Object] {
+                    all.push(EnvelopeRejection::WrongType {
+                        envelope,
+                        field,
+                        found,
+                    });
+                }
+            }
+        }
+        all.iter().map(ToString::to_string).collect()
+    })
 }
 
 /// Every rejection text there can be, with numbers (limits, line and column) replaced by `#`.

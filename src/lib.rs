@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! - [`event`]: the pure core. Parse, validate and mask one body; typed rejections.
+//! - [`envelope`]: pure too. The event inside an SNS notification or an EventBridge event.
 //! - `invariants` (tests and fuzzing only): what must hold for any body.
 //! - [`dead_letter`]: reason codes and attributes of dead-lettered messages.
+//! - [`redact`]: pure too. A body as `dlq inspect` may show it: no raw value at any depth.
 //! - [`queue`]: the SQS adapter behind the [`queue::Queue`] trait.
 //! - [`sink`]: the PostgreSQL adapter: idempotent inserts, the dead-letter record, migrations.
 //! - [`consumer`]: the loop: receive → transform → commit → dead-letter → delete, with the
@@ -22,6 +24,7 @@ pub mod config;
 #[cfg(feature = "service")]
 pub mod consumer;
 pub mod dead_letter;
+pub mod envelope;
 pub mod event;
 #[cfg(any(test, feature = "invariants"))]
 pub mod invariants;
@@ -29,6 +32,7 @@ pub mod invariants;
 pub mod metrics;
 #[cfg(feature = "service")]
 pub mod queue;
+pub mod redact;
 #[cfg(feature = "service")]
 pub mod retry;
 #[cfg(feature = "service")]

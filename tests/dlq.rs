@@ -19,20 +19,31 @@ fn string(value: &str) -> MessageAttributeValue {
 
 /// Puts a message straight into the DLQ as the consumer would have.
 async fn put_dead_letter(queues: &TestQueues, body: &str, original_id: &str, reason: &str) {
+    put_with_attributes(
+        queues,
+        body,
+        &[
+            (attribute::ORIGINAL_MESSAGE_ID, original_id),
+            (attribute::REASON, reason),
+            (attribute::DETAIL, "test"),
+        ],
+    )
+    .await;
+}
+
+/// Puts a message into the DLQ with exactly these attributes (none: as SQS's redrive would).
+async fn put_with_attributes(queues: &TestQueues, body: &str, attributes: &[(&str, &str)]) {
+    let mut entry = SendMessageBatchRequestEntry::builder()
+        .id("0")
+        .message_body(body);
+    for (name, value) in attributes {
+        entry = entry.message_attributes(*name, string(value));
+    }
     queues
         .client
         .send_message_batch()
         .queue_url(&queues.urls.dlq_url)
-        .entries(
-            SendMessageBatchRequestEntry::builder()
-                .id("0")
-                .message_body(body)
-                .message_attributes(attribute::ORIGINAL_MESSAGE_ID, string(original_id))
-                .message_attributes(attribute::REASON, string(reason))
-                .message_attributes(attribute::DETAIL, string("test"))
-                .build()
-                .unwrap(),
-        )
+        .entries(entry.build().unwrap())
         .send()
         .await
         .unwrap();
@@ -74,14 +85,182 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
     }
     let masker = sqs2pg::event::Masker::new(HMAC_KEY.as_bytes());
     assert!(
-        text.contains(&masker.digest("199.172.111.135")),
-        "the ip's digest is shown for lookup"
+        text.contains(&masker.digest("199.172.111.135")[..16]),
+        "the start of the ip's digest is shown for lookup"
     );
     // Inspecting leaves the messages in the DLQ, visible again.
     eventually(
         Duration::from_secs(10),
         "messages visible again",
         || async { queues.sqs_queue_dead_letter_visible().await == 3 },
+    )
+    .await;
+}
+
+/// Every shape a raw value can hide in, through the real binary: nothing raw comes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_never_shows_a_raw_value_whatever_the_body() {
+    let queues = TestQueues::create().await;
+    let sns = serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "5f1c7a52-sns-0001",
+        "TopicArn": "arn:aws:sns:us-east-1:493817265001:logins",
+        "Message": SAMPLE,
+        "Timestamp": "2026-12-01T10:00:00.000Z",
+    })
+    .to_string();
+    let eventbridge = serde_json::json!({
+        "detail-type": "login", "source": "app.logins", "account": "493817265002",
+        "detail": {"ip": "100.64.7.1", "device_id": "EB-DEV-11"},
+    })
+    .to_string();
+    let deep = format!(
+        r#"{}{{"ip": "100.64.9.9"}}{}"#,
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let huge = format!(
+        r#"{{"ip": "100.64.200.1", "pad": "{}"}}"#,
+        "x".repeat(200_000)
+    );
+    let huge_withheld = format!("{} bytes withheld: larger than", huge.len());
+    let long = serde_json::to_string(&vec!["100.64.50.5"; 3000]).unwrap();
+    // (body, reason attribute) in the DLQ.
+    let letters: Vec<(String, Option<&str>)> =
+        vec![
+        (sns, Some("missing_field")),
+        (eventbridge, Some("missing_field")),
+        (
+            r#"{"data": {"ip": "10.9.8.7", "device_id": "DEV-NESTED-1"}}"#.into(),
+            Some("missing_field"),
+        ),
+        (
+            r#"{"IP": "172.16.5.4", "Device_Id": "CASE-DEV-77", "DEVICE_ID": "CASE-DEV-78"}"#
+                .into(),
+            Some("missing_field"),
+        ),
+        (
+            r#"{"ips": ["192.0.2.44", ["198.51.100.7"]], "devices": [{"device_id": "ARR-DEV-3"}]}"#
+                .into(),
+            Some("missing_field"),
+        ),
+        (
+            SAMPLE
+                .replace(r#""199.172.111.135""#, "3232235777")
+                .replace(r#""593-47-5928""#, "8675309"),
+            Some("wrong_type"),
+        ),
+        (
+            r#"{"10.20.30.40": "v", "KEY-DEV-9": 1, "ok": {"203.0.113.5": true}}"#.into(),
+            Some("missing_field"),
+        ),
+        ("ip=203.0.113.9 device=RAW-DEV-5".into(), Some("invalid_json")),
+        (r#"{"ip": "\ud800 203.0.113.10", "device_id": "ESC-DEV-1"}"#.into(), Some("invalid_json")),
+        (r#"{"ip": "203.0.113.11""#.into(), Some("invalid_json")),
+        (deep, Some("invalid_json")),
+        (huge, Some("invalid_value")),
+        (long, Some("not_an_object")),
+        (r#""203.0.113.77""#.into(), Some("not_an_object")),
+        ("6502530000".into(), Some("not_an_object")),
+        (
+            r#"{"ip": "203.0.113.12\u0000", "device_id": "NUL-DEV\u0000"}"#.into(),
+            Some("invalid_value"),
+        ),
+        // A reason that is not one of ours is data too; so is a body SQS moved on its own.
+        (r#"{"note": "forged"}"#.into(), Some("reason-203.0.113.99")),
+        (r#"{"ip": "203.0.113.13", "device_id": "REDRIVE-DEV-4"}"#.into(), None),
+    ];
+    let secrets = [
+        "199.172.111.135",
+        "593-47-5928",
+        "424cdd21",
+        "493817265001",
+        "5f1c7a52",
+        "Notification",
+        "493817265002",
+        "100.64.7.1",
+        "EB-DEV-11",
+        "10.9.8.7",
+        "DEV-NESTED-1",
+        "172.16.5.4",
+        "CASE-DEV-77",
+        "CASE-DEV-78",
+        "192.0.2.44",
+        "198.51.100.7",
+        "ARR-DEV-3",
+        "3232235777",
+        "8675309",
+        "10.20.30.40",
+        "KEY-DEV-9",
+        "203.0.113.5",
+        "203.0.113.9",
+        "RAW-DEV-5",
+        "203.0.113.10",
+        "ESC-DEV-1",
+        "203.0.113.11",
+        "100.64.9.9",
+        "100.64.200.1",
+        "100.64.50.5",
+        "203.0.113.77",
+        "6502530000",
+        "203.0.113.12",
+        "NUL-DEV",
+        "203.0.113.99",
+        "forged",
+        "203.0.113.13",
+        "REDRIVE-DEV-4",
+    ];
+    for (index, (body, reason)) in letters.iter().enumerate() {
+        let id = format!("leak-{index}");
+        let mut attributes = vec![(attribute::ORIGINAL_MESSAGE_ID, id.as_str())];
+        if let Some(reason) = reason {
+            attributes.push((attribute::REASON, reason));
+            attributes.push((attribute::DETAIL, "field `user_id` is missing or null"));
+        }
+        put_with_attributes(&queues, body, &attributes).await;
+    }
+
+    let total = letters.len() as u64;
+    let mut command = sqs2pg_command();
+    command
+        .args(["dlq", "inspect", "--samples", "50"])
+        .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
+    let output = output_within(&mut command, Duration::from_secs(120));
+    let text = output_text(&output);
+    println!("{text}");
+    assert!(output.status.success(), "{text}");
+    for secret in secrets {
+        assert!(!text.contains(secret), "inspect printed {secret}: {text}");
+    }
+    assert!(text.contains(&format!(": {total} messages\n")), "{text}");
+    for count in [
+        "  missing_field: 6\n",
+        "  wrong_type: 1\n",
+        "  invalid_json: 4\n",
+        "  invalid_value: 2\n",
+        "  not_an_object: 3\n",
+        "  unrecognized (not one of our codes; withheld): 1\n",
+        "  unknown (moved by SQS redrive): 1\n",
+    ] {
+        assert!(text.contains(count), "{count:?} missing: {text}");
+    }
+    assert_eq!(
+        text.matches("bytes withheld: not JSON").count(),
+        4,
+        "{text}"
+    );
+    assert_eq!(text.matches(&huge_withheld).count(), 1, "{text}");
+    // What is shown keeps its shape, with digests a key holder can match.
+    let masker = sqs2pg::event::Masker::new(HMAC_KEY.as_bytes());
+    for value in ["199.172.111.135", "DEV-NESTED-1", "8675309", "KEY-DEV-9"] {
+        let digest = format!("hmac:{}", &masker.digest(value)[..16]);
+        assert!(text.contains(&digest), "{value}'s digest missing: {text}");
+    }
+    assert!(text.contains(r#"{"data":{"#), "{text}");
+    eventually(
+        Duration::from_secs(10),
+        "messages visible again",
+        || async { queues.sqs_queue_dead_letter_visible().await == total },
     )
     .await;
 }

@@ -266,6 +266,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             visibility_timeout: args.visibility_timeout(),
             wait_time: Duration::from_secs(args.wait_time),
             batch_timeout: Duration::from_secs(args.batch_timeout),
+            envelope: args.envelope,
             drain: args.drain,
             retry: RetryPolicy::FOREVER,
             source_queue,

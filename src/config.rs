@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dead_letter::DeadLetterReason;
@@ -28,6 +29,7 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_BATCH_WINDOW_MS     how long a loop gathers a batch after its first message [default: 20]
   SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
   SQS2PG_SHUTDOWN_TIMEOUT    seconds to finish in-flight work after SIGTERM/SIGINT [default: 30]
+  SQS2PG_ENVELOPE            envelopes unwrapped around events: auto, sns, eventbridge, none [default: auto]
   SQS2PG_BATCH_TIMEOUT       seconds a batch may stay in flight before it is released [default: 120]
   SQS2PG_STATEMENT_TIMEOUT   deadline of each database statement and commit, seconds [default: 30]
   SQS2PG_SQS_TIMEOUT         deadline of each SQS call attempt besides the long poll, seconds [default: 10]
@@ -258,6 +260,13 @@ pub struct RunArgs {
           default_value_t = crate::queue::DEFAULT_SQS_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub sqs_timeout: u64,
+
+    /// Envelopes to unwrap around each event: `auto` (SNS notifications and EventBridge
+    /// events, detected by shape), `sns`, `eventbridge` (every body must be one), `none`.
+    #[arg(long, env = "SQS2PG_ENVELOPE", value_name = "MODE", default_value = "auto",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::envelope::EnvelopeMode::ALL.map(|mode| mode.as_str()))
+              .map(|mode| mode.parse::<crate::envelope::EnvelopeMode>().expect("a listed mode")))]
+    pub envelope: crate::envelope::EnvelopeMode,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
     #[arg(long)]

@@ -22,7 +22,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::event::{Envelope, LoginRow, Masker, transform};
+use crate::envelope::{self, EnvelopeMode};
+use crate::event::{Envelope as MessageMeta, LoginRow, Masker, transform};
 use crate::metrics::{Metrics, QueueRole, Readiness};
 use crate::queue::{
     MAX_BATCH, MAX_VISIBILITY, Queue, QueueError, ReceivedMessage, split_by_failures,
@@ -71,6 +72,8 @@ pub struct Settings {
     /// come back (to this instance or another), and the loop waits for the database to
     /// answer before it receives again. Its heartbeat never extends visibility beyond it.
     pub batch_timeout: Duration,
+    /// Which envelopes (SNS, EventBridge) around an event are unwrapped.
+    pub envelope: EnvelopeMode,
     /// Stop once the queue is empty and everything received is acknowledged.
     pub drain: bool,
     /// For transient failures of the database and SQS.
@@ -473,16 +476,11 @@ impl<Q: Queue> Consumer<Q> {
         let mut rows = Vec::with_capacity(count);
         let mut poison = Vec::new();
         for (index, message) in messages.iter().enumerate() {
-            let envelope = Envelope {
-                message_id: &message.key,
-                sent_at: message.sent_at,
-            };
-            match transform(&message.body, envelope, &self.masker) {
+            match self.transform(message) {
                 Ok(row) => rows.push((index, row)),
-                Err(rejection) => poison.push((
-                    index,
-                    dead_letter(message, rejection.reason(), rejection.to_string()),
-                )),
+                Err((reason, detail)) => {
+                    poison.push((index, dead_letter(message, reason, detail)));
+                }
             }
         }
 
@@ -528,6 +526,20 @@ impl<Q: Queue> Consumer<Q> {
         self.metrics.messages_in_flight.sub(count as i64);
         self.processing.fetch_sub(count, Ordering::SeqCst);
         outcome
+    }
+
+    /// The row of one message, or why it is poison: its envelope (SNS, EventBridge) is
+    /// unwrapped first, and the event inside validated as if it had been sent alone. The
+    /// dead letter always carries the whole original body.
+    fn transform(&self, message: &ReceivedMessage) -> Result<LoginRow, (DeadLetterReason, String)> {
+        let inner = envelope::unwrap(&message.body, self.settings.envelope)
+            .map_err(|rejection| (rejection.reason(), rejection.to_string()))?;
+        let meta = MessageMeta {
+            message_id: &message.key,
+            sent_at: message.sent_at,
+        };
+        transform(&inner.body, meta, &self.masker)
+            .map_err(|rejection| (rejection.reason(), inner.detail(&rejection)))
     }
 
     fn nanos_since_start(&self) -> u64 {

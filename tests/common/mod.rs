@@ -249,6 +249,7 @@ pub fn drain_settings(queues: &TestQueues) -> Settings {
         visibility_timeout: Duration::from_secs(30),
         wait_time: Duration::from_secs(1),
         batch_timeout: sqs2pg::consumer::DEFAULT_BATCH_TIMEOUT,
+        envelope: Default::default(),
         drain: true,
         retry: RetryPolicy {
             initial_interval: Duration::from_millis(50),

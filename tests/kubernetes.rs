@@ -575,7 +575,7 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     let _turn = TURN.lock().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, malformed) = sqs2pg::synthetic::generate(sqs2pg::synthetic::Recipe {
-        count: 3_000,
+        count: 5_000,
         seed: 131,
         duplicate_share: 0.1,
         malformed_share: 0.01,

@@ -202,6 +202,21 @@ async fn healthcheck_exits_0_when_ready_and_1_with_a_reason_otherwise() {
         "{stderr}"
     );
 
+    // A server that accepts and never answers (a hung instance): failed within the timeout.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let output = healthcheck(hung.local_addr().unwrap().port());
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("hung server: {} in {took:?}: {stderr}", output.status);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        took >= sqs2pg::app::HEALTHCHECK_TIMEOUT && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(stderr.contains("timed out"), "{stderr}");
+    drop(hung);
+
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let mut running = Running::start(&db, &queues);
     let port: u16 = running.base.rsplit(':').next().unwrap().parse().unwrap();

@@ -41,6 +41,9 @@ cargo deny --offline check --hide-inclusion-graph bans licenses sources
 step "the pure core builds without the service (no I/O dependencies)"
 cargo build --lib --no-default-features --locked
 
+step "Kubernetes manifests: render both overlays, validate offline (scripts/kubernetes.sh)"
+scripts/kubernetes.sh validate
+
 fuzz_seconds="${SQS2PG_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ]; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet

@@ -78,6 +78,8 @@ pub enum Command {
     /// Inspect or redrive the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Exit 0 if the instance at SQS2PG_METRICS_ADDR is ready (/readyz answers 200).
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +358,19 @@ pub struct DlqRedriveArgs {
     /// At most this many messages.
     #[arg(long)]
     pub limit: Option<u64>,
+}
+
+/// For Docker's HEALTHCHECK and other probes that can only run a command.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Address the instance serves /readyz on; 0.0.0.0 and [::] are asked on loopback.
+    #[arg(
+        long,
+        env = "SQS2PG_METRICS_ADDR",
+        value_name = "SQS2PG_METRICS_ADDR",
+        default_value = "127.0.0.1:9898"
+    )]
+    pub metrics_addr: SocketAddr,
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {

@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
         Command::Dlq(DlqCommand::Redrive(args)) => {
             app::dlq_redrive(args).await.map(|()| ExitCode::SUCCESS)
         }
+        Command::Healthcheck(args) => Ok(app::healthcheck(args).await),
     };
     result.unwrap_or_else(|error| {
         tracing::error!(message = "Exiting on error.", error = format!("{error:#}"));

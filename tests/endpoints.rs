@@ -174,3 +174,75 @@ async fn a_second_signal_exits_at_once() {
     );
     assert_eq!(status.code(), Some(130));
 }
+
+/// `sqs2pg healthcheck` with SQS2PG_METRICS_ADDR as a container sets it (0.0.0.0:PORT).
+fn healthcheck(port: u16) -> std::process::Output {
+    let mut command = sqs2pg_command();
+    command
+        .arg("healthcheck")
+        .env("SQS2PG_METRICS_ADDR", format!("0.0.0.0:{port}"));
+    output_within(&mut command, Duration::from_secs(10))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_when_ready_and_1_with_a_reason_otherwise() {
+    let closed = free_port();
+    let started = Instant::now();
+    let output = healthcheck(closed);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!(
+        "closed port: {} in {:?}: {stderr}",
+        output.status,
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{closed}/readyz")) && stderr.contains("refused"),
+        "{stderr}"
+    );
+
+    // A server that accepts and never answers (a hung instance): failed within the timeout.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let output = healthcheck(hung.local_addr().unwrap().port());
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("hung server: {} in {took:?}: {stderr}", output.status);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        took >= sqs2pg::app::HEALTHCHECK_TIMEOUT && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(stderr.contains("timed out"), "{stderr}");
+    drop(hung);
+
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let mut running = Running::start(&db, &queues);
+    let port: u16 = running.base.rsplit(':').next().unwrap().parse().unwrap();
+    running
+        .wait_for("/readyz", 200, Duration::from_secs(30))
+        .await;
+    let output = healthcheck(port);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ready\n");
+
+    // Shutting down (idle, so the process lingers in its long poll): not ready, and why.
+    running.signal("TERM");
+    running
+        .wait_for("/readyz", 503, Duration::from_secs(5))
+        .await;
+    let output = healthcheck(port);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("shutting down: {}: {stderr}", output.status);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("answered 503") && stderr.contains("shutting down"),
+        "{stderr}"
+    );
+    running.wait_exit(Duration::from_secs(35));
+}

@@ -1612,3 +1612,90 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The image ships a stripped binary and checks its own readiness with it; compose builds
+/// that image once and waits on the check.
+#[test]
+fn the_image_is_built_once_ships_a_stripped_binary_and_checks_its_own_readiness() {
+    let instructions = dockerfile_instructions();
+    let all = |keyword: &str| -> Vec<String> {
+        instructions
+            .iter()
+            .filter(|(k, _)| k == keyword)
+            .map(|(_, rest)| rest.clone())
+            .collect()
+    };
+    // Where the runtime stage puts the binary.
+    let copied: Vec<String> = all("COPY")
+        .into_iter()
+        .filter(|copy| copy.starts_with("--from=builder"))
+        .collect();
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    let words: Vec<&str> = copied[0].split_whitespace().collect();
+    let (built, installed) = (words[1], words[2]);
+    assert_eq!(built, installed, "{copied:?}");
+    // The build stage writes it with objcopy from the release binary, without debug info.
+    let runs = all("RUN").join("\n");
+    let strip = "objcopy --strip-debug";
+    let build = runs.find("cargo build --release").expect("a release build");
+    let stripped = runs[build..].find(strip).expect("the binary is stripped");
+    assert!(
+        runs[build + stripped..].contains(&format!("target/release/sqs2pg {installed}")),
+        "the stripped copy is not what the runtime stage copies: {runs}"
+    );
+
+    let healthchecks = all("HEALTHCHECK");
+    assert_eq!(healthchecks.len(), 1, "{healthchecks:?}");
+    let (options, command) = healthchecks[0]
+        .split_once("CMD ")
+        .expect("HEALTHCHECK … CMD [...]");
+    let command: Vec<String> = serde_json::from_str(command.trim())
+        .unwrap_or_else(|error| panic!("the HEALTHCHECK CMD is not exec form: {error}"));
+    assert_eq!(command, [installed, "healthcheck"]);
+    // Longer than the check's own 2 s timeout, so a hung instance fails as "not ready".
+    assert!(options.contains("--timeout=5s"), "{options}");
+    assert!(
+        sqs2pg::app::HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
+        "the check's own timeout must undercut Docker's"
+    );
+    // `healthcheck` finds the server where the image makes it listen.
+    let envs = all("ENV").join("\n");
+    assert!(envs.contains("SQS2PG_METRICS_ADDR=0.0.0.0:9898"), "{envs}");
+
+    let compose = yaml(COMPOSE);
+    let services = compose["services"].as_object().expect("services");
+    let builders: Vec<&String> = services
+        .iter()
+        .filter(|(_, service)| service.get("build").is_some())
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        builders.len(),
+        1,
+        "one service builds the image: {builders:?}"
+    );
+    for name in ["setup", "sqs2pg", "sender"] {
+        assert_eq!(services[name]["image"], "sqs2pg:local", "{name}");
+    }
+    assert_eq!(services[builders[0].as_str()]["image"], "sqs2pg:local");
+    let check = &services["sqs2pg"]["healthcheck"]["test"];
+    assert_eq!(
+        check,
+        &serde_json::json!(["CMD", installed, "healthcheck"]),
+        "compose's check is the image's"
+    );
+    assert_eq!(
+        depends_on(&services["prometheus"], "sqs2pg").as_deref(),
+        Some("service_healthy")
+    );
+    // Whatever waits on sqs2pg waits for it to be ready, not merely started.
+    for (name, service) in services {
+        if let Some(condition) = depends_on(service, "sqs2pg") {
+            assert_eq!(condition, "service_healthy", "{name}");
+        }
+    }
+    println!(
+        "image: {installed}, stripped; HEALTHCHECK {command:?}; built once by {}",
+        builders[0]
+    );
+}

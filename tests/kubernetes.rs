@@ -1,0 +1,720 @@
+//! The Kubernetes manifests (deploy/kubernetes/) agree with the binary: every environment
+//! variable they set is one `sqs2pg run` reads, the probes and the scrape hit endpoints the
+//! binary serves on the port it listens on, the grace period outlasts the shutdown timeout,
+//! KEDA scales on the queue the pods consume, and the PrometheusRule holds the project's
+//! alert rules. Both overlays are rendered with `kubectl kustomize`, as `kubectl apply -k`
+//! would. (Schema validation is scripts/kubernetes.sh's.)
+//!
+//! The scale-in chaos tests (several `sqs2pg run` draining one queue, some of them sent
+//! SIGTERM, as a scale-in or a node drain does) are here too; they need the services of
+//! `scripts/services.sh up`. The static checks need only kubectl.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
+use serde::Deserialize;
+use serde_json::Value;
+
+use common::*;
+
+const OVERLAYS: [&str; 2] = ["aws", "local"];
+const ALERTS: &str = "dashboards/prometheus/alerts.yml";
+
+/// Variables of the AWS SDK's configuration and credentials chain that the binary reads
+/// through aws-config (region, endpoint, static keys, web identity for IRSA, EKS Pod
+/// Identity's container credentials, profiles, retries).
+const AWS_SDK_VARIABLES: &[&str] = &[
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+/// Read by the binary itself rather than through clap (app::init_tracing).
+const OTHER_VARIABLES: &[&str] = &["RUST_LOG"];
+
+/// The keys KEDA's aws-sqs-queue scaler understands (KEDA 2.20 docs).
+const SQS_SCALER_KEYS: &[&str] = &[
+    "queueURL",
+    "queueURLFromEnv",
+    "queueLength",
+    "activationQueueLength",
+    "awsRegion",
+    "awsEndpoint",
+    "identityOwner",
+    "scaleOnInFlight",
+    "scaleOnDelayed",
+];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `kubectl kustomize` of an overlay, as JSON values.
+fn render(overlay: &str) -> Vec<Value> {
+    let dir = repo().join("deploy/kubernetes/overlays").join(overlay);
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl (scripts/kubernetes.sh install installs it)");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_all(&String::from_utf8(output.stdout).unwrap())
+}
+
+fn parse_all(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).expect("YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+fn yaml_file(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}, found {}", found.len());
+    found[0]
+}
+
+fn container(objects: &[Value]) -> &Value {
+    let containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers");
+    containers
+        .iter()
+        .find(|c| c["name"] == "sqs2pg")
+        .expect("a container named sqs2pg")
+}
+
+/// The container's env, name to literal value (`None` for a valueFrom).
+fn env(objects: &[Value]) -> BTreeMap<String, Option<String>> {
+    container(objects)["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|var| {
+            (
+                var["name"].as_str().unwrap().to_owned(),
+                var["value"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn env_value(objects: &[Value], name: &str) -> String {
+    env(objects)
+        .get(name)
+        .cloned()
+        .flatten()
+        .unwrap_or_else(|| panic!("the Deployment sets no literal {name}"))
+}
+
+/// What `sqs2pg run` accepts from the environment: its arguments' `env`, the global ones,
+/// and the variables read outside clap.
+fn accepted_variables() -> BTreeSet<String> {
+    let mut cli = sqs2pg::config::Cli::command();
+    cli.build();
+    let run = cli.find_subcommand("run").expect("a run subcommand");
+    let mut accepted: BTreeSet<String> = run
+        .get_arguments()
+        .chain(cli.get_arguments())
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        accepted.contains("SQS2PG_QUEUE_URL") && accepted.contains("SQS2PG_LOG_FORMAT"),
+        "clap's env names were not found: {accepted:?}"
+    );
+    accepted.extend(AWS_SDK_VARIABLES.iter().map(|s| (*s).to_owned()));
+    accepted.extend(OTHER_VARIABLES.iter().map(|s| (*s).to_owned()));
+    accepted
+}
+
+/// `run`'s default for an option, from clap.
+fn run_default(variable: &str) -> String {
+    let cli = sqs2pg::config::Cli::command();
+    let run = cli.find_subcommand("run").unwrap();
+    let arg = run
+        .get_arguments()
+        .find(|arg| arg.get_env().is_some_and(|name| name == variable))
+        .unwrap_or_else(|| panic!("run has no {variable}"));
+    arg.get_default_values()[0].to_str().unwrap().to_owned()
+}
+
+/// The setting the pods run with: the manifest's value, else the binary's default.
+fn setting(objects: &[Value], variable: &str) -> String {
+    env(objects)
+        .get(variable)
+        .cloned()
+        .flatten()
+        .unwrap_or_else(|| run_default(variable))
+}
+
+/// A named or numbered container port, as a number.
+fn port_number(objects: &[Value], port: &Value) -> u64 {
+    if let Some(number) = port.as_u64() {
+        return number;
+    }
+    let name = port.as_str().expect("a port name or number");
+    container(objects)["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+#[test]
+fn every_variable_the_manifests_set_is_one_the_binary_reads() {
+    let accepted = accepted_variables();
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let set = env(&objects);
+        let unknown: Vec<&String> = set
+            .keys()
+            .filter(|name| !accepted.contains(*name))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{overlay}: the binary reads none of {unknown:?}"
+        );
+        for required in ["DATABASE_URL", "SQS2PG_QUEUE_URL", "AWS_REGION"] {
+            assert!(set.contains_key(required), "{overlay}: {required} unset");
+        }
+        // The key comes from a file, the file from a mounted Secret that has that key.
+        assert!(
+            !set.contains_key("SQS2PG_HMAC_KEY"),
+            "{overlay}: key in env"
+        );
+        let key_file = env_value(&objects, "SQS2PG_HMAC_KEY_FILE");
+        let (dir, file) = key_file.rsplit_once('/').unwrap();
+        let mount = container(&objects)["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{overlay}: nothing mounted at {dir}"));
+        let volume = one(&objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mount's volume");
+        let secret = &volume["secret"];
+        assert!(secret.is_object(), "{overlay}: the key is not a Secret");
+        assert!(
+            secret["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|item| item["path"] == file),
+            "{overlay}: the Secret projects no {file}"
+        );
+        // Secrets the overlay ships must hold the keys the pods read from them.
+        for var in container(&objects)["env"].as_array().unwrap() {
+            let reference = &var["valueFrom"]["secretKeyRef"];
+            let Some(name) = reference["name"].as_str() else {
+                continue;
+            };
+            if let Some(shipped) = objects
+                .iter()
+                .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == name)
+            {
+                let key = reference["key"].as_str().unwrap();
+                assert!(
+                    shipped["data"].get(key).is_some() || shipped["stringData"].get(key).is_some(),
+                    "{overlay}: Secret {name} has no {key}"
+                );
+            }
+        }
+        println!(
+            "{overlay}: {} variables set, all read by the binary: {:?}",
+            set.len(),
+            set.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn probes_and_scrape_hit_the_binarys_endpoints_on_its_port() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The binary's own server, to ask whether a path exists (404) or not.
+    let (addr, _server) = runtime.block_on(async {
+        sqs2pg::metrics::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(sqs2pg::metrics::Metrics::new()),
+            Arc::new(sqs2pg::metrics::Readiness::default()),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+    });
+    let status = |path: &str| {
+        runtime.block_on(async {
+            reqwest::get(format!("http://{addr}{path}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(status("/nonexistent"), 404, "the 404 check can fail");
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let metrics_addr: std::net::SocketAddr =
+            setting(&objects, "SQS2PG_METRICS_ADDR").parse().unwrap();
+        assert!(
+            metrics_addr.ip().is_unspecified(),
+            "{overlay}: {metrics_addr} is out of the kubelet's reach"
+        );
+        let port = u64::from(metrics_addr.port());
+        let container = container(&objects);
+        for (probe, path) in [
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ] {
+            let get = &container[probe]["httpGet"];
+            assert_eq!(get["path"], path, "{overlay}: {probe}");
+            assert_eq!(
+                port_number(&objects, &get["port"]),
+                port,
+                "{overlay}: {probe}"
+            );
+            assert_ne!(status(path), 404, "{overlay}: the binary serves no {path}");
+        }
+        // The binary answers 200 on /healthz whenever it runs: liveness never restarts a
+        // pod that is merely unready (a database outage).
+        assert_eq!(status("/healthz"), 200);
+
+        let monitor = one(&objects, "PodMonitor");
+        let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(port_number(&objects, &endpoint["port"]), port);
+        assert_eq!(status(endpoint["path"].as_str().unwrap_or("/metrics")), 200);
+        // The job label comes from a pod label whose value is the job the rules select.
+        let labels = &one(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+        let job_label = monitor["spec"]["jobLabel"].as_str().expect("jobLabel");
+        assert_eq!(labels[job_label], "sqs2pg", "{overlay}: job label");
+        assert!(
+            std::fs::read_to_string(repo().join(ALERTS))
+                .unwrap()
+                .contains("job=\"sqs2pg\""),
+            "the rules select job sqs2pg"
+        );
+        let selects = |selector: &Value| {
+            selector["matchLabels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(key, value)| &labels[key] == value)
+        };
+        assert!(
+            selects(&monitor["spec"]["selector"]),
+            "{overlay}: PodMonitor"
+        );
+        assert!(
+            selects(&one(&objects, "PodDisruptionBudget")["spec"]["selector"]),
+            "{overlay}: PodDisruptionBudget"
+        );
+        let service = one(&objects, "Service");
+        assert_eq!(
+            port_number(&objects, &service["spec"]["ports"][0]["targetPort"]),
+            port
+        );
+        println!("{overlay}: probes and scrape on port {port}, paths served");
+    }
+}
+
+#[test]
+fn the_grace_period_outlasts_the_shutdown_timeout() {
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let timeout: u64 = setting(&objects, "SQS2PG_SHUTDOWN_TIMEOUT")
+            .parse()
+            .unwrap();
+        let grace = one(&objects, "Deployment")["spec"]["template"]["spec"]
+            ["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        // The margin covers the SIGTERM's delivery and the exit after the timeout.
+        assert!(
+            grace >= timeout + 10,
+            "{overlay}: grace {grace} s leaves no margin over SQS2PG_SHUTDOWN_TIMEOUT {timeout} s"
+        );
+        println!("{overlay}: grace {grace} s, shutdown timeout {timeout} s");
+    }
+}
+
+#[test]
+fn keda_scales_the_deployment_on_the_queue_it_consumes() {
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let deployment = one(&objects, "Deployment");
+        assert!(
+            deployment["spec"].get("replicas").is_none(),
+            "{overlay}: replicas would fight KEDA on every apply"
+        );
+        let scaled = one(&objects, "ScaledObject");
+        assert_eq!(
+            scaled["spec"]["scaleTargetRef"]["name"],
+            deployment["metadata"]["name"]
+        );
+        let triggers = scaled["spec"]["triggers"].as_array().unwrap();
+        assert_eq!(triggers.len(), 1);
+        let trigger = &triggers[0];
+        assert_eq!(trigger["type"], "aws-sqs-queue");
+        let metadata = trigger["metadata"].as_object().unwrap();
+        for key in metadata.keys() {
+            assert!(
+                SQS_SCALER_KEYS.contains(&key.as_str()),
+                "{overlay}: aws-sqs-queue has no {key}"
+            );
+        }
+        assert_eq!(
+            metadata["queueURL"],
+            env_value(&objects, "SQS2PG_QUEUE_URL"),
+            "{overlay}: KEDA watches another queue"
+        );
+        assert_eq!(metadata["awsRegion"], env_value(&objects, "AWS_REGION"));
+        match env(&objects).get("AWS_ENDPOINT_URL").cloned().flatten() {
+            Some(endpoint) => assert_eq!(metadata["awsEndpoint"], endpoint.as_str()),
+            None => assert!(!metadata.contains_key("awsEndpoint")),
+        }
+        assert_eq!(metadata["scaleOnInFlight"], "true");
+        // In-flight work alone (every loop holding a full batch) must not add a pod, or
+        // the count would feed on itself.
+        let queue_length: u64 = metadata["queueLength"].as_str().unwrap().parse().unwrap();
+        let in_flight: u64 = setting(&objects, "SQS2PG_CONCURRENCY")
+            .parse::<u64>()
+            .unwrap()
+            * setting(&objects, "SQS2PG_BATCH_SIZE")
+                .parse::<u64>()
+                .unwrap();
+        assert!(
+            queue_length > in_flight,
+            "{overlay}: {queue_length} <= {in_flight}"
+        );
+        assert!(metadata.contains_key("activationQueueLength"));
+        // Connections: every pod, plus a rollout's surge pod, within PostgreSQL's default
+        // max_connections (100) less its reserved superuser slots (3).
+        let max: u64 = scaled["spec"]["maxReplicaCount"].as_u64().unwrap();
+        let min: u64 = scaled["spec"]["minReplicaCount"].as_u64().unwrap();
+        assert!(min <= max);
+        let per_pod = setting(&objects, "SQS2PG_CONCURRENCY")
+            .parse::<u64>()
+            .unwrap()
+            + 2;
+        assert!(
+            (max + 1) * per_pod <= 97,
+            "{overlay}: {max} pods x {per_pod} connections"
+        );
+
+        let authentication = one(&objects, "TriggerAuthentication");
+        assert_eq!(
+            trigger["authenticationRef"]["name"],
+            authentication["metadata"]["name"]
+        );
+        let account = one(&objects, "ServiceAccount");
+        let role = &account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"];
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            account["metadata"]["name"]
+        );
+        match overlay {
+            "aws" => {
+                assert_eq!(authentication["spec"]["podIdentity"]["provider"], "aws");
+                assert!(role.as_str().unwrap().starts_with("arn:aws:iam::"));
+            }
+            _ => {
+                assert!(authentication["spec"].get("podIdentity").is_none());
+                assert!(role.is_null(), "{overlay}: no IRSA");
+                for reference in authentication["spec"]["secretTargetRef"]
+                    .as_array()
+                    .unwrap()
+                {
+                    let name = &reference["name"];
+                    assert!(
+                        objects
+                            .iter()
+                            .any(|o| o["kind"] == "Secret" && &o["metadata"]["name"] == name),
+                        "{overlay}: KEDA reads the missing Secret {name}"
+                    );
+                }
+            }
+        }
+        println!(
+            "{overlay}: KEDA scales {min}..{max} on {} (queueLength {queue_length})",
+            metadata["queueURL"]
+        );
+    }
+}
+
+#[test]
+fn the_pods_run_unprivileged_as_the_images_user_with_bounded_resources() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let uid: u64 = dockerfile
+        .split("--uid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .expect("the Dockerfile creates its user with --uid");
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], uid);
+        let container = container(&objects);
+        let security = &container["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        for bound in ["requests", "limits"] {
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    container["resources"][bound][resource].is_string(),
+                    "{overlay}: no {bound}.{resource}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_prometheus_rule_holds_the_projects_alert_rules() {
+    let alerts = yaml_file(ALERTS);
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let rule = one(&objects, "PrometheusRule");
+        assert!(
+            rule["spec"]["groups"] == alerts["groups"],
+            "{overlay}: the PrometheusRule differs from {ALERTS}: run scripts/kubernetes.sh prometheusrule"
+        );
+    }
+    let count = alerts["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["rules"].as_array().unwrap().len())
+        .sum::<usize>();
+    assert!(count > 0);
+    println!("{count} rules, identical in both overlays");
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale-in and node drain: SIGTERM to some of several pods
+
+/// One chaos test at a time: they depend on timing, and the machine has two cores.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the manifests give each pod (and the binary's default).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `sqs2pg run` as a pod runs it: JSON logs, its own metrics port, the default long poll.
+fn pod(db: &TestDb, queues: &TestQueues, metrics_port: u16) -> LoggedChild {
+    let mut command = sqs2pg_command();
+    command
+        .arg("run")
+        .env("SQS2PG_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("SQS2PG_LOG_FORMAT", "json")
+        .env(
+            "SQS2PG_SHUTDOWN_TIMEOUT",
+            SHUTDOWN_TIMEOUT.as_secs().to_string(),
+        )
+        .env("RUST_LOG", "info");
+    run_env(&mut command, db, queues);
+    LoggedChild::spawn(&mut command)
+}
+
+async fn wait_ready(port: u16, limit: Duration) {
+    eventually(limit, "/readyz answers 200", || async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok_and(|response| response.status() == 200)
+    })
+    .await;
+}
+
+/// Three pods drain one queue; two get SIGTERM mid-drain, as a scale-in from three to one
+/// (or a node drain) does. They exit 0 within the shutdown timeout, the survivor takes over
+/// what they released, and every valid event is one row, none twice, nothing left invisible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() {
+    let _turn = TURN.lock().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, malformed) = sqs2pg::synthetic::generate(sqs2pg::synthetic::Recipe {
+        count: 5_000,
+        seed: 131,
+        duplicate_share: 0.1,
+        malformed_share: 0.01,
+    });
+    let ids = queues.send(&bodies).await;
+    let masker = sqs2pg::event::Masker::new(HMAC_KEY.as_bytes());
+    let valid: BTreeSet<String> = ids
+        .iter()
+        .zip(&bodies)
+        .filter(|(id, body)| {
+            let envelope = sqs2pg::event::Envelope {
+                message_id: id,
+                sent_at: chrono::Utc::now(),
+            };
+            sqs2pg::event::transform(body, envelope, &masker).is_ok()
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(ids.len() - valid.len(), malformed as usize);
+
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut pods: Vec<LoggedChild> = ports.iter().map(|&p| pod(&db, &queues, p)).collect();
+    let started = Instant::now();
+    for &port in &ports {
+        wait_ready(port, Duration::from_secs(60)).await;
+    }
+    // Mid-drain: a quarter of the rows in, most of the queue still to go.
+    eventually(
+        Duration::from_secs(120),
+        "a quarter of the rows",
+        || async { db.row_count().await >= (valid.len() / 4) as i64 },
+    )
+    .await;
+    let at_signal = (db.row_count().await, queues.depth().await);
+    for victim in &pods[..2] {
+        victim.signal("TERM");
+    }
+    let signalled = Instant::now();
+    let mut exits = Vec::new();
+    for victim in &mut pods[..2] {
+        let status = victim.wait_within(SHUTDOWN_TIMEOUT);
+        exits.push(signalled.elapsed());
+        assert!(
+            status.success(),
+            "a terminated pod exited {status}; its stderr:\n{}",
+            victim.stderr()
+        );
+    }
+    let released: u64 = pods[..2]
+        .iter()
+        .flat_map(|victim| {
+            victim
+                .stderr()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|event| {
+                    event["fields"]["message"] == "Released messages received during shutdown."
+                })
+                .filter_map(|event| event["fields"]["count"].as_u64())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+
+    // The survivor finishes the queue: every valid row, every poison message recorded.
+    let survivor = &mut pods[2];
+    eventually(
+        Duration::from_secs(180),
+        "all rows and dead letters",
+        || async {
+            db.row_count().await == valid.len() as i64
+                && db.count("SELECT count(*) FROM dead_letters").await == malformed as i64
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "an empty source queue", || async {
+        queues.source_total().await == 0
+    })
+    .await;
+    let drained_in = started.elapsed();
+    survivor.signal("TERM");
+    let status = survivor.wait_within(SHUTDOWN_TIMEOUT + Duration::from_secs(5));
+    assert!(status.success(), "the survivor exited {status}");
+
+    let rows = db
+        .client()
+        .await
+        .query("SELECT message_id FROM user_logins", &[])
+        .await
+        .unwrap();
+    let stored: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    let distinct: BTreeSet<&String> = stored.iter().collect();
+    let after = queues.depth().await;
+    println!(
+        "scale-in: {} messages ({malformed} poison) on 3 pods; SIGTERM to 2 at {} rows \
+         ({} visible, {} in flight); they exited 0 after {exits:.1?}, releasing {released}; \
+         the survivor finished in {drained_in:.1?}; {} rows, {} distinct; queue after: \
+         {} visible, {} in flight",
+        ids.len(),
+        at_signal.0,
+        at_signal.1.visible,
+        at_signal.1.in_flight,
+        stored.len(),
+        distinct.len(),
+        after.visible,
+        after.in_flight,
+    );
+    assert!(
+        at_signal.1.visible > 0,
+        "the signal came mid-drain, with messages left"
+    );
+    assert_eq!(distinct.len(), stored.len(), "a row twice");
+    assert!(
+        distinct.iter().all(|id| valid.contains(*id)),
+        "a row for no valid event"
+    );
+    assert_eq!(distinct.len(), valid.len(), "a valid event without its row");
+    assert_eq!((after.visible, after.in_flight, after.delayed), (0, 0, 0));
+}
+
+/// SIGTERM to an idle pod (empty queue, each loop in a 20 s long poll) must not wait the
+/// long poll out: every rollout and scale-in waits on it, pod by pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs fast shutdown (lead)"]
+async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
+    let _turn = TURN.lock().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let port = free_port();
+    let mut idle = pod(&db, &queues, port);
+    wait_ready(port, Duration::from_secs(60)).await;
+    // Well into the first long poll of every loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    idle.signal("TERM");
+    let signalled = Instant::now();
+    let status = idle.wait_within(Duration::from_secs(25));
+    let took = signalled.elapsed();
+    println!("idle SIGTERM: exited {status} after {took:.2?}");
+    assert!(status.success(), "exited {status}:\n{}", idle.stderr());
+    assert!(
+        took < Duration::from_secs(2),
+        "an idle pod took {took:.1?} to exit on SIGTERM"
+    );
+}

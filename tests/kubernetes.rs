@@ -698,7 +698,6 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
 /// SIGTERM to an idle pod (empty queue, each loop in a 20 s long poll) must not wait the
 /// long poll out: every rollout and scale-in waits on it, pod by pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs fast shutdown (lead)"]
 async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
     let _turn = TURN.lock().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());

@@ -333,6 +333,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Cheap checks before side effects: a busy metrics port fails before any migration.
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
+    // Signals are handled from here on: /healthz answers from the next step, so a
+    // supervisor may stop the process while it is still starting.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(handle_signals(shutdown.clone(), Arc::clone(&readiness)));
     let server_stop = CancellationToken::new();
     let (metrics_addr, server) = crate::metrics::serve(
         args.metrics_addr,
@@ -348,9 +352,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_elapsed: Some(STARTUP_PATIENCE),
         ..RetryPolicy::FOREVER
     };
-    let report = retry(startup, Stage::Write, &metrics, || sink::migrate(&database))
+    let starting = async {
+        let report = retry(startup, Stage::Write, &metrics, || sink::migrate(&database))
+            .await
+            .context("applying migrations at start")?;
+        // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
+        // with the same patience as the database.
+        let queue = retry(startup, Stage::Receive, &metrics, || {
+            SqsQueue::connect(
+                client.clone(),
+                args.queue.queue_url.clone(),
+                args.queue.dlq_url.clone(),
+            )
+        })
         .await
-        .context("applying migrations at start")?;
+        .context("finding the dead-letter queue")?;
+        anyhow::Ok((report, queue))
+    };
+    // A signal while starting (perhaps retrying an unreachable database) stops at once:
+    // nothing has been received yet, and a dropped migration rolls back.
+    let (report, queue) = tokio::select! {
+        started = starting => started?,
+        () = shutdown.cancelled() => {
+            tracing::info!(message = "Stopped while starting; nothing was received.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if !report.applied_migrations().is_empty() {
         let applied: Vec<String> = report
             .applied_migrations()
@@ -359,17 +386,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .collect();
         tracing::info!(message = "Applied migrations.", migrations = %applied.join(", "));
     }
-    // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
-    // with the same patience as the database.
-    let queue = retry(startup, Stage::Receive, &metrics, || {
-        SqsQueue::connect(
-            client.clone(),
-            args.queue.queue_url.clone(),
-            args.queue.dlq_url.clone(),
-        )
-    })
-    .await
-    .context("finding the dead-letter queue")?;
     let source_queue = args
         .queue
         .queue_url
@@ -386,7 +402,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         drain = args.drain,
     );
 
-    let shutdown = CancellationToken::new();
     let consumer = Arc::new(Consumer::new(
         Arc::new(queue),
         Sink::new(database, args.concurrency as usize + 2),
@@ -404,7 +419,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             source_queue,
         },
     ));
-    tokio::spawn(handle_signals(shutdown.clone(), Arc::clone(&readiness)));
 
     let started = std::time::Instant::now();
     let grace = Duration::from_secs(args.shutdown_timeout);

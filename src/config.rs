@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -526,10 +526,36 @@ pub struct DlqRedriveArgs {
     pub limit: Option<u64>,
 }
 
-/// The reason codes, listed in `--help` and in the error for any other value.
-fn reason_parser() -> impl TypedValueParser<Value = DeadLetterReason> {
-    PossibleValuesParser::new(DeadLetterReason::ALL.map(DeadLetterReason::as_str))
-        .map(|code| code.parse().expect("every listed code parses"))
+/// The reason codes: listed in `--help`, and any other value refused with the list.
+fn reason_parser() -> ReasonParser {
+    ReasonParser(setting(|text: &str| {
+        text.parse::<DeadLetterReason>()
+            .map_err(|error| error.to_string())
+    }))
+}
+
+#[derive(Clone)]
+struct ReasonParser(Setting<DeadLetterReason>);
+
+impl TypedValueParser for ReasonParser {
+    type Value = DeadLetterReason;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<DeadLetterReason, clap::Error> {
+        self.0.parse_ref(command, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(DeadLetterReason::ALL.into_iter().map(|reason| {
+            clap::builder::PossibleValue::new(reason.as_str())
+        })))
+    }
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {

@@ -440,9 +440,12 @@ fn a_refused_database_port_is_retried_saying_refused() {
     );
     std::thread::sleep(Duration::from_secs(3));
     let still_running = child.child.try_wait().unwrap().is_none();
-    child.kill();
+    // A signal while starting stops it at once, cleanly: nothing was received.
+    child.signal("TERM");
+    let status = child.wait_within(Duration::from_secs(5));
     let stderr = child.stderr();
     assert!(still_running, "a refused port is transient: {stderr}");
+    assert!(status.success(), "{status}: {stderr}");
     let retries: Vec<&str> = stderr.lines().filter(|l| l.contains("retrying")).collect();
     assert!(!retries.is_empty(), "{stderr}");
     for line in retries {

@@ -112,12 +112,12 @@ where
 
 /// Structured logs on stderr, filtered by [`try_log_filter`] with `RUST_LOG`. For `main`.
 pub fn init_tracing(format: LogFormat) -> Result<(), LogFilterError> {
+    use std::io::IsTerminal;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = try_log_filter(rust_log.as_deref())?;
-    use std::io::IsTerminal;
     // Colours only for a terminal: in a file or a log collector they are escape codes.
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

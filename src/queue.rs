@@ -185,9 +185,11 @@ fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// No credentials at all: the SDK reports it as a dispatch failure, which would otherwise
-/// count as transient and be retried. Told apart by its text, since its type lives in a
-/// crate (`aws-credential-types`) this one does not name.
+/// No credentials at all (no provider in the chain is configured): the SDK reports it as
+/// a dispatch failure, which would otherwise count as transient and be retried. Told apart
+/// by the text of `CredentialsError::CredentialsNotLoaded`, since its type lives in a crate
+/// (`aws-credential-types`) this one does not name. A provider that failed or timed out
+/// (instance metadata briefly unreachable) says otherwise, and stays transient.
 fn is_missing_credentials<E, R>(error: &SdkError<E, R>) -> bool
 where
     E: std::error::Error + 'static,
@@ -196,7 +198,7 @@ where
     match error {
         SdkError::DispatchFailure(failure) => {
             failure.as_connector_error().is_some_and(|c| c.is_other())
-                && describe_chain(error).contains("credential")
+                && describe_chain(error).contains("credential provider was not enabled")
         }
         _ => false,
     }

@@ -637,3 +637,32 @@ fn help_shows_placeholders_ranges_and_reasons() {
         );
     }
 }
+
+#[tokio::test]
+async fn json_lines_from_dependencies_name_their_target_without_file_paths() {
+    let db = TestDb::create().await; // migrated: refinery says so through the `log` bridge
+    let output = output_within(
+        sqs2pg_command()
+            .args(["--log-format", "json", "migrate"])
+            .env("RUST_LOG", "info,refinery_core=info")
+            .env("DATABASE_URL", &db.url),
+        Duration::from_secs(30),
+    );
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    let lines = json_lines(&stderr);
+    let bridged = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "no migrations to apply")
+        .unwrap_or_else(|| panic!("refinery's line: {stderr}"));
+    assert!(
+        bridged["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("refinery_core"),
+        "{bridged}"
+    );
+    for noise in ["log.file", "log.line", ".cargo/registry", "NOTICE"] {
+        assert!(!stderr.contains(noise), "{noise:?} in {stderr}");
+    }
+}

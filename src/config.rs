@@ -52,7 +52,8 @@ pub struct Cli {
         env = "SQS2PG_LOG_FORMAT",
         value_name = "FORMAT",
         default_value = "text",
-        global = true
+        global = true,
+        value_parser = log_format_parser()
     )]
     pub log_format: LogFormat,
 
@@ -527,34 +528,52 @@ pub struct DlqRedriveArgs {
 }
 
 /// The reason codes: listed in `--help`, and any other value refused with the list.
-fn reason_parser() -> ReasonParser {
-    ReasonParser(setting(|text: &str| {
-        text.parse::<DeadLetterReason>()
-            .map_err(|error| error.to_string())
-    }))
+fn reason_parser() -> Listed<DeadLetterReason> {
+    Listed {
+        parse: setting(|text: &str| {
+            text.parse::<DeadLetterReason>()
+                .map_err(|error| error.to_string())
+        }),
+        values: DeadLetterReason::ALL.map(DeadLetterReason::as_str).into(),
+    }
 }
 
-#[derive(Clone)]
-struct ReasonParser(Setting<DeadLetterReason>);
+fn log_format_parser() -> Listed<LogFormat> {
+    Listed {
+        parse: setting(|text: &str| {
+            LogFormat::from_str(text, true).map_err(|_| "expected text or json".to_owned())
+        }),
+        values: vec!["text", "json"],
+    }
+}
 
-impl TypedValueParser for ReasonParser {
-    type Value = DeadLetterReason;
+/// A [`Setting`] with a closed set of values, which `--help` lists.
+#[derive(Clone)]
+struct Listed<T> {
+    parse: Setting<T>,
+    values: Vec<&'static str>,
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Listed<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         command: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &OsStr,
-    ) -> Result<DeadLetterReason, clap::Error> {
-        self.0.parse_ref(command, arg, value)
+    ) -> Result<T, clap::Error> {
+        self.parse.parse_ref(command, arg, value)
     }
 
     fn possible_values(
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
-        Some(Box::new(DeadLetterReason::ALL.into_iter().map(|reason| {
-            clap::builder::PossibleValue::new(reason.as_str())
-        })))
+        Some(Box::new(
+            self.values
+                .iter()
+                .map(|value| clap::builder::PossibleValue::new(*value)),
+        ))
     }
 }
 
@@ -729,6 +748,17 @@ mod tests {
             error.contains("--count") && error.contains("at least 1"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_value_outside_a_closed_set_names_the_variable_and_help_lists_the_set() {
+        let error = parse_error(&["--log-format", "xml"]);
+        assert!(
+            error.contains("SQS2PG_LOG_FORMAT (--log-format)") && error.contains("text or json"),
+            "{error}"
+        );
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("[possible values: text, json]"), "{help}");
     }
 
     #[test]

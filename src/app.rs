@@ -31,8 +31,10 @@ use crate::synthetic;
 /// How long `run` keeps retrying at start while the database or SQS is unreachable.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
-/// The log filter when `RUST_LOG` is not set: info, the AWS SDK at warn.
-const DEFAULT_LOG_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn";
+/// The log filter when `RUST_LOG` is not set: info, the AWS SDK at warn, and refinery at
+/// warn (it says "no migrations to apply" at info on every start; `migrate` prints that).
+const DEFAULT_LOG_FILTER: &str =
+    "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn,refinery_core=warn";
 
 /// Targets that log message payloads, capped at the most verbose level that is safe. At
 /// TRACE the SDK's orchestrator (and its `::http` module) logs whole HTTP responses and
@@ -44,38 +46,171 @@ pub const PAYLOAD_LOG_CAPS: &[(&str, tracing::Level)] = &[(
     tracing::Level::DEBUG,
 )];
 
+/// A `RUST_LOG` that cannot be what its author meant. Refused at start rather than replaced
+/// by the default: a filter that silently logs something else hides what was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFilterError {
+    #[error("RUST_LOG is not a valid log filter: {0}")]
+    Invalid(tracing_subscriber::filter::ParseError),
+    /// A bare word parses as a target and turns every other target off (`verbose` would
+    /// silence the service), so a bare word must be a level.
+    #[error(
+        "RUST_LOG: `{0}` is not a level (trace, debug, info, warn, error, off); write `{0}=trace` to mean a target"
+    )]
+    NotALevel(String),
+}
+
+/// Parses `RUST_LOG` (`None` or empty: the default).
+fn requested_filter(
+    rust_log: Option<&str>,
+) -> Result<tracing_subscriber::EnvFilter, LogFilterError> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let Some(directives) = rust_log.filter(|directives| !directives.trim().is_empty()) else {
+        return Ok(EnvFilter::new(DEFAULT_LOG_FILTER));
+    };
+    let plain_word = |directive: &&str| {
+        !directive.is_empty()
+            && directive
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    };
+    if let Some(word) = directives
+        .split(',')
+        .map(str::trim)
+        .filter(plain_word)
+        .find(|word| word.parse::<LevelFilter>().is_err())
+    {
+        return Err(LogFilterError::NotALevel(word.to_owned()));
+    }
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(LogFilterError::Invalid)
+}
+
 /// The subscriber's filter: `RUST_LOG` (or the default), and the payload caps on top. The
 /// caps are a second filter that must also pass, not directives mixed into `RUST_LOG`,
 /// so no `RUST_LOG` can lift them, however specific its targets.
-pub fn log_filter<S>(rust_log: Option<&str>) -> impl tracing_subscriber::layer::Filter<S> + use<S>
+pub fn try_log_filter<S>(
+    rust_log: Option<&str>,
+) -> Result<impl tracing_subscriber::layer::Filter<S> + use<S>, LogFilterError>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
-    let requested = rust_log
-        .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    let requested = requested_filter(rust_log)?;
     let caps = PAYLOAD_LOG_CAPS.iter().fold(
         Targets::new().with_default(LevelFilter::TRACE),
         |caps, (target, level)| caps.with_target(*target, *level),
     );
-    requested.and(caps)
+    Ok(requested.and(caps))
 }
 
-/// Structured logs on stderr, filtered by [`log_filter`] with `RUST_LOG`. For `main`.
-pub fn init_tracing(format: LogFormat) {
+/// [`try_log_filter`], for tests: an invalid filter panics with the reason.
+pub fn log_filter<S>(rust_log: Option<&str>) -> impl tracing_subscriber::layer::Filter<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    try_log_filter(rust_log).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Structured logs on stderr, filtered by [`try_log_filter`] with `RUST_LOG`. For `main`.
+pub fn init_tracing(format: LogFormat) -> Result<(), LogFilterError> {
+    use std::io::IsTerminal;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let rust_log = std::env::var("RUST_LOG").ok();
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let filter = try_log_filter(rust_log.as_deref())?;
+    // Colours only for a terminal: in a file or a log collector they are escape codes.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let layer = match format {
         LogFormat::Text => layer.boxed(),
-        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Json => layer.event_format(JsonLines).boxed(),
     };
     tracing_subscriber::registry()
-        .with(layer.with_filter(log_filter(rust_log.as_deref())))
+        .with(layer.with_filter(filter))
         .init();
+    Ok(())
+}
+
+/// One JSON object a line: `timestamp`, `level`, `target` and the event's `fields`. Events
+/// bridged from the `log` crate (tokio-postgres, refinery) carry `log.file`, `log.line` and
+/// `log.module_path` fields, absolute paths into the build machine's cargo registry; they
+/// are dropped, and `log.target` becomes the target.
+struct JsonLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+        let target = fields
+            .log_target
+            .unwrap_or_else(|| event.metadata().target().to_owned());
+        let line = serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": event.metadata().level().as_str(),
+            "target": target,
+            "fields": fields.values,
+        });
+        writeln!(writer, "{line}")
+    }
+}
+
+#[derive(Default)]
+struct JsonFields {
+    values: serde_json::Map<String, serde_json::Value>,
+    log_target: Option<String>,
+}
+
+impl JsonFields {
+    fn insert(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        match field.name() {
+            "log.target" => self.log_target = value.as_str().map(str::to_owned),
+            name if name.starts_with("log.") => {}
+            name => {
+                self.values.insert(name.to_owned(), value);
+            }
+        }
+    }
+}
+
+impl tracing::field::Visit for JsonFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.insert(field, value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.insert(field, value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.insert(field, value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.insert(field, value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.insert(field, value.into());
+    }
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.insert(field, value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.insert(field, format!("{value:?}").into());
+    }
 }
 
 /// An SQS client from the standard AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials),
@@ -141,9 +276,23 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let dlq_name = args
         .dlq_name
         .unwrap_or_else(|| format!("{}-dlq", args.queue_name));
-    let urls = queue::create_queues(&client, &args.queue_name, &dlq_name, args.max_receive_count)
-        .await
-        .context("creating the queues")?;
+    let (urls, change) = queue::setup_queues(
+        &client,
+        &args.queue_name,
+        &dlq_name,
+        args.max_receive_count,
+        args.update,
+    )
+    .await
+    .context("setting up the queues")?;
+    if let queue::RedriveChange::Updated { previous } = change {
+        tracing::warn!(
+            message = "Changed the redrive policy of an existing queue, as --update asked.",
+            queue_url = %urls.queue_url,
+            %previous,
+            max_receive_count = args.max_receive_count,
+        );
+    }
     println!("SQS2PG_QUEUE_URL={}", urls.queue_url);
     println!("SQS2PG_DLQ_URL={}", urls.dlq_url);
     Ok(())
@@ -206,25 +355,62 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_statement_timeout(Duration::from_secs(args.statement_timeout));
     let client = sqs_client_for_run(Duration::from_secs(args.sqs_timeout)).await?;
 
+    // Cheap checks before side effects: a busy metrics port fails before any migration.
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    // Signals are handled from here on: /healthz answers from the next step, so a
+    // supervisor may stop the process while it is still starting.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(handle_signals(shutdown.clone(), Arc::clone(&readiness)));
+    let server_stop = CancellationToken::new();
+    let (metrics_addr, server) = crate::metrics::serve(
+        args.metrics_addr,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+        server_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("binding SQS2PG_METRICS_ADDR {}", args.metrics_addr))?;
+    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", addr = %metrics_addr);
+
     let startup = RetryPolicy {
         max_elapsed: Some(STARTUP_PATIENCE),
         ..RetryPolicy::FOREVER
     };
-    let metrics = Arc::new(Metrics::new());
-    retry(startup, Stage::Write, &metrics, || sink::migrate(&database))
+    let starting = async {
+        let report = retry(startup, Stage::Write, &metrics, || sink::migrate(&database))
+            .await
+            .context("applying migrations at start")?;
+        // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
+        // with the same patience as the database.
+        let queue = retry(startup, Stage::Receive, &metrics, || {
+            SqsQueue::connect(
+                client.clone(),
+                args.queue.queue_url.clone(),
+                args.queue.dlq_url.clone(),
+            )
+        })
         .await
-        .context("applying migrations at start")?;
-    // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
-    // with the same patience as the database.
-    let queue = retry(startup, Stage::Receive, &metrics, || {
-        SqsQueue::connect(
-            client.clone(),
-            args.queue.queue_url.clone(),
-            args.queue.dlq_url.clone(),
-        )
-    })
-    .await
-    .context("finding the dead-letter queue")?;
+        .context("finding the dead-letter queue")?;
+        anyhow::Ok((report, queue))
+    };
+    // A signal while starting (perhaps retrying an unreachable database) stops at once:
+    // nothing has been received yet, and a dropped migration rolls back.
+    let (report, queue) = tokio::select! {
+        started = starting => started?,
+        () = shutdown.cancelled() => {
+            tracing::info!(message = "Stopped while starting; nothing was received.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if !report.applied_migrations().is_empty() {
+        let applied: Vec<String> = report
+            .applied_migrations()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(message = "Applied migrations.", migrations = %applied.join(", "));
+    }
     let source_queue = args
         .queue
         .queue_url
@@ -240,19 +426,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         visibility_timeout_s = args.visibility_timeout,
         drain = args.drain,
     );
-
-    let readiness = Arc::new(Readiness::default());
-    let shutdown = CancellationToken::new();
-    let server_stop = CancellationToken::new();
-    let (metrics_addr, server) = crate::metrics::serve(
-        args.metrics_addr,
-        Arc::clone(&metrics),
-        Arc::clone(&readiness),
-        server_stop.clone(),
-    )
-    .await
-    .with_context(|| format!("binding SQS2PG_METRICS_ADDR {}", args.metrics_addr))?;
-    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", addr = %metrics_addr);
 
     let consumer = Arc::new(Consumer::new(
         Arc::new(queue),
@@ -273,7 +446,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             source_queue,
         },
     ));
-    tokio::spawn(handle_signals(shutdown.clone(), Arc::clone(&readiness)));
 
     let started = std::time::Instant::now();
     let grace = Duration::from_secs(args.shutdown_timeout);
@@ -296,7 +468,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     server_stop.cancel();
     let _ = server.await;
     let summary = result?;
-    tracing::info!(message = "Stopped.", %summary);
+    tracing::info!(
+        message = "Stopped.",
+        inserted = summary.inserted,
+        duplicates = summary.duplicates,
+        dead_lettered = summary.dead_lettered,
+        received = summary.received,
+        deleted = summary.deleted,
+        elapsed_s = summary.elapsed.as_secs_f64(),
+        messages_per_second = summary.messages_per_second(),
+        busy_s = summary.busy.as_secs_f64(),
+        busy_messages_per_second = summary.busy_messages_per_second(),
+    );
     println!("sqs2pg: {summary}");
     Ok(ExitCode::SUCCESS)
 }
@@ -658,5 +841,81 @@ mod tests {
         assert_eq!(plural(0, "message"), "0 messages");
         assert_eq!(plural(1, "message"), "1 message");
         assert_eq!(plural(2, "message"), "2 messages");
+    }
+
+    #[test]
+    fn an_invalid_rust_log_is_refused_naming_it() {
+        for bad in ["bogus=[", "verbose", "info,verbose", "sqs2pg=loud"] {
+            let error = requested_filter(Some(bad)).err().unwrap().to_string();
+            assert!(error.starts_with("RUST_LOG"), "{bad}: {error}");
+        }
+        for good in [
+            "trace",
+            "WARN",
+            "off",
+            "info,sqs2pg::consumer=debug",
+            "sqs2pg=trace",
+            "sqs2pg::consumer",
+            "",
+        ] {
+            assert!(requested_filter(Some(good)).is_ok(), "{good} was refused");
+        }
+    }
+
+    #[test]
+    fn refinery_says_nothing_at_info_by_default() {
+        let emit = || {
+            tracing::info!(target: "refinery_core::traits::r#async", "no migrations to apply");
+            tracing::warn!(target: "refinery_core::traits::r#async", "a warning");
+        };
+        assert_eq!(logged(None, emit), ["WARN refinery_core::traits::r#async"]);
+    }
+
+    #[test]
+    fn json_lines_hold_fields_without_log_metadata() {
+        use std::sync::Mutex;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .event_format(JsonLines);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(message = "Stopped.", inserted = 3u64, rate = 1.5);
+            // The fields the `log` bridge adds to a dependency's `log::info!`.
+            tracing::info!(
+                log.file = "/root/.cargo/registry/src/tokio-postgres/src/connection.rs",
+                log.line = 351u64,
+                log.module_path = "tokio_postgres::connection",
+                "NOTICE: something"
+            );
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["fields"]["inserted"], 3);
+        assert_eq!(lines[0]["fields"]["rate"], 1.5);
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[1]["fields"]["message"], "NOTICE: something");
+        assert!(
+            !text.contains("registry") && !text.contains("log."),
+            "{text}"
+        );
     }
 }

@@ -1,16 +1,19 @@
 //! Command-line and environment configuration. Every option has a flag and an environment
-//! variable; the value names are the variable names, so an error about a missing or
-//! invalid setting names the variable to set. Secrets redact themselves in `Debug` and are
-//! never echoed in errors.
+//! variable. Help shows placeholders (`<SECONDS>`, `<URL>`) and each option's variable in
+//! `[env: …]`; every error about a setting names its variable too, so the message says what
+//! to set. Secrets redact themselves in `Debug` and are never echoed in errors.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::builder::TypedValueParser as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::dead_letter::DeadLetterReason;
 
@@ -18,15 +21,16 @@ const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
   DATABASE_URL               PostgreSQL connection string (postgres://user:pass@host:port/db)
   SQS2PG_DATABASE_CA_FILE    PEM CA certificates to trust for the database (with sslmode=require)
-  SQS2PG_QUEUE_URL           URL of the source queue
+  SQS2PG_QUEUE_URL           URL of the source queue (http(s)://host/<account id>/<queue name>)
   SQS2PG_DLQ_URL             URL of the dead-letter queue [default: the source queue's redrive target]
   SQS2PG_HMAC_KEY            key for masking ip and device_id (at least 16 bytes)
   SQS2PG_HMAC_KEY_FILE       file holding that key instead (a trailing newline is ignored)
-  SQS2PG_METRICS_ADDR        address of /metrics, /healthz and /readyz [default: 127.0.0.1:9898]
-  SQS2PG_VISIBILITY_TIMEOUT  seconds requested on each receive, renewed while work runs [default: 30]
-  SQS2PG_CONCURRENCY         concurrent receive loops, one batch in flight each [default: 4]
-  SQS2PG_BATCH_SIZE          most messages per transaction (group commit) [default: 100]
-  SQS2PG_BATCH_WINDOW_MS     how long a loop gathers a batch after its first message [default: 20]
+  SQS2PG_METRICS_ADDR        host:port of /metrics, /healthz and /readyz; :PORT is 127.0.0.1:PORT,
+                             :0 a free port [default: 127.0.0.1:9898]
+  SQS2PG_VISIBILITY_TIMEOUT  seconds requested on each receive, 1 to 43200, renewed while work runs [default: 30]
+  SQS2PG_CONCURRENCY         concurrent receive loops, 1 to 256, one batch in flight each [default: 4]
+  SQS2PG_BATCH_SIZE          most messages per transaction (group commit), 1 to 10000 [default: 100]
+  SQS2PG_BATCH_WINDOW_MS     ms a loop gathers a batch after its first message, 0 to 60000 [default: 20]
   SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
   SQS2PG_SHUTDOWN_TIMEOUT    seconds to finish in-flight work after SIGTERM/SIGINT [default: 30]
   SQS2PG_ENVELOPE            envelopes unwrapped around events: auto, sns, eventbridge, none [default: auto]
@@ -35,9 +39,10 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_SQS_TIMEOUT         deadline of each SQS call attempt besides the long poll, seconds [default: 10]
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
   SQS2PG_DLQ_NAME            dead-letter queue name for `setup` [default: <queue name>-dlq]
-  SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ [default: 5]
+  SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
   SQS2PG_LOG_FORMAT          text or json [default: text]
-  RUST_LOG                   log filter [default: info]
+  RUST_LOG                   log filter: a level (trace, debug, info, warn, error, off) and/or
+                             target=level directives [default: info]
   AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...
                              the standard AWS SDK settings and credentials chain";
 
@@ -49,14 +54,211 @@ pub struct Cli {
     #[arg(
         long,
         env = "SQS2PG_LOG_FORMAT",
-        value_name = "SQS2PG_LOG_FORMAT",
+        value_name = "FORMAT",
         default_value = "text",
-        global = true
+        global = true,
+        value_parser = log_format_parser()
     )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line and environment, or exits with clap's message. A missing
+    /// required option is also named by its environment variable, which is how a service
+    /// is usually configured.
+    pub fn parse_or_exit() -> Self {
+        Self::try_parse().unwrap_or_else(|error| {
+            if error.kind() == ErrorKind::MissingRequiredArgument {
+                let variables = missing_variables(&error);
+                if !variables.is_empty() {
+                    let _ = error.print();
+                    eprintln!(
+                        "Each can be set in the environment instead: {}.",
+                        variables.join(", ")
+                    );
+                    std::process::exit(error.exit_code());
+                }
+            }
+            error.exit()
+        })
+    }
+}
+
+/// The environment variables of the options a missing-argument error lists.
+fn missing_variables(error: &clap::Error) -> Vec<String> {
+    let Some(ContextValue::Strings(missing)) = error.get(ContextKind::InvalidArg) else {
+        return Vec::new();
+    };
+    let mut variables = Vec::new();
+    let command = Cli::command();
+    for long in missing
+        .iter()
+        .flat_map(|text| text.split(|c: char| c.is_whitespace() || "<>|[]".contains(c)))
+        .filter_map(|token| token.strip_prefix("--"))
+    {
+        if let Some(env) = find_env(&command, long)
+            && !variables.contains(&env)
+        {
+            variables.push(env);
+        }
+    }
+    variables
+}
+
+fn find_env(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|subcommand| find_env(subcommand, long))
+        })
+}
+
+/// A value parser from a plain function whose errors say what was expected, and name the
+/// option by its environment variable and flag (`SQS2PG_CONCURRENCY (--concurrency)`).
+#[derive(Clone)]
+struct Setting<T>(Arc<ParseFn<T>>);
+
+type ParseFn<T> = dyn Fn(&str) -> Result<T, String> + Send + Sync;
+
+fn setting<T>(parse: impl Fn(&str) -> Result<T, String> + Send + Sync + 'static) -> Setting<T> {
+    Setting(Arc::new(parse))
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Setting<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg
+            .map(describe_arg)
+            .unwrap_or_else(|| "a value".to_owned());
+        let fail = |reason: String| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{name}: {reason}\n"))
+                .with_cmd(command)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| fail("not valid UTF-8".to_owned()))?;
+        (self.0)(text).map_err(|reason| fail(format!("invalid value '{text}': {reason}")))
+    }
+}
+
+fn describe_arg(arg: &clap::Arg) -> String {
+    match (arg.get_env(), arg.get_long()) {
+        (Some(env), Some(long)) => format!("{} (--{long})", env.to_string_lossy()),
+        (None, Some(long)) => format!("--{long}"),
+        _ => arg.get_id().to_string(),
+    }
+}
+
+/// A whole number from `min` to `max`; the error says so in words (a negative number too).
+fn whole_number(min: u64, max: u64) -> Setting<u64> {
+    setting(move |text| match text.trim().parse::<u64>() {
+        Ok(number) if (min..=max).contains(&number) => Ok(number),
+        _ if max == u64::MAX => Err(format!("expected a whole number, at least {min}")),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    })
+}
+
+/// `host:port` for the metrics server. `:PORT` means `127.0.0.1:PORT` (loopback, like the
+/// default; `:0` picks a free port); a host name is resolved now, preferring IPv4.
+pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    let expected = || "expected host:port, such as 127.0.0.1:9898, localhost:9898 or :0".to_owned();
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| expected())?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve {host}: {error}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host} resolves to no address"))
+}
+
+/// An SQS queue URL: `http(s)://host[:port]/<12-digit account id>/<queue name>`. Checked
+/// at start, so a typo fails here with what is wrong, not later as a missing queue.
+pub fn parse_queue_url(text: &str) -> Result<String, String> {
+    let shape = "expected an SQS queue URL, http(s)://host/<account id>/<queue name>";
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{shape}; it does not start with http:// or https://"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{shape}; it has no path"))?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c));
+    if !host_ok {
+        return Err(format!("{shape}; its host is empty or not a host name"));
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let [account, name] = segments[..] else {
+        return Err(format!(
+            "{shape}; its path must be /<account id>/<queue name>"
+        ));
+    };
+    if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{shape}; the account id must be 12 digits"));
+    }
+    if !is_valid_queue_name(name) {
+        return Err(format!(
+            "{shape}; a queue name is 1 to 80 letters, digits, - or _ (a FIFO queue's ends in .fifo)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// SQS's rule for queue names.
+pub fn is_valid_queue_name(name: &str) -> bool {
+    let stem = name.strip_suffix(".fifo").unwrap_or(name);
+    (1..=80).contains(&name.len())
+        && !stem.is_empty()
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn queue_url_parser() -> Setting<String> {
+    setting(parse_queue_url)
+}
+
+fn queue_name_parser() -> Setting<String> {
+    setting(|name: &str| {
+        if is_valid_queue_name(name) {
+            Ok(name.to_owned())
+        } else {
+            Err(
+                "a queue name is 1 to 80 letters, digits, - or _ (a FIFO queue's ends in .fifo)"
+                    .to_owned(),
+            )
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -71,7 +273,9 @@ pub enum Command {
     Run(RunArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
-    /// Create the queue and its dead-letter queue if absent, with a redrive policy; print both URLs.
+    /// Create the queue and its dead-letter queue if absent, with a redrive policy; print both
+    /// URLs. An existing queue whose redrive policy differs is reported, and changed only
+    /// with --update.
     Setup(SetupArgs),
     /// Send realistic synthetic login events, in batches of 10.
     Send(SendArgs),
@@ -85,21 +289,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection string; with sslmode=require, TLS with a verified certificate.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Secret,
 
     /// PEM file of CA certificates to trust for the database (e.g. the RDS bundle), besides
     /// the system's. Needs sslmode=require in DATABASE_URL.
-    #[arg(
-        long,
-        env = "SQS2PG_DATABASE_CA_FILE",
-        value_name = "SQS2PG_DATABASE_CA_FILE"
-    )]
+    #[arg(long, env = "SQS2PG_DATABASE_CA_FILE", value_name = "FILE")]
     pub database_ca_file: Option<PathBuf>,
 }
 
@@ -116,12 +311,12 @@ impl DatabaseArgs {
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// URL of the source queue.
-    #[arg(long, env = "SQS2PG_QUEUE_URL", value_name = "SQS2PG_QUEUE_URL")]
+    /// URL of the source queue: http(s)://host/<account id>/<queue name>.
+    #[arg(long, env = "SQS2PG_QUEUE_URL", value_name = "URL", value_parser = queue_url_parser())]
     pub queue_url: String,
 
     /// URL of the dead-letter queue; defaults to the source queue's redrive target.
-    #[arg(long, env = "SQS2PG_DLQ_URL", value_name = "SQS2PG_DLQ_URL")]
+    #[arg(long, env = "SQS2PG_DLQ_URL", value_name = "URL", value_parser = queue_url_parser())]
     pub dlq_url: Option<String>,
 }
 
@@ -132,17 +327,13 @@ pub struct HmacKeyArgs {
     #[arg(
         long,
         env = "SQS2PG_HMAC_KEY",
-        value_name = "SQS2PG_HMAC_KEY",
+        value_name = "KEY",
         hide_env_values = true
     )]
     pub hmac_key: Option<Secret>,
 
     /// File holding the HMAC key (a trailing newline is ignored).
-    #[arg(
-        long,
-        env = "SQS2PG_HMAC_KEY_FILE",
-        value_name = "SQS2PG_HMAC_KEY_FILE"
-    )]
+    #[arg(long, env = "SQS2PG_HMAC_KEY_FILE", value_name = "FILE")]
     pub hmac_key_file: Option<PathBuf>,
 }
 
@@ -197,77 +388,78 @@ pub struct RunArgs {
     #[command(flatten)]
     pub key: HmacKeyArgs,
 
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(
-        long,
-        env = "SQS2PG_METRICS_ADDR",
-        value_name = "SQS2PG_METRICS_ADDR",
-        default_value = "127.0.0.1:9898"
-    )]
+    /// host:port for /metrics, /healthz and /readyz; :PORT means 127.0.0.1:PORT, and :0
+    /// picks a free port.
+    #[arg(long, env = "SQS2PG_METRICS_ADDR", value_name = "ADDR", default_value = "127.0.0.1:9898",
+          value_parser = setting(parse_metrics_addr))]
     pub metrics_addr: SocketAddr,
 
-    /// Seconds requested on each receive; the heartbeat renews it while work runs.
-    #[arg(long, env = "SQS2PG_VISIBILITY_TIMEOUT", value_name = "SQS2PG_VISIBILITY_TIMEOUT", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    /// Seconds requested on each receive, 1 to 43200; the heartbeat renews it while work runs.
+    #[arg(long, env = "SQS2PG_VISIBILITY_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 43_200))]
     pub visibility_timeout: u64,
 
-    /// Concurrent receive loops, each with one batch (up to SQS2PG_BATCH_SIZE) in flight.
-    #[arg(long, env = "SQS2PG_CONCURRENCY", value_name = "SQS2PG_CONCURRENCY", default_value_t = 4,
-          value_parser = clap::value_parser!(u64).range(1..=256))]
+    /// Concurrent receive loops, 1 to 256, each with one batch (up to SQS2PG_BATCH_SIZE) in
+    /// flight.
+    #[arg(long, env = "SQS2PG_CONCURRENCY", value_name = "COUNT", default_value_t = 4,
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 256))]
     pub concurrency: u64,
 
-    /// Most messages per transaction, gathered from consecutive receives (group commit).
-    #[arg(long, env = "SQS2PG_BATCH_SIZE", value_name = "SQS2PG_BATCH_SIZE",
+    /// Most messages per transaction, 1 to 10000, gathered from consecutive receives (group
+    /// commit).
+    #[arg(long, env = "SQS2PG_BATCH_SIZE", value_name = "COUNT",
           default_value_t = crate::consumer::DEFAULT_BATCH_MESSAGES as u64,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 10_000))]
     pub batch_size: u64,
 
-    /// Milliseconds a loop keeps gathering a batch after its first message arrived.
-    #[arg(long, env = "SQS2PG_BATCH_WINDOW_MS", value_name = "SQS2PG_BATCH_WINDOW_MS",
+    /// Milliseconds, 0 to 60000, a loop keeps gathering a batch after its first message
+    /// arrived.
+    #[arg(long, env = "SQS2PG_BATCH_WINDOW_MS", value_name = "MS",
           default_value_t = crate::consumer::DEFAULT_BATCH_WINDOW.as_millis() as u64,
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+          allow_negative_numbers = true,
+          value_parser = whole_number(0, 60_000))]
     pub batch_window_ms: u64,
 
-    /// Long-poll wait of each receive, in seconds.
-    #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "SQS2PG_WAIT_TIME", default_value_t = 20,
-          value_parser = clap::value_parser!(u64).range(0..=20))]
+    /// Long-poll wait of each receive, in seconds, 0 to 20.
+    #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "SECONDS", default_value_t = 20,
+          allow_negative_numbers = true,
+          value_parser = whole_number(0, 20))]
     pub wait_time: u64,
 
     /// Seconds allowed after SIGTERM/SIGINT to finish in-flight work before exiting anyway.
-    #[arg(
-        long,
-        env = "SQS2PG_SHUTDOWN_TIMEOUT",
-        value_name = "SQS2PG_SHUTDOWN_TIMEOUT",
-        default_value_t = 30
-    )]
+    #[arg(long, env = "SQS2PG_SHUTDOWN_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+          allow_negative_numbers = true,
+          value_parser = whole_number(0, u64::MAX))]
     pub shutdown_timeout: u64,
 
     /// Longest a batch may stay in flight, in seconds; past it the batch is abandoned and
     /// its messages released for redelivery (and the heartbeat never extends beyond it).
     #[arg(long, env = "SQS2PG_BATCH_TIMEOUT", value_name = "SECONDS",
           default_value_t = crate::consumer::DEFAULT_BATCH_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(5..=43_200))]
+          allow_negative_numbers = true, value_parser = whole_number(5, 43_200))]
     pub batch_timeout: u64,
 
     /// Client-side deadline of each database statement, commit and connection checkout, in
     /// seconds; past it the connection is dropped and the call retried on a fresh one.
     #[arg(long, env = "SQS2PG_STATEMENT_TIMEOUT", value_name = "SECONDS",
           default_value_t = crate::sink::DEFAULT_STATEMENT_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+          allow_negative_numbers = true, value_parser = whole_number(1, 3_600))]
     pub statement_timeout: u64,
 
     /// Deadline of each SQS call attempt other than the long poll, in seconds (a receive
     /// gets its wait time on top); past it the call is retried with backoff.
     #[arg(long, env = "SQS2PG_SQS_TIMEOUT", value_name = "SECONDS",
           default_value_t = crate::queue::DEFAULT_SQS_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=300))]
+          allow_negative_numbers = true, value_parser = whole_number(1, 300))]
     pub sqs_timeout: u64,
 
     /// Envelopes to unwrap around each event: `auto` (SNS notifications and EventBridge
     /// events, detected by shape), `sns`, `eventbridge` (every body must be one), `none`.
     #[arg(long, env = "SQS2PG_ENVELOPE", value_name = "MODE", default_value = "auto",
-          value_parser = clap::builder::PossibleValuesParser::new(crate::envelope::EnvelopeMode::ALL.map(|mode| mode.as_str()))
-              .map(|mode| mode.parse::<crate::envelope::EnvelopeMode>().expect("a listed mode")))]
+          value_parser = envelope_parser())]
     pub envelope: crate::envelope::EnvelopeMode,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
@@ -284,45 +476,51 @@ impl RunArgs {
 #[derive(Debug, Args)]
 pub struct SetupArgs {
     /// Name of the source queue.
-    #[arg(
-        long,
-        env = "SQS2PG_QUEUE_NAME",
-        value_name = "SQS2PG_QUEUE_NAME",
-        default_value = "user-logins"
-    )]
+    #[arg(long, env = "SQS2PG_QUEUE_NAME", value_name = "NAME", default_value = "user-logins",
+          value_parser = queue_name_parser())]
     pub queue_name: String,
 
-    /// Name of the dead-letter queue [default: <queue name>-dlq].
-    #[arg(long, env = "SQS2PG_DLQ_NAME", value_name = "SQS2PG_DLQ_NAME")]
+    /// Name of the dead-letter queue; defaults to the queue's name with -dlq appended.
+    #[arg(long, env = "SQS2PG_DLQ_NAME", value_name = "NAME", value_parser = queue_name_parser())]
     pub dlq_name: Option<String>,
 
-    /// Receives after which SQS itself moves a message to the DLQ (a backstop for messages
-    /// that crash the consumer).
-    #[arg(long, env = "SQS2PG_MAX_RECEIVE_COUNT", value_name = "SQS2PG_MAX_RECEIVE_COUNT", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Receives, 1 to 1000, after which SQS itself moves a message to the DLQ (a backstop for
+    /// messages that crash the consumer).
+    #[arg(long, env = "SQS2PG_MAX_RECEIVE_COUNT", value_name = "COUNT", default_value_t = 5,
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 1000).map(|count| count as u32))]
     pub max_receive_count: u32,
+
+    /// Change an existing queue whose redrive policy differs from the one asked for. Without
+    /// it, setup reports the difference and leaves the queue as it is.
+    #[arg(long)]
+    pub update: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// URL of the queue to send to.
-    #[arg(long, env = "SQS2PG_QUEUE_URL", value_name = "SQS2PG_QUEUE_URL")]
+    #[arg(long, env = "SQS2PG_QUEUE_URL", value_name = "URL", value_parser = queue_url_parser())]
     pub queue_url: String,
 
-    /// Number of events.
-    #[arg(long)]
+    /// Number of events, at least 1.
+    #[arg(long, value_name = "COUNT", allow_negative_numbers = true,
+          value_parser = whole_number(1, u64::MAX))]
     pub count: u64,
 
     /// Seed of the generator: the same seed sends the same events.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, value_name = "SEED", default_value_t = 42, allow_negative_numbers = true,
+          value_parser = whole_number(0, u64::MAX))]
     pub seed: u64,
 
-    /// Share of events that reuse an earlier event's ip or device id.
-    #[arg(long, default_value_t = 0.1, value_parser = parse_share)]
+    /// Share of events, 0 to 1, that reuse an earlier event's ip or device id.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.1, allow_negative_numbers = true,
+          value_parser = setting(parse_share))]
     pub duplicate_share: f64,
 
-    /// Share of events with a malformed body (rounded to a whole number of events).
-    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    /// Share of events, 0 to 1, with a malformed body (rounded to a whole number of events).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = setting(parse_share))]
     pub malformed_share: f64,
 }
 
@@ -342,7 +540,8 @@ pub struct DlqInspectArgs {
     pub key: HmacKeyArgs,
 
     /// Sample bodies to show per reason.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_name = "COUNT", default_value_t = 3, allow_negative_numbers = true,
+          value_parser = whole_number(0, 1000).map(|count| count as usize))]
     pub samples: usize,
 }
 
@@ -352,25 +551,84 @@ pub struct DlqRedriveArgs {
     pub queue: QueueArgs,
 
     /// Only messages dead-lettered for this reason.
-    #[arg(long)]
+    #[arg(long, value_name = "REASON", value_parser = reason_parser())]
     pub reason: Option<DeadLetterReason>,
 
-    /// At most this many messages.
-    #[arg(long)]
+    /// At most this many messages, at least 1.
+    #[arg(long, value_name = "COUNT", allow_negative_numbers = true,
+          value_parser = whole_number(1, u64::MAX))]
     pub limit: Option<u64>,
 }
 
 /// For Docker's HEALTHCHECK and other probes that can only run a command.
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// Address the instance serves /readyz on; 0.0.0.0 and [::] are asked on loopback.
-    #[arg(
-        long,
-        env = "SQS2PG_METRICS_ADDR",
-        value_name = "SQS2PG_METRICS_ADDR",
-        default_value = "127.0.0.1:9898"
-    )]
+    /// Address the instance serves /readyz on (as `run` reads it); 0.0.0.0 and [::] are
+    /// asked on loopback.
+    #[arg(long, env = "SQS2PG_METRICS_ADDR", value_name = "ADDR", default_value = "127.0.0.1:9898",
+          value_parser = setting(parse_metrics_addr))]
     pub metrics_addr: SocketAddr,
+}
+
+/// The reason codes: listed in `--help`, and any other value refused with the list.
+fn reason_parser() -> Listed<DeadLetterReason> {
+    Listed {
+        parse: setting(|text: &str| {
+            text.parse::<DeadLetterReason>()
+                .map_err(|error| error.to_string())
+        }),
+        values: DeadLetterReason::ALL.map(DeadLetterReason::as_str).into(),
+    }
+}
+
+fn envelope_parser() -> Listed<crate::envelope::EnvelopeMode> {
+    use crate::envelope::EnvelopeMode;
+    Listed {
+        parse: setting(|text: &str| {
+            text.parse::<EnvelopeMode>()
+                .map_err(|error| error.to_string())
+        }),
+        values: EnvelopeMode::ALL.map(EnvelopeMode::as_str).into(),
+    }
+}
+
+fn log_format_parser() -> Listed<LogFormat> {
+    Listed {
+        parse: setting(|text: &str| {
+            LogFormat::from_str(text, true).map_err(|_| "expected text or json".to_owned())
+        }),
+        values: vec!["text", "json"],
+    }
+}
+
+/// A [`Setting`] with a closed set of values, which `--help` lists.
+#[derive(Clone)]
+struct Listed<T> {
+    parse: Setting<T>,
+    values: Vec<&'static str>,
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Listed<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        self.parse.parse_ref(command, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.values
+                .iter()
+                .map(|value| clap::builder::PossibleValue::new(*value)),
+        ))
+    }
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
@@ -440,6 +698,154 @@ mod tests {
         };
         assert_eq!(args.load().unwrap(), b"0123456789abcdef0123");
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn queue_urls_must_look_like_sqs_queue_urls() {
+        for good in [
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/user-logins",
+            "http://127.0.0.1:4566/000000000000/user_logins-dlq",
+            "http://localhost.localstack.cloud:4566/000000000000/orders.fifo",
+        ] {
+            assert_eq!(parse_queue_url(good).as_deref(), Ok(good));
+        }
+        for (bad, why) in [
+            ("not a url", "http:// or https://"),
+            ("ftp://host/123456789012/q", "http:// or https://"),
+            ("http://q", "no path"),
+            ("http:///123456789012/q", "host"),
+            ("http://host/q", "/<account id>/<queue name>"),
+            (
+                "http://host/123456789012/q/extra",
+                "/<account id>/<queue name>",
+            ),
+            ("http://host/12345/q", "12 digits"),
+            ("http://host/123456789012/bad name!", "queue name"),
+            ("http://host/123456789012/", "queue name"),
+            ("http://host/123456789012/q?x=1", "queue name"),
+        ] {
+            let error = parse_queue_url(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        assert!(!is_valid_queue_name(&"q".repeat(81)));
+        assert!(!is_valid_queue_name(".fifo"));
+    }
+
+    #[test]
+    fn metrics_addresses_accept_a_bare_port_and_host_names() {
+        assert_eq!(parse_metrics_addr(":0"), Ok("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            parse_metrics_addr(":9898"),
+            Ok("127.0.0.1:9898".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:9898"),
+            Ok("0.0.0.0:9898".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("[::1]:9898"),
+            Ok("[::1]:9898".parse().unwrap())
+        );
+        let localhost = parse_metrics_addr("localhost:9898").unwrap();
+        assert!(localhost.ip().is_loopback() && localhost.port() == 9898);
+        for bad in [
+            "not-an-address",
+            ":",
+            ":http",
+            "host:",
+            ":99999",
+            "localhost",
+        ] {
+            assert!(parse_metrics_addr(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    /// The error clap prints for these arguments.
+    fn parse_error(args: &[&str]) -> String {
+        let base = [
+            "sqs2pg",
+            "run",
+            "--database-url",
+            "postgres://u@h/d",
+            "--queue-url",
+            "http://h/000000000000/q",
+            "--hmac-key",
+            "0123456789abcdef",
+        ];
+        let args = base.iter().chain(args);
+        Cli::try_parse_from(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_numbers_name_the_variable_and_the_range() {
+        let error = parse_error(&["--concurrency", "0"]);
+        assert!(
+            error.contains("SQS2PG_CONCURRENCY (--concurrency)") && error.contains("from 1 to 256"),
+            "{error}"
+        );
+        let error = parse_error(&["--visibility-timeout", "-5"]);
+        assert!(
+            error.contains("SQS2PG_VISIBILITY_TIMEOUT") && error.contains("from 1 to 43200"),
+            "{error}"
+        );
+        let error = Cli::try_parse_from([
+            "sqs2pg",
+            "send",
+            "--queue-url",
+            "http://h/000000000000/q",
+            "--count",
+            "-3",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--count") && error.contains("at least 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_value_outside_a_closed_set_names_the_variable_and_help_lists_the_set() {
+        let error = parse_error(&["--log-format", "xml"]);
+        assert!(
+            error.contains("SQS2PG_LOG_FORMAT (--log-format)") && error.contains("text or json"),
+            "{error}"
+        );
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("[possible values: text, json]"), "{help}");
+    }
+
+    #[test]
+    fn redrive_reasons_are_listed() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("dlq")
+            .unwrap()
+            .find_subcommand_mut("redrive")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for reason in DeadLetterReason::ALL {
+            assert!(help.contains(reason.as_str()), "{help}");
+        }
+    }
+
+    #[test]
+    fn help_uses_placeholders_not_variable_names() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(!help.contains("<SQS2PG_"), "{help}");
+        assert!(!help.contains("<DATABASE_URL>"), "{help}");
+        assert!(
+            help.contains("--visibility-timeout <SECONDS>")
+                && help.contains("--queue-url <URL>")
+                && help.contains("1 to 256"),
+            "{help}"
+        );
     }
 
     #[test]

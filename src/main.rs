@@ -2,14 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use sqs2pg::app;
-use sqs2pg::config::{Cli, Command, DlqCommand};
+use sqs2pg::config::{Cli, Command, DlqCommand, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    app::init_tracing(cli.log_format);
+    let cli = Cli::parse_or_exit();
+    if let Err(error) = app::init_tracing(cli.log_format) {
+        // No logger yet: plain text, and the exit code of a usage error, as clap's.
+        eprintln!("sqs2pg: error: {error}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run(args) => app::run(args).await,
         Command::Migrate(args) => app::migrate(args).await.map(|()| ExitCode::SUCCESS),
@@ -24,8 +27,18 @@ async fn main() -> ExitCode {
         Command::Healthcheck(args) => Ok(app::healthcheck(args).await),
     };
     result.unwrap_or_else(|error| {
-        tracing::error!(message = "Exiting on error.", error = format!("{error:#}"));
-        eprintln!("sqs2pg: error: {error:#}");
+        report_fatal(cli.log_format, &error);
         ExitCode::FAILURE
     })
+}
+
+/// Says why the process exits, once: as a log event in JSON mode, so stderr stays a stream
+/// of JSON lines, unless `RUST_LOG` turned errors off; else as one plain line, which reads
+/// best in a terminal.
+fn report_fatal(format: LogFormat, error: &anyhow::Error) {
+    if matches!(format, LogFormat::Json) && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(message = "Exiting on error.", error = format!("{error:#}"));
+    } else {
+        eprintln!("sqs2pg: error: {error:#}");
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
@@ -91,7 +91,9 @@ pub fn split_by_failures<T>(items: Vec<T>, failures: &[EntryFailure]) -> (Vec<T>
     (items(accepted), items(refused))
 }
 
-/// An SQS call that failed as a whole.
+/// An SQS call that failed as a whole. `detail` is one line: the service's code and
+/// message, or the SDK's cause chain (`dispatch failure: io error: … Connection refused`),
+/// and the setting to check when one is evidently at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("SQS {operation} failed ({class}): {detail}")]
 pub struct QueueError {
@@ -106,6 +108,12 @@ impl Classify for QueueError {
     }
 }
 
+/// The setting to check when a call fails this way.
+const CHECK_ENDPOINT: &str = "check AWS_ENDPOINT_URL (or, without it, AWS_REGION) and the network";
+const CHECK_CREDENTIALS: &str =
+    "check the AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)";
+const CHECK_QUEUE_URL: &str = "check SQS2PG_QUEUE_URL (and SQS2PG_DLQ_URL, if set)";
+
 impl QueueError {
     fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
     where
@@ -113,18 +121,112 @@ impl QueueError {
         R: std::fmt::Debug,
         SdkError<E, R>: std::error::Error + 'static,
     {
+        let credentials = is_missing_credentials(&error);
         let class = match &error {
+            _ if credentials => ErrorClass::Permanent,
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => ErrorClass::Transient,
             SdkError::ServiceError(_) if is_transient_code(error.code()) => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         };
+        let hint = match &error {
+            _ if credentials => Some(CHECK_CREDENTIALS),
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Some(CHECK_ENDPOINT),
+            SdkError::ServiceError(_) => hint_for_code(error.code()),
+            _ => None,
+        };
+        let description = if credentials {
+            // The chain lists every provider tried, over several lines.
+            "no AWS credentials found (tried the environment, the profile, web identity, ECS and instance metadata)".to_owned()
+        } else {
+            describe_sdk_error(&error)
+        };
         Self {
             operation,
             class,
-            detail: DisplayErrorContext(&error).to_string(),
+            detail: match hint {
+                Some(hint) => format!("{description}; {hint}"),
+                None => description,
+            },
         }
+    }
+
+    /// For a missing queue, names the setting that gave this queue's URL, where the caller
+    /// knows it better than "the queue URLs".
+    fn naming_the_queue(mut self, hint: &str) -> Self {
+        if let Some(stripped) = self.detail.strip_suffix(&format!("; {CHECK_QUEUE_URL}")) {
+            self.detail = format!("{stripped}; {hint}");
+        }
+        self
+    }
+}
+
+/// One line: a service error's code and message, else the error and its causes. Not
+/// `DisplayErrorContext`, which appends the whole `Debug` output, raw HTTP response included.
+fn describe_sdk_error<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    SdkError<E, R>: std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(service) = error {
+        let service = service.err();
+        match (service.code(), service.message()) {
+            (Some(code), Some(message)) => return format!("{code}: {message}"),
+            (Some(code), None) => return code.to_owned(),
+            _ => return describe_chain(service),
+        }
+    }
+    describe_chain(error)
+}
+
+/// `error: cause: cause's cause …`, skipping a cause whose text is already there.
+fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let part = error.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = error.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// No credentials at all (no provider in the chain is configured): the SDK reports it as
+/// a dispatch failure, which would otherwise count as transient and be retried. Told apart
+/// by the text of `CredentialsError::CredentialsNotLoaded`, since its type lives in a crate
+/// (`aws-credential-types`) this one does not name. A provider that failed or timed out
+/// (instance metadata briefly unreachable) says otherwise, and stays transient.
+fn is_missing_credentials<E, R>(error: &SdkError<E, R>) -> bool
+where
+    E: std::error::Error + 'static,
+    SdkError<E, R>: std::error::Error + 'static,
+{
+    match error {
+        SdkError::DispatchFailure(failure) => {
+            failure.as_connector_error().is_some_and(|c| c.is_other())
+                && describe_chain(error).contains("credential provider was not enabled")
+        }
+        _ => false,
+    }
+}
+
+fn hint_for_code(code: Option<&str>) -> Option<&'static str> {
+    match code? {
+        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => Some(CHECK_QUEUE_URL),
+        "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "SignatureDoesNotMatch"
+        | "InvalidSignatureException"
+        | "MissingAuthenticationToken"
+        | "IncompleteSignature"
+        | "InvalidSecurity"
+        | "ExpiredToken"
+        | "AccessDenied"
+        | "AccessDeniedException" => Some(CHECK_CREDENTIALS),
+        _ => None,
     }
 }
 
@@ -285,7 +387,10 @@ impl SqsQueue {
             .config_override(self.long_poll_deadline(DEAD_LETTER_WAIT))
             .send()
             .await
-            .map_err(|error| QueueError::from_sdk("ReceiveMessage", error))?;
+            .map_err(|error| {
+                QueueError::from_sdk("ReceiveMessage", error)
+                    .naming_the_queue("check SQS2PG_DLQ_URL (or the source queue's redrive policy)")
+            })?;
         Ok(output.messages.unwrap_or_default())
     }
 
@@ -744,13 +849,23 @@ pub enum SetupError {
     NoRedrivePolicy { queue_url: String },
     #[error("the redrive policy of {queue_url} is not valid JSON with a deadLetterTargetArn")]
     BadRedrivePolicy { queue_url: String },
+    #[error(
+        "queue {queue_url} exists with a different redrive policy: it has {current}, setup asks for {wanted}; left as it is: run `sqs2pg setup --update` to change it"
+    )]
+    RedriveDiffers {
+        queue_url: String,
+        current: RedrivePolicy,
+        wanted: RedrivePolicy,
+    },
 }
 
 impl Classify for SetupError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Queue(error) => error.class(),
-            Self::NoRedrivePolicy { .. } | Self::BadRedrivePolicy { .. } => ErrorClass::Permanent,
+            Self::NoRedrivePolicy { .. }
+            | Self::BadRedrivePolicy { .. }
+            | Self::RedriveDiffers { .. } => ErrorClass::Permanent,
         }
     }
 }
@@ -762,14 +877,74 @@ pub struct QueueUrls {
     pub dlq_url: String,
 }
 
-/// Creates the source queue and its dead-letter queue if absent, and (re)sets the redrive
-/// policy. Idempotent: CreateQueue without attributes returns an existing queue's URL.
-pub async fn create_queues(
+/// A queue's redrive policy, as far as `setup` sets it; `None` fields: the queue has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedrivePolicy {
+    pub dead_letter_target_arn: Option<String>,
+    pub max_receive_count: Option<String>,
+}
+
+impl RedrivePolicy {
+    /// Reads the RedrivePolicy attribute (maxReceiveCount may be a number or a string).
+    fn parse(attribute: Option<&str>) -> Self {
+        let policy: serde_json::Value = attribute
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        let field = |name: &str| match &policy[name] {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        };
+        Self {
+            dead_letter_target_arn: field("deadLetterTargetArn"),
+            max_receive_count: field("maxReceiveCount"),
+        }
+    }
+
+    fn to_attribute(&self) -> String {
+        serde_json::json!({
+            "deadLetterTargetArn": self.dead_letter_target_arn,
+            "maxReceiveCount": self.max_receive_count,
+        })
+        .to_string()
+    }
+}
+
+impl std::fmt::Display for RedrivePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.dead_letter_target_arn, &self.max_receive_count) {
+            (None, None) => f.write_str("no redrive policy"),
+            (arn, count) => write!(
+                f,
+                "dead-letter target {}, maxReceiveCount {}",
+                arn.as_deref().unwrap_or("none"),
+                count.as_deref().unwrap_or("none")
+            ),
+        }
+    }
+}
+
+/// What `setup` did to the source queue's redrive policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedriveChange {
+    /// A new queue: created with the policy.
+    Created,
+    /// An existing queue that already had it.
+    Unchanged,
+    /// An existing queue whose policy differed, changed because `update` was asked for.
+    Updated { previous: RedrivePolicy },
+}
+
+/// Creates the source queue and its dead-letter queue if absent, the source with a redrive
+/// policy to the DLQ. An existing source queue is changed only with `update`: without it, a
+/// policy that differs is an error saying how, and the queue is left as it was.
+pub async fn setup_queues(
     client: &Client,
     queue_name: &str,
     dlq_name: &str,
     max_receive_count: u32,
-) -> Result<QueueUrls, QueueError> {
+    update: bool,
+) -> Result<(QueueUrls, RedriveChange), SetupError> {
     let create = |name: String| async move {
         client
             .create_queue()
@@ -795,19 +970,86 @@ pub async fn create_queues(
         .attributes
         .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
         .unwrap_or_default();
-    let queue_url = create(queue_name.to_owned()).await?;
-    let policy = serde_json::json!({
-        "deadLetterTargetArn": dlq_arn,
-        "maxReceiveCount": max_receive_count.to_string(),
-    });
+    let wanted = RedrivePolicy {
+        dead_letter_target_arn: Some(dlq_arn),
+        max_receive_count: Some(max_receive_count.to_string()),
+    };
+    let existing = match client.get_queue_url().queue_name(queue_name).send().await {
+        Ok(output) => output.queue_url,
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|error| error.is_queue_does_not_exist()) =>
+        {
+            None
+        }
+        Err(error) => return Err(QueueError::from_sdk("GetQueueUrl", error).into()),
+    };
+    let Some(queue_url) = existing else {
+        let queue_url = create(queue_name.to_owned()).await?;
+        set_redrive_policy(client, &queue_url, &wanted).await?;
+        return Ok((QueueUrls { queue_url, dlq_url }, RedriveChange::Created));
+    };
+    let current = RedrivePolicy::parse(
+        client
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?
+            .attributes
+            .as_ref()
+            .and_then(|attributes| attributes.get(&QueueAttributeName::RedrivePolicy))
+            .map(String::as_str),
+    );
+    let urls = QueueUrls { queue_url, dlq_url };
+    if current == wanted {
+        return Ok((urls, RedriveChange::Unchanged));
+    }
+    if !update {
+        return Err(SetupError::RedriveDiffers {
+            queue_url: urls.queue_url,
+            current,
+            wanted,
+        });
+    }
+    set_redrive_policy(client, &urls.queue_url, &wanted).await?;
+    Ok((urls, RedriveChange::Updated { previous: current }))
+}
+
+async fn set_redrive_policy(
+    client: &Client,
+    queue_url: &str,
+    policy: &RedrivePolicy,
+) -> Result<(), QueueError> {
     client
         .set_queue_attributes()
-        .queue_url(&queue_url)
-        .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+        .queue_url(queue_url)
+        .attributes(QueueAttributeName::RedrivePolicy, policy.to_attribute())
         .send()
         .await
         .map_err(|error| QueueError::from_sdk("SetQueueAttributes", error))?;
-    Ok(QueueUrls { queue_url, dlq_url })
+    Ok(())
+}
+
+/// [`setup_queues`] with `update`: the queues exist afterwards with exactly this policy.
+/// For queues of one's own, such as a test's.
+pub async fn create_queues(
+    client: &Client,
+    queue_name: &str,
+    dlq_name: &str,
+    max_receive_count: u32,
+) -> Result<QueueUrls, QueueError> {
+    match setup_queues(client, queue_name, dlq_name, max_receive_count, true).await {
+        Ok((urls, _)) => Ok(urls),
+        Err(SetupError::Queue(error)) => Err(error),
+        Err(other) => Err(QueueError {
+            operation: "SetQueueAttributes",
+            class: other.class(),
+            detail: other.to_string(),
+        }),
+    }
 }
 
 /// The URL of the queue's redrive target, read from its RedrivePolicy.
@@ -818,7 +1060,10 @@ pub async fn redrive_target_url(client: &Client, queue_url: &str) -> Result<Stri
         .attribute_names(QueueAttributeName::RedrivePolicy)
         .send()
         .await
-        .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?
+        .map_err(|error| {
+            QueueError::from_sdk("GetQueueAttributes", error)
+                .naming_the_queue("check SQS2PG_QUEUE_URL")
+        })?
         .attributes
         .and_then(|mut attributes| attributes.remove(&QueueAttributeName::RedrivePolicy))
         .ok_or_else(|| SetupError::NoRedrivePolicy {
@@ -840,7 +1085,11 @@ pub async fn redrive_target_url(client: &Client, queue_url: &str) -> Result<Stri
         .queue_owner_aws_account_id(account)
         .send()
         .await
-        .map_err(|error| QueueError::from_sdk("GetQueueUrl", error))?
+        .map_err(|error| {
+            QueueError::from_sdk("GetQueueUrl", error).naming_the_queue(
+                "the redrive policy's dead-letter queue is missing: set SQS2PG_DLQ_URL or run `sqs2pg setup --update`",
+            )
+        })?
         .queue_url
         .ok_or_else(bad)?;
     Ok(url)
@@ -924,6 +1173,48 @@ mod tests {
         assert!(fitted[2].1.ends_with('…'));
         // No room at all: the body still goes, without attributes.
         assert!(fit_attributes(max, max, &all).is_empty());
+    }
+
+    #[test]
+    fn redrive_policies_compare_whatever_the_count_is_written_as() {
+        let number = RedrivePolicy::parse(Some(
+            r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":5}"#,
+        ));
+        let string = RedrivePolicy::parse(Some(
+            r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"5"}"#,
+        ));
+        assert_eq!(number, string);
+        assert_eq!(RedrivePolicy::parse(Some(&number.to_attribute())), number);
+        assert_eq!(
+            number.to_string(),
+            "dead-letter target arn:x, maxReceiveCount 5"
+        );
+        let none = RedrivePolicy::parse(None);
+        assert_eq!(none.to_string(), "no redrive policy");
+        assert_ne!(none, number);
+    }
+
+    #[test]
+    fn errors_name_the_setting_at_fault() {
+        assert_eq!(
+            hint_for_code(Some("AWS.SimpleQueueService.NonExistentQueue")),
+            Some(CHECK_QUEUE_URL)
+        );
+        assert_eq!(
+            hint_for_code(Some("InvalidClientTokenId")),
+            Some(CHECK_CREDENTIALS)
+        );
+        assert_eq!(hint_for_code(Some("InvalidParameterValue")), None);
+        let error = QueueError {
+            operation: "GetQueueAttributes",
+            class: ErrorClass::Permanent,
+            detail: format!("QueueDoesNotExist: gone; {CHECK_QUEUE_URL}"),
+        }
+        .naming_the_queue("check SQS2PG_DLQ_URL");
+        assert_eq!(
+            error.detail,
+            "QueueDoesNotExist: gone; check SQS2PG_DLQ_URL"
+        );
     }
 
     #[test]

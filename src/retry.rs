@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backoff::ExponentialBackoff;
 
@@ -115,9 +115,32 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `operation` until it succeeds, fails permanently, or the policy gives up. Each
-/// retry is logged with its cause and counted under `stage`.
+/// After a retry loop's first warning, how long before it warns again while the failure
+/// lasts: an outage should say it started, that it goes on, and that it ended, not fill
+/// the log with one line per attempt.
+pub const RETRY_REMINDER_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs `operation` until it succeeds, fails permanently, or the policy gives up. Every
+/// retry is counted under `stage`; the first is logged with its cause, then at most one
+/// reminder per [`RETRY_REMINDER_INTERVAL`] (the others at DEBUG), and a success after
+/// failures logs one line saying it recovered.
 pub async fn retry<T, E, F, Fut>(
+    policy: RetryPolicy,
+    stage: Stage,
+    metrics: &Metrics,
+    operation: F,
+) -> Result<T, E>
+where
+    E: Classify + Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_reminding_every(RETRY_REMINDER_INTERVAL, policy, stage, metrics, operation).await
+}
+
+/// [`retry`], with the interval between reminders as a parameter (for tests).
+async fn retry_reminding_every<T, E, F, Fut>(
+    reminder_interval: Duration,
     policy: RetryPolicy,
     stage: Stage,
     metrics: &Metrics,
@@ -128,7 +151,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    backoff::future::retry_notify(
+    let started = Instant::now();
+    let mut retries = 0u64;
+    let mut last_warned: Option<Instant> = None;
+    let result = backoff::future::retry_notify(
         policy.backoff(),
         || {
             let attempt = operation();
@@ -141,15 +167,48 @@ where
         },
         |error: E, wait: Duration| {
             metrics.retry(stage, ErrorClass::Transient);
-            tracing::warn!(
-                message = "Transient failure; retrying.",
-                stage = stage.as_str(),
-                %error,
-                retry_in_ms = wait.as_millis() as u64,
-            );
+            retries += 1;
+            let retry_in_ms = wait.as_millis() as u64;
+            match last_warned {
+                None => {
+                    last_warned = Some(Instant::now());
+                    tracing::warn!(
+                        message = "Transient failure; retrying.",
+                        stage = stage.as_str(),
+                        %error,
+                        retry_in_ms,
+                    );
+                }
+                Some(at) if at.elapsed() >= reminder_interval => {
+                    last_warned = Some(Instant::now());
+                    tracing::warn!(
+                        message = "Still failing; retrying.",
+                        stage = stage.as_str(),
+                        %error,
+                        attempts = retries,
+                        failing_for_s = started.elapsed().as_secs(),
+                        retry_in_ms,
+                    );
+                }
+                Some(_) => tracing::debug!(
+                    message = "Transient failure; retrying.",
+                    stage = stage.as_str(),
+                    %error,
+                    retry_in_ms,
+                ),
+            }
         },
     )
-    .await
+    .await;
+    if result.is_ok() && retries > 0 {
+        tracing::info!(
+            message = "Recovered; the retried call succeeded.",
+            stage = stage.as_str(),
+            attempts = retries + 1,
+            failing_for_s = started.elapsed().as_secs_f64(),
+        );
+    }
+    result
 }
 
 #[cfg(test)]
@@ -205,6 +264,120 @@ mod tests {
         .await;
         assert!(result.is_err());
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    /// The level and message of each event logged while `run` runs.
+    async fn logged_while<T>(run: impl Future<Output = T>) -> (T, Vec<(tracing::Level, String)>) {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct Record(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    value.clone_into(&mut self.0);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Record {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((*event.metadata().level(), message.0));
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Record(Arc::clone(&seen)));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let output = run.await;
+        let events = seen.lock().unwrap().clone();
+        (output, events)
+    }
+
+    #[tokio::test]
+    async fn an_outage_logs_its_start_and_its_end_not_every_attempt() {
+        let metrics = Metrics::new();
+        let attempts = AtomicU32::new(0);
+        let (result, events) = logged_while(retry(QUICK, Stage::Write, &metrics, || async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0..=29 => Err(Failure(ErrorClass::Transient)),
+                n => Ok(n),
+            }
+        }))
+        .await;
+        assert_eq!(result.unwrap(), 30);
+        assert_eq!(
+            metrics.retries_total(Stage::Write, ErrorClass::Transient),
+            30
+        );
+        let at = |level| {
+            events
+                .iter()
+                .filter(|(l, _)| *l == level)
+                .map(|(_, message)| message.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(tracing::Level::WARN), ["Transient failure; retrying."]);
+        assert_eq!(
+            at(tracing::Level::INFO),
+            ["Recovered; the retried call succeeded."]
+        );
+        assert_eq!(at(tracing::Level::DEBUG).len(), 29);
+    }
+
+    #[tokio::test]
+    async fn a_long_outage_is_reminded_of_at_most_every_interval() {
+        let metrics = Metrics::new();
+        let interval = Duration::from_millis(50);
+        let policy = RetryPolicy {
+            initial_interval: Duration::from_millis(10),
+            max_interval: Duration::from_millis(10),
+            max_elapsed: None,
+        };
+        let attempts = AtomicU32::new(0);
+        let started = Instant::now();
+        let (result, events) = logged_while(retry_reminding_every(
+            interval,
+            policy,
+            Stage::Write,
+            &metrics,
+            || async {
+                match attempts.fetch_add(1, Ordering::SeqCst) {
+                    0..=29 => Err(Failure(ErrorClass::Transient)),
+                    n => Ok(n),
+                }
+            },
+        ))
+        .await;
+        assert_eq!(result.unwrap(), 30);
+        let failing_for = started.elapsed();
+        let warnings = events
+            .iter()
+            .filter(|(level, _)| *level == tracing::Level::WARN)
+            .count();
+        // 30 waits of 5 to 15 ms: the first warning, then a reminder per full interval.
+        let most = 1 + (failing_for.as_millis() / interval.as_millis()) as usize;
+        assert!(
+            (2..=most).contains(&warnings) && warnings < 30,
+            "{warnings} warnings in {failing_for:?}: {events:?}"
+        );
+        assert_eq!(
+            events.last().map(|(level, _)| *level),
+            Some(tracing::Level::INFO)
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,11 @@
 //! consumer isolates and dead-letters the guilty message. Everything else (connections,
 //! restarts, serialization failures, deadlocks, even a missing table) blames the database,
 //! not a message: it is [`ErrorClass::Transient`], retried while the messages wait in flight.
+//! The one exception is [`SinkError::Connect`] from the connection `migrate` opens at start:
+//! a wrong password or a missing database will not fix itself, so start-up fails at once.
+//!
+//! Errors render on one line with their cause, and only with what PostgreSQL's message and
+//! SQLSTATE say: never its DETAIL, which can quote row values.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -67,13 +72,17 @@ ON CONFLICT (sqs_message_id) DO NOTHING";
 pub enum SinkError {
     #[error("DATABASE_URL is not a valid PostgreSQL connection string")]
     InvalidUrl,
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database {operation} failed: {source}")]
+    /// The pool could not hand out a connection. Not a `#[source]`: its chain would print
+    /// PostgreSQL's DETAIL; the message carries the safe rendering instead.
+    #[error("no database connection: {}", describe_pool_error(.0))]
+    Pool(deadpool_postgres::PoolError),
+    /// Opening the connection that `migrate` uses, at start.
+    #[error("database connect failed: {}", describe_postgres_error(.cause))]
+    Connect { cause: tokio_postgres::Error },
+    #[error("database {operation} failed: {}", describe_postgres_error(.cause))]
     Postgres {
         operation: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     #[error("database {operation} did not answer within {after:?}; its connection was dropped")]
     Timeout {
@@ -84,8 +93,8 @@ pub enum SinkError {
         "connecting to the database did not finish within {after:?} (connect_timeout in DATABASE_URL)"
     )]
     ConnectTimeout { after: Duration },
-    #[error("migrations failed: {0}")]
-    Migration(#[from] refinery::Error),
+    #[error("migrations failed: {}", describe_migration_error(.0))]
+    Migration(refinery::Error),
     #[error("SQS2PG_DATABASE_CA_FILE {path}: {detail}")]
     CaFile { path: PathBuf, detail: String },
     #[error(
@@ -96,16 +105,98 @@ pub enum SinkError {
     Tls(String),
 }
 
+impl From<deadpool_postgres::PoolError> for SinkError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Pool(error)
+    }
+}
+
+impl From<refinery::Error> for SinkError {
+    fn from(error: refinery::Error) -> Self {
+        Self::Migration(error)
+    }
+}
+
+/// PostgreSQL's own words for an error it raised (severity, message, SQLSTATE), or else the
+/// driver's error with its causes (`error connecting to server: Connection refused (os error
+/// 111)`). Never DETAIL or HINT: DETAIL can quote the values of a failing row.
+pub fn describe_postgres_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => describe_db_error(db),
+        None => describe_chain(error),
+    }
+}
+
+fn describe_db_error(db: &tokio_postgres::error::DbError) -> String {
+    format!(
+        "{}: {} (SQLSTATE {})",
+        db.severity(),
+        db.message(),
+        db.code().code()
+    )
+}
+
+/// `error` and its sources, joined by ": ", with any PostgreSQL error among them reduced
+/// to its safe parts.
+fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        if let Some(db) = error.downcast_ref::<tokio_postgres::error::DbError>() {
+            text = format!("{text}: {}", describe_db_error(db));
+            break;
+        }
+        if let Some(postgres) = error.downcast_ref::<tokio_postgres::Error>() {
+            text = format!("{text}: {}", describe_postgres_error(postgres));
+            break;
+        }
+        text = format!("{text}: {error}");
+        cause = error.source();
+    }
+    text
+}
+
+fn describe_pool_error(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(cause) => describe_postgres_error(cause),
+        other => other.to_string(),
+    }
+}
+
+fn describe_migration_error(error: &refinery::Error) -> String {
+    match error.kind() {
+        // Its text is "`what it was doing`, `the driver's Display`"; the cause is rendered
+        // safely instead.
+        refinery::error::Kind::Connection(what, cause) => {
+            match cause.downcast_ref::<tokio_postgres::Error>() {
+                Some(postgres) => format!("{what}: {}", describe_postgres_error(postgres)),
+                None => format!("{what}: {}", describe_chain(cause.as_ref())),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether a failure to open a connection says the settings are wrong, not that the server
+/// is unwell: authentication (class 28: a wrong password, an unknown role, no pg_hba.conf
+/// entry), a database that does not exist (3D000), or no CONNECT privilege (42501).
+fn is_permanent_connect_failure(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        let code = code.code();
+        code.starts_with("28") || code == "3D000" || code == "42501"
+    })
+}
+
 impl SinkError {
     fn postgres(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| Self::Postgres { operation, source }
+        move |cause| Self::Postgres { operation, cause }
     }
 
     /// A description safe for logs and the dead-letter queue: the server's message and
     /// SQLSTATE, never its DETAIL line, which quotes the failing row.
     pub fn safe_detail(&self) -> String {
         match self {
-            Self::Postgres { source, .. } => match source.as_db_error() {
+            Self::Postgres { cause, .. } => match cause.as_db_error() {
                 Some(db) => format!(
                     "database rejected the row: {} (SQLSTATE {})",
                     db.message(),
@@ -121,15 +212,24 @@ impl SinkError {
 impl Classify for SinkError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Postgres { source, .. } => match source.code().map(|code| &code.code()[..2]) {
+            Self::Postgres { cause, .. } => match cause.code().map(|code| &code.code()[..2]) {
                 Some("22" | "23") => ErrorClass::Permanent,
                 _ => ErrorClass::Transient,
             },
+            // Only the connection `migrate` opens at start: there a wrong password or a
+            // missing database is a configuration error, best reported at once.
+            Self::Connect { cause } if is_permanent_connect_failure(cause) => ErrorClass::Permanent,
+            Self::Connect { .. } => ErrorClass::Transient,
             Self::InvalidUrl
             | Self::Migration(_)
             | Self::CaFile { .. }
             | Self::CaFileWithoutTls
             | Self::Tls(_) => ErrorClass::Permanent,
+            // The pool's connections are the running consumer's. An authentication failure
+            // there (a password rotated before the new secret is deployed, a database being
+            // recreated) stays transient on purpose: to the write path a permanent error
+            // blames the rows and dead-letters them, and the messages are safe in flight
+            // meanwhile, so retrying until the operator fixes the setting loses nothing.
             Self::Pool(_) | Self::Timeout { .. } | Self::ConnectTimeout { .. } => {
                 ErrorClass::Transient
             }
@@ -265,7 +365,7 @@ impl Database {
     }
 
     async fn connect_unbounded(&self) -> Result<tokio_postgres::Client, SinkError> {
-        let connect = SinkError::postgres("connect");
+        let connect = |cause| SinkError::Connect { cause };
         match &self.tls {
             DatabaseTls::Plain => {
                 let (client, connection) = self.config.connect(NoTls).await.map_err(connect)?;
@@ -319,6 +419,12 @@ fn verifying_connector(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, Sink
 /// an advisory lock makes them take turns.
 pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError> {
     let mut client = database.connect().await?;
+    // The migrations' `CREATE TABLE IF NOT EXISTS` would otherwise draw a NOTICE on every
+    // start, which tokio-postgres logs at INFO.
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await
+        .map_err(SinkError::postgres("configure the migration session"))?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
@@ -556,6 +662,26 @@ mod tests {
             Some(&Duration::from_secs(5))
         );
         assert_eq!(database.config().get_application_name(), Some("sqs2pg"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_and_is_retried() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(); // free once the listener is dropped
+        let database =
+            parse_database_url(&format!("postgres://u:hunter2@127.0.0.1:{port}/db")).unwrap();
+        let error = database.connect().await.err().unwrap();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("database connect failed: error connecting to server:")
+                && text.contains("Connection refused"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2") && !text.contains('\n'), "{text}");
+        assert_eq!(error.class(), ErrorClass::Transient);
     }
 
     #[test]

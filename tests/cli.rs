@@ -88,7 +88,7 @@ fn help_documents_every_setting() {
 fn a_missing_setting_fails_at_start_naming_it() {
     let output = bare()
         .arg("run")
-        .env("SQS2PG_QUEUE_URL", "http://q")
+        .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
         .env("SQS2PG_HMAC_KEY", HMAC_KEY)
         .output()
         .unwrap();
@@ -98,7 +98,7 @@ fn a_missing_setting_fails_at_start_naming_it() {
     let output = bare()
         .arg("run")
         .env("DATABASE_URL", "postgres://x@h/db")
-        .env("SQS2PG_QUEUE_URL", "http://q")
+        .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -126,6 +126,14 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
         ("SQS2PG_VISIBILITY_TIMEOUT", "0"),
         ("SQS2PG_CONCURRENCY", "0"),
         ("SQS2PG_METRICS_ADDR", "not-an-address"),
+        ("SQS2PG_QUEUE_URL", "not a url"),
+        ("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/q"),
+        (
+            "SQS2PG_DLQ_URL",
+            "http://127.0.0.1:1/000000000000/bad name!",
+        ),
+        ("SQS2PG_WAIT_TIME", "-1"),
+        ("SQS2PG_BATCH_WINDOW_MS", "60001"),
     ] {
         let output = base().env(variable, value).output().unwrap();
         assert!(!output.status.success(), "{variable}={value} was accepted");
@@ -166,61 +174,123 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
     assert!(text(&output).contains("AWS_REGION"), "{}", text(&output));
 }
 
-#[tokio::test]
-async fn setup_is_idempotent_and_sets_the_redrive_policy() {
-    let name = unique("setup");
-    let setup = |count: &str| {
-        output_within(
-            sqs2pg_command().args(["setup", "--queue-name", &name, "--max-receive-count", count]),
-            Duration::from_secs(60),
-        )
-    };
-    let first = setup("5");
-    assert!(first.status.success(), "{}", text(&first));
-    let second = setup("3");
-    assert!(second.status.success(), "{}", text(&second));
-    assert_eq!(first.stdout, second.stdout, "the same URLs both times");
-    let stdout = String::from_utf8(second.stdout).unwrap();
-    let queue_url = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SQS2PG_QUEUE_URL="))
-        .unwrap();
-    let dlq_url = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SQS2PG_DLQ_URL="))
-        .unwrap();
-    assert!(queue_url.ends_with(&format!("/{name}")));
-    assert!(dlq_url.ends_with(&format!("/{name}-dlq")));
-
-    let client = sqs_client().await;
-    let policy = client
+/// The queue's redrive policy, as SQS has it.
+async fn redrive_policy(queue_url: &str) -> Option<serde_json::Value> {
+    let policy = sqs_client()
+        .await
         .get_queue_attributes()
         .queue_url(queue_url)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
         .send()
         .await
         .unwrap()
-        .attributes
+        .attributes?
+        .remove(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)?;
+    Some(serde_json::from_str(&policy).unwrap())
+}
+
+fn max_receive_count(policy: &serde_json::Value) -> String {
+    policy["maxReceiveCount"]
+        .to_string()
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[tokio::test]
+async fn setup_is_idempotent_and_changes_an_existing_queue_only_when_asked() {
+    let name = unique("setup");
+    let setup = |args: &[&str]| {
+        output_within(
+            sqs2pg_command()
+                .args(["setup", "--queue-name", &name])
+                .args(args),
+            Duration::from_secs(60),
+        )
+    };
+    let first = setup(&["--max-receive-count", "5"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let again = setup(&["--max-receive-count", "5"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(first.stdout, again.stdout, "the same URLs both times");
+    let stdout = String::from_utf8(first.stdout.clone()).unwrap();
+    let queue_url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SQS2PG_QUEUE_URL="))
         .unwrap()
-        .remove(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-        .unwrap();
-    let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
-    assert_eq!(
-        policy["maxReceiveCount"].to_string().trim_matches('"'),
-        "3",
-        "the latest setup wins: {policy}"
-    );
+        .to_owned();
+    let dlq_url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SQS2PG_DLQ_URL="))
+        .unwrap()
+        .to_owned();
+    assert!(queue_url.ends_with(&format!("/{name}")));
+    assert!(dlq_url.ends_with(&format!("/{name}-dlq")));
+    let policy = redrive_policy(&queue_url).await.unwrap();
+    assert_eq!(max_receive_count(&policy), "5");
     assert!(
         policy["deadLetterTargetArn"]
             .as_str()
             .unwrap()
             .ends_with(&format!(":{name}-dlq"))
     );
+
+    // A different policy: reported, and the queue left alone.
+    let refused = setup(&["--max-receive-count", "3"]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    let message = text(&refused);
+    for part in ["maxReceiveCount 5", "maxReceiveCount 3", "--update", &name] {
+        assert!(message.contains(part), "{message}");
+    }
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    assert_eq!(
+        max_receive_count(&redrive_policy(&queue_url).await.unwrap()),
+        "5"
+    );
+
+    // Asked for: changed.
+    let updated = setup(&["--max-receive-count", "3", "--update"]);
+    assert!(updated.status.success(), "{}", text(&updated));
+    assert_eq!(updated.stdout, first.stdout);
+    assert!(
+        text(&updated).contains("maxReceiveCount 5"),
+        "{}",
+        text(&updated)
+    );
+    assert_eq!(
+        max_receive_count(&redrive_policy(&queue_url).await.unwrap()),
+        "3"
+    );
+
     // The consumer finds the DLQ from this policy when SQS2PG_DLQ_URL is not set.
-    let found = sqs2pg::queue::redrive_target_url(&client, queue_url)
+    let found = sqs2pg::queue::redrive_target_url(&sqs_client().await, &queue_url)
         .await
         .unwrap();
     assert_eq!(found, dlq_url);
+}
+
+#[tokio::test]
+async fn setup_does_not_attach_a_dead_letter_queue_to_a_queue_that_has_none() {
+    let name = unique("bare");
+    let client = sqs_client().await;
+    let queue_url = client
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let output = output_within(
+        sqs2pg_command().args(["setup", "--queue-name", &name]),
+        Duration::from_secs(60),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("no redrive policy"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(redrive_policy(&queue_url).await, None);
 }
 
 #[tokio::test]
@@ -242,11 +312,34 @@ async fn run_drain_prints_a_summary_and_exits_zero() {
         .send(&[SAMPLE.to_owned(), GARBAGE.to_owned(), SAMPLE.to_owned()])
         .await;
     let mut command = sqs2pg_command();
-    command.args(["run", "--drain"]);
+    command
+        .args(["--log-format", "json", "run", "--drain"])
+        .env_remove("RUST_LOG");
     run_env(&mut command, &db, &queues);
     command.env_remove("SQS2PG_DLQ_URL"); // found through the redrive policy
     let output = output_within(&mut command, Duration::from_secs(120));
     assert!(output.status.success(), "{}", text(&output));
+
+    // Logs: JSON lines only, the summary as fields, no dependency's file paths, and no
+    // start-up noise about migrations already applied (the database was migrated).
+    let stderr = stderr_of(&output);
+    let lines = json_lines(&stderr);
+    let stopped = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "Stopped.")
+        .unwrap_or_else(|| panic!("no Stopped. line: {stderr}"));
+    assert_eq!(stopped["fields"]["inserted"], 2, "{stopped}");
+    assert_eq!(stopped["fields"]["dead_lettered"], 1, "{stopped}");
+    assert!(stopped["fields"]["elapsed_s"].is_f64(), "{stopped}");
+    for noise in [
+        "NOTICE",
+        "no migrations to apply",
+        "log.file",
+        ".cargo/registry",
+    ] {
+        assert!(!stderr.contains(noise), "{noise:?} in {stderr}");
+    }
+
     let stdout = String::from_utf8(output.stdout).unwrap();
     println!("{stdout}");
     let summary = stdout
@@ -292,4 +385,316 @@ async fn run_waits_for_sqs_at_start_instead_of_failing() {
     );
     assert_eq!(db.row_count().await, 1);
     assert_eq!(queues.dead_letters().await.len(), 1);
+}
+
+/// A queue URL that passes validation; nothing listens there.
+const NOWHERE_QUEUE: &str = "http://127.0.0.1:1/000000000000/nowhere";
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The URL of a database that does not exist on the test cluster.
+fn missing_database_url() -> String {
+    with_database(
+        &std::env::var("DATABASE_URL").expect("DATABASE_URL"),
+        &unique("missing"),
+    )
+}
+
+/// `args` with `database_url`, timed; it must exit within 10 s.
+fn start_against(database_url: &str, args: &[&str]) -> (Output, Duration) {
+    let started = std::time::Instant::now();
+    let output = output_within(
+        sqs2pg_command()
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("DATABASE_URL", database_url)
+            .env("SQS2PG_QUEUE_URL", NOWHERE_QUEUE),
+        Duration::from_secs(10),
+    );
+    (output, started.elapsed())
+}
+
+#[test]
+fn a_missing_database_fails_at_once_with_postgresql_s_message() {
+    let url = missing_database_url();
+    for args in [&["migrate"][..], &["run", "--drain"][..]] {
+        let (output, took) = start_against(&url, args);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert_eq!(
+            stderr.matches("does not exist (SQLSTATE 3D000)").count(),
+            1,
+            "{args:?}: PostgreSQL's message, once: {stderr}"
+        );
+        assert!(!stderr.contains("retrying"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_once_with_postgresql_s_message_and_never_the_password() {
+    let pg = PrivatePostgres::start_with_passwords();
+    connect(&pg.admin_url())
+        .await
+        .batch_execute("CREATE ROLE app LOGIN SUPERUSER PASSWORD 'right-password-1'")
+        .await
+        .unwrap();
+    let url = |password: &str| format!("postgres://app:{password}@127.0.0.1:{}/postgres", pg.port);
+    for args in [&["migrate"][..], &["run", "--drain"][..]] {
+        let (output, took) = start_against(&url("hunter2-wrong"), args);
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {all}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert_eq!(
+            all.matches(r#"password authentication failed for user "app" (SQLSTATE 28P01)"#)
+                .count(),
+            1,
+            "{args:?}: PostgreSQL's message, once: {all}"
+        );
+        assert!(!all.contains("hunter2"), "the password was echoed: {all}");
+    }
+    // The same URL with the right password works: it was the password.
+    let (output, _) = start_against(&url("right-password-1"), &["migrate"]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn a_refused_database_port_is_retried_saying_refused() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
+    let mut child = LoggedChild::spawn(
+        sqs2pg_command()
+            .args(["run", "--drain"])
+            .env_remove("RUST_LOG")
+            .env("DATABASE_URL", &url)
+            .env("SQS2PG_QUEUE_URL", NOWHERE_QUEUE),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let still_running = child.child.try_wait().unwrap().is_none();
+    // A signal while starting stops it at once, cleanly: nothing was received.
+    child.signal("TERM");
+    let status = child.wait_within(Duration::from_secs(5));
+    let stderr = child.stderr();
+    assert!(still_running, "a refused port is transient: {stderr}");
+    assert!(status.success(), "{status}: {stderr}");
+    let retries: Vec<&str> = stderr.lines().filter(|l| l.contains("retrying")).collect();
+    assert!(!retries.is_empty(), "{stderr}");
+    for line in retries {
+        assert!(line.contains("Connection refused"), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn aws_errors_are_one_short_line_naming_the_setting() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let missing_queue = format!("{endpoint}/000000000000/{}", unique("missing"));
+    let refused_endpoint = format!("http://127.0.0.1:{}", free_port());
+    /// What is tried, the arguments, the environment changed ("" removes), what it must say.
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "a queue name SQS refuses",
+            vec!["setup", "--queue-name", "bad name!"],
+            vec![],
+            vec!["SQS2PG_QUEUE_NAME"],
+        ),
+        (
+            "a queue that does not exist",
+            vec!["dlq", "inspect", "--queue-url", &missing_queue],
+            vec![],
+            vec!["SQS2PG_QUEUE_URL", "does not exist"],
+        ),
+        (
+            "a refused endpoint",
+            vec!["setup", "--queue-name", "refused"],
+            vec![("AWS_ENDPOINT_URL", refused_endpoint.as_str())],
+            vec!["AWS_ENDPOINT_URL", "Connection refused"],
+        ),
+        (
+            "no credentials",
+            vec!["setup", "--queue-name", "nocredentials"],
+            vec![
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("AWS_PROFILE", ""),
+                ("HOME", "/nonexistent"), // no ~/.aws
+            ],
+            vec!["credentials", "AWS_ACCESS_KEY_ID"],
+        ),
+    ];
+    for (case, args, env, wanted) in cases {
+        let mut command = sqs2pg_command();
+        command.args(&args).env_remove("RUST_LOG");
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let output = output_within(&mut command, Duration::from_secs(30));
+        let stderr = stderr_of(&output);
+        assert!(!output.status.success(), "{case}: {stderr}");
+        let message = stderr.trim();
+        assert_eq!(message.lines().count(), 1, "{case}: one line: {stderr}");
+        assert!(
+            message.len() < 300,
+            "{case}: {} chars: {message}",
+            message.len()
+        );
+        for part in wanted {
+            assert!(message.contains(part), "{case}: no {part:?} in {message}");
+        }
+    }
+}
+
+/// Each stderr line parsed as JSON; fails on any line that is not.
+fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn in_json_mode_a_fatal_error_is_one_json_line() {
+    let (output, _) = start_against(
+        &missing_database_url(),
+        &["--log-format", "json", "run", "--drain"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let lines = json_lines(&stderr_of(&output));
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    assert!(
+        errors[0]["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("SQLSTATE 3D000"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn the_metrics_address_is_bound_before_anything_else() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = output_within(
+        sqs2pg_command()
+            .args(["run", "--drain"])
+            .env("DATABASE_URL", missing_database_url())
+            .env("SQS2PG_QUEUE_URL", NOWHERE_QUEUE)
+            .env("SQS2PG_METRICS_ADDR", &addr),
+        Duration::from_secs(10),
+    );
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("SQS2PG_METRICS_ADDR"), "{stderr}");
+    assert!(
+        !stderr.contains("3D000"),
+        "the database was tried first: {stderr}"
+    );
+}
+
+#[test]
+fn a_bare_port_and_a_host_name_are_metrics_addresses() {
+    for addr in [":0".to_owned(), format!("localhost:{}", free_port())] {
+        let output = output_within(
+            sqs2pg_command()
+                .args(["run", "--drain"])
+                .env_remove("RUST_LOG")
+                .env("DATABASE_URL", missing_database_url())
+                .env("SQS2PG_QUEUE_URL", NOWHERE_QUEUE)
+                .env("SQS2PG_METRICS_ADDR", &addr),
+            Duration::from_secs(10),
+        );
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains("Serving /metrics") && stderr.contains("addr=127.0.0.1:"),
+            "{addr}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_rust_log_is_refused_at_start_naming_it() {
+    for filter in ["bogus=[", "verbose"] {
+        let output = output_within(
+            sqs2pg_command()
+                .arg("migrate")
+                .env("RUST_LOG", filter)
+                .env("DATABASE_URL", missing_database_url()),
+            Duration::from_secs(10),
+        );
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{filter}: {stderr}");
+        assert!(stderr.contains("RUST_LOG"), "{filter}: {stderr}");
+        assert!(!stderr.contains("3D000"), "{filter}: it went on: {stderr}");
+    }
+}
+
+#[test]
+fn help_shows_placeholders_ranges_and_reasons() {
+    let run_help = text(&bare().args(["run", "--help"]).output().unwrap());
+    assert!(!run_help.contains("<SQS2PG_"), "{run_help}");
+    for part in [
+        "--visibility-timeout <SECONDS>",
+        "--concurrency <COUNT>",
+        "--queue-url <URL>",
+        "1 to 43200",
+        "1 to 256",
+        "0 to 60000",
+        "0 to 20",
+    ] {
+        assert!(run_help.contains(part), "no {part:?} in {run_help}");
+    }
+    let redrive_help = text(&bare().args(["dlq", "redrive", "--help"]).output().unwrap());
+    for reason in sqs2pg::dead_letter::DeadLetterReason::ALL {
+        assert!(redrive_help.contains(reason.as_str()), "{redrive_help}");
+    }
+    for count in ["0", "-1"] {
+        let output = bare()
+            .args(["send", "--queue-url", NOWHERE_QUEUE, "--count", count])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let message = text(&output);
+        assert!(
+            message.contains("--count") && message.contains("at least 1"),
+            "--count {count}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_lines_from_dependencies_name_their_target_without_file_paths() {
+    let db = TestDb::create().await; // migrated: refinery says so through the `log` bridge
+    let output = output_within(
+        sqs2pg_command()
+            .args(["--log-format", "json", "migrate"])
+            .env("RUST_LOG", "info,refinery_core=info")
+            .env("DATABASE_URL", &db.url),
+        Duration::from_secs(30),
+    );
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    let lines = json_lines(&stderr);
+    let bridged = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "no migrations to apply")
+        .unwrap_or_else(|| panic!("refinery's line: {stderr}"));
+    assert!(
+        bridged["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("refinery_core"),
+        "{bridged}"
+    );
+    for noise in ["log.file", "log.line", ".cargo/registry", "NOTICE"] {
+        assert!(!stderr.contains(noise), "{noise:?} in {stderr}");
+    }
 }

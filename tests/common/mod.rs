@@ -434,6 +434,28 @@ impl PrivatePostgres {
         this
     }
 
+    /// A cluster where only `postgres` gets in without a password (for the admin URL);
+    /// every other role must give its password over TCP (scram-sha-256).
+    pub fn start_with_passwords() -> Self {
+        let this = Self::init();
+        let data = PathBuf::from(this.data());
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(data.join("pg_hba.conf"))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        this.start_server();
+        this
+    }
+
     fn data(&self) -> String {
         self.dir.join("data").display().to_string()
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqs2pg::queue::{MAX_BATCH, SqsQueue};
+use sqs2pg::queue::{MAX_BATCH, OutgoingMessage, SqsQueue};
 use sqs2pg::synthetic::{Recipe, generate};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
@@ -64,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
             late_batches += 1;
         }
         let permit = Arc::clone(&permits).acquire_owned().await?;
-        let batch: Vec<(String, Vec<(&str, String)>)> = chunk
+        let batch: Vec<OutgoingMessage> = chunk
             .iter()
-            .map(|body| (body.clone(), Vec::new()))
+            .map(|body| OutgoingMessage::new(body.clone()))
             .collect();
         let (queue, sent, failed) = (Arc::clone(&queue), Arc::clone(&sent), Arc::clone(&failed));
         tasks.spawn(async move {

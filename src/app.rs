@@ -22,7 +22,7 @@ use crate::consumer::{Consumer, Settings};
 use crate::dead_letter::{DeadLetterReason, attribute};
 use crate::event::Masker;
 use crate::metrics::{Metrics, Readiness};
-use crate::queue::{self, MAX_BATCH, SqsQueue};
+use crate::queue::{self, FifoIds, MAX_BATCH, OutgoingMessage, SqsQueue};
 use crate::redact::redact;
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::sink::{self, Sink};
@@ -273,12 +273,16 @@ pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
 /// `sqs2pg setup`.
 pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let client = sqs_client().await?;
+    let queue_name = match args.fifo && !args.queue_name.ends_with(".fifo") {
+        true => format!("{}.fifo", args.queue_name),
+        false => args.queue_name,
+    };
     let dlq_name = args
         .dlq_name
-        .unwrap_or_else(|| format!("{}-dlq", args.queue_name));
+        .unwrap_or_else(|| dead_letter_queue_name(&queue_name));
     let (urls, change) = queue::setup_queues(
         &client,
-        &args.queue_name,
+        &queue_name,
         &dlq_name,
         args.max_receive_count,
         args.update,
@@ -296,6 +300,15 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     println!("SQS2PG_QUEUE_URL={}", urls.queue_url);
     println!("SQS2PG_DLQ_URL={}", urls.dlq_url);
     Ok(())
+}
+
+/// The default name of a queue's DLQ: `<name>-dlq`, and `<stem>-dlq.fifo` for a FIFO queue,
+/// whose DLQ must be FIFO and named so.
+fn dead_letter_queue_name(queue_name: &str) -> String {
+    match queue_name.strip_suffix(".fifo") {
+        Some(stem) => format!("{stem}-dlq.fifo"),
+        None => format!("{queue_name}-dlq"),
+    }
 }
 
 /// `sqs2pg send`.
@@ -325,11 +338,28 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The FIFO ids `send` gives an event: its user id as the group, so one user's events stay
+/// in order (a body without one goes to a group of its own), and a fresh deduplication id,
+/// since two events may rightly be identical.
+fn event_fifo_ids(body: &str) -> FifoIds {
+    let user_id = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|event| event.get("user_id")?.as_str().map(str::to_owned))
+        .filter(|user_id| (1..=128).contains(&user_id.len()));
+    FifoIds {
+        group_id: user_id.unwrap_or_else(|| "no-user-id".to_owned()),
+        deduplication_id: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
 /// Sends one batch, retrying the whole call and then any entries SQS refused.
 async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> anyhow::Result<()> {
-    let mut pending: Vec<(String, Vec<(&str, String)>)> = chunk
+    let mut pending: Vec<OutgoingMessage> = chunk
         .iter()
-        .map(|body| (body.clone(), Vec::new()))
+        .map(|body| OutgoingMessage {
+            fifo: queue.is_fifo().then(|| event_fifo_ids(body)),
+            ..OutgoingMessage::new(body.clone())
+        })
         .collect();
     for _ in 0..5 {
         let failures = retry(RetryPolicy::BRIEF, Stage::Send, metrics, || {
@@ -355,6 +385,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_statement_timeout(Duration::from_secs(args.statement_timeout));
     let client = sqs_client_for_run(Duration::from_secs(args.sqs_timeout)).await?;
 
+    if let Some(dlq_url) = &args.queue.dlq_url {
+        queue::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
+    }
     // Cheap checks before side effects: a busy metrics port fails before any migration.
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -593,26 +626,35 @@ pub async fn dlq_redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
                         .cloned()
                 })
                 .unwrap_or_default();
-            let attributes = vec![
-                (attribute::ORIGINAL_MESSAGE_ID, original_id),
-                (attribute::ORIGINAL_SENT_TIMESTAMP, sent_timestamp),
-            ];
-            batch.push((
-                message.body().unwrap_or_default().to_owned(),
-                attributes,
-                handle,
-            ));
+            // Into a FIFO source: the group the message had, and the DLQ copy's id as the
+            // deduplication id, so a redrive that crashed and is run again within SQS's
+            // five minutes does not send it twice.
+            let fifo = queue.is_fifo().then(|| FifoIds {
+                group_id: message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned()
+                    .unwrap_or_else(|| queue::DEFAULT_GROUP_ID.to_owned()),
+                deduplication_id: message.message_id().unwrap_or_default().to_owned(),
+            });
+            let outgoing = OutgoingMessage {
+                body: message.body().unwrap_or_default().to_owned(),
+                attributes: vec![
+                    (attribute::ORIGINAL_MESSAGE_ID, original_id),
+                    (attribute::ORIGINAL_SENT_TIMESTAMP, sent_timestamp),
+                ],
+                fifo,
+            };
+            batch.push((outgoing, handle));
         }
-        let outgoing: Vec<(String, Vec<(&str, String)>)> = batch
-            .iter()
-            .map(|(body, attrs, _)| (body.clone(), attrs.clone()))
-            .collect();
+        let outgoing: Vec<OutgoingMessage> =
+            batch.iter().map(|(message, _)| message.clone()).collect();
         let failures = queue.send(&outgoing).await?;
         let (sent, refused) = queue::split_by_failures(batch, &failures);
-        let sent: Vec<&str> = sent.iter().map(|(_, _, handle)| handle.as_str()).collect();
+        let sent: Vec<&str> = sent.iter().map(|(_, handle)| handle.as_str()).collect();
         queue.delete_dead_letters(&sent).await?;
         redriven += sent.len() as u64;
-        skipped.extend(refused.into_iter().map(|(_, _, handle)| handle));
+        skipped.extend(refused.into_iter().map(|(_, handle)| handle));
     }
     release_dead_letters(&queue, &skipped).await?;
     println!(
@@ -834,6 +876,22 @@ mod tests {
             tracing::info!(target: "aws_smithy_runtime::client::orchestrator", "sdk");
         };
         assert_eq!(logged(None, default), ["INFO sqs2pg::consumer"]);
+    }
+
+    #[test]
+    fn a_fifo_queue_gets_a_fifo_dead_letter_queue_name() {
+        assert_eq!(dead_letter_queue_name("logins"), "logins-dlq");
+        assert_eq!(dead_letter_queue_name("logins.fifo"), "logins-dlq.fifo");
+    }
+
+    #[test]
+    fn send_groups_events_by_user_and_never_reuses_a_deduplication_id() {
+        let first = event_fifo_ids(r#"{"user_id": "u-1", "ip": "10.0.0.1"}"#);
+        let again = event_fifo_ids(r#"{"user_id": "u-1", "ip": "10.0.0.1"}"#);
+        assert_eq!(first.group_id, "u-1");
+        assert_eq!(again.group_id, "u-1");
+        assert_ne!(first.deduplication_id, again.deduplication_id);
+        assert_eq!(event_fifo_ids("not json").group_id, "no-user-id");
     }
 
     #[test]

@@ -495,6 +495,11 @@ pub struct SetupArgs {
     /// it, setup reports the difference and leaves the queue as it is.
     #[arg(long)]
     pub update: bool,
+
+    /// Create a FIFO pair (both names then end in .fifo; a queue name ending in .fifo
+    /// implies it). The DLQ defaults to <stem>-dlq.fifo.
+    #[arg(long)]
+    pub fifo: bool,
 }
 
 #[derive(Debug, Args)]

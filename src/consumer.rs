@@ -907,6 +907,7 @@ fn dead_letter(message: &ReceivedMessage, reason: DeadLetterReason, detail: Stri
         detail,
         sent_at: message.sent_at,
         first_received_at: message.first_received_at,
+        group_id: message.group_id.clone(),
     }
 }
 

@@ -101,6 +101,8 @@ pub struct DeadLetter {
     pub detail: String,
     pub sent_at: DateTime<Utc>,
     pub first_received_at: DateTime<Utc>,
+    /// The message group on a FIFO queue; the dead letter keeps it.
+    pub group_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -41,6 +41,51 @@ const FALLBACK_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The long-poll wait of a dead-letter scan: short, since the scan ends at an empty receive.
 const DEAD_LETTER_WAIT: Duration = Duration::from_secs(1);
 
+/// SQS requires a FIFO queue's dead-letter queue to be FIFO, and a standard queue's to be
+/// standard: a dead letter sent across would be refused, message by message.
+pub fn check_fifo_pair(queue_url: &str, dlq_url: &str) -> Result<(), SetupError> {
+    if is_fifo_queue_url(queue_url) == is_fifo_queue_url(dlq_url) {
+        return Ok(());
+    }
+    Err(SetupError::FifoMismatch {
+        queue_url: queue_url.to_owned(),
+        dlq_url: dlq_url.to_owned(),
+    })
+}
+
+/// Whether a queue URL names a FIFO queue: SQS requires FIFO names to end in `.fifo`.
+pub fn is_fifo_queue_url(url: &str) -> bool {
+    url.trim_end_matches('/').ends_with(".fifo")
+}
+
+/// A message to send: its body, our attributes, and on a FIFO queue its group and
+/// deduplication ids (SQS refuses a FIFO send without a group, and without a deduplication
+/// id unless the queue deduplicates by content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    pub attributes: Vec<(&'static str, String)>,
+    pub fifo: Option<FifoIds>,
+}
+
+impl OutgoingMessage {
+    pub fn new(body: String) -> Self {
+        Self {
+            body,
+            attributes: Vec::new(),
+            fifo: None,
+        }
+    }
+}
+
+/// The ids a FIFO queue needs on every send. SQS drops a second send with the same
+/// deduplication id within five minutes, which is what makes a repeated send harmless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoIds {
+    pub group_id: String,
+    pub deduplication_id: String,
+}
+
 /// One received message, with what the consumer needs to process and acknowledge it.
 #[derive(Debug, Clone)]
 pub struct ReceivedMessage {
@@ -54,6 +99,8 @@ pub struct ReceivedMessage {
     pub sent_at: DateTime<Utc>,
     pub first_received_at: DateTime<Utc>,
     pub receive_count: u32,
+    /// The message group, on a FIFO queue.
+    pub group_id: Option<String>,
 }
 
 /// Queue depth as SQS reports it (approximate on AWS, exact on LocalStack).
@@ -314,6 +361,7 @@ impl SqsQueue {
             Some(url) => url,
             None => redrive_target_url(&client, &queue_url).await?,
         };
+        check_fifo_pair(&queue_url, &dlq_url)?;
         Ok(Self::new(client, queue_url, dlq_url))
     }
 
@@ -382,6 +430,7 @@ impl SqsQueue {
             .wait_time_seconds(DEAD_LETTER_WAIT.as_secs() as i32)
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
             .customize()
             .config_override(self.long_poll_deadline(DEAD_LETTER_WAIT))
@@ -414,9 +463,14 @@ impl SqsQueue {
     /// Sends messages to the source queue: `(body, attributes)` pairs.
     pub async fn send(
         &self,
-        messages: &[(String, Vec<(&str, String)>)],
+        messages: &[OutgoingMessage],
     ) -> Result<Vec<EntryFailure>, QueueError> {
         send_batch(&self.client, &self.queue_url, messages).await
+    }
+
+    /// Whether the source queue is a FIFO queue (and so, `connect` checked, the DLQ too).
+    pub fn is_fifo(&self) -> bool {
+        is_fifo_queue_url(&self.queue_url)
     }
 }
 
@@ -439,6 +493,7 @@ impl Queue for SqsQueue {
                 MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
             )
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
             .send()
             .await
@@ -471,7 +526,8 @@ impl Queue for SqsQueue {
             .unwrap_or(&self.queue_url)
             .to_owned();
         let max_bytes = self.dead_letter_max_message_bytes().await?;
-        let messages: Vec<(String, Vec<(&str, String)>)> = letters
+        let fifo = is_fifo_queue_url(&self.dlq_url);
+        let messages: Vec<OutgoingMessage> = letters
             .iter()
             .map(|letter| {
                 // Most important first: what fitting drops, it drops from the end.
@@ -499,7 +555,11 @@ impl Queue for SqsQueue {
                         kept = ?fitted.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
                     );
                 }
-                (letter.body.clone(), fitted)
+                OutgoingMessage {
+                    body: letter.body.clone(),
+                    attributes: fitted,
+                    fifo: fifo.then(|| dead_letter_fifo_ids(letter)),
+                }
             })
             .collect();
         send_batch(&self.client, &self.dlq_url, &messages).await
@@ -513,6 +573,25 @@ impl Queue for SqsQueue {
         queue_depth(&self.client, &self.dlq_url).await
     }
 }
+
+/// A FIFO dead letter stays in its message group, so the DLQ keeps the source's order per
+/// group. Its deduplication id is the SQS id of the copy being dead-lettered: a kill between
+/// the send and the `dead_letters` record brings that same copy back, and SQS drops its
+/// second send within five minutes, so on FIFO the DLQ gets each poison message once. (Not
+/// the original id across redrives: a redriven message that is poison again is a new copy,
+/// and SQS must not drop it as a repeat of the copy redrive took out of the DLQ.)
+fn dead_letter_fifo_ids(letter: &DeadLetter) -> FifoIds {
+    FifoIds {
+        group_id: letter
+            .group_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GROUP_ID.to_owned()),
+        deduplication_id: letter.sqs_message_id.clone(),
+    }
+}
+
+/// The group of a FIFO message that arrived without one (it cannot on SQS; a fake may).
+pub const DEFAULT_GROUP_ID: &str = "sqs2pg";
 
 /// What SQS counts towards a message's size: the body, and each attribute's name, data type
 /// and value.
@@ -608,6 +687,9 @@ fn received_message(message: Message) -> Option<ReceivedMessage> {
         .get(&MessageSystemAttributeName::ApproximateReceiveCount)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let group_id = system
+        .get(&MessageSystemAttributeName::MessageGroupId)
+        .cloned();
     Some(ReceivedMessage {
         sqs_message_id,
         key,
@@ -616,6 +698,7 @@ fn received_message(message: Message) -> Option<ReceivedMessage> {
         sent_at,
         first_received_at,
         receive_count,
+        group_id,
     })
 }
 
@@ -745,7 +828,7 @@ async fn change_visibility_batch(
 async fn send_batch(
     client: &Client,
     queue_url: &str,
-    messages: &[(String, Vec<(&str, String)>)],
+    messages: &[OutgoingMessage],
 ) -> Result<Vec<EntryFailure>, QueueError> {
     let mut failures = Vec::new();
     let mut start = 0;
@@ -753,7 +836,7 @@ async fn send_batch(
         let mut end = start;
         let mut bytes = 0;
         while end < messages.len() && end - start < MAX_BATCH {
-            let size = message_bytes(messages[end].0.len(), &messages[end].1);
+            let size = message_bytes(messages[end].body.len(), &messages[end].attributes);
             if end > start && bytes + size > MAX_SEND_BATCH_BYTES {
                 break;
             }
@@ -763,8 +846,9 @@ async fn send_batch(
         let entries = messages[start..end]
             .iter()
             .enumerate()
-            .map(|(offset, (body, attributes))| {
-                let attributes: HashMap<String, MessageAttributeValue> = attributes
+            .map(|(offset, message)| {
+                let attributes: HashMap<String, MessageAttributeValue> = message
+                    .attributes
                     .iter()
                     .map(|(name, value)| {
                         let value = MessageAttributeValue::builder()
@@ -777,8 +861,15 @@ async fn send_batch(
                     .collect();
                 SendMessageBatchRequestEntry::builder()
                     .id((start + offset).to_string())
-                    .message_body(body)
+                    .message_body(&message.body)
                     .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+                    .set_message_group_id(message.fifo.as_ref().map(|ids| ids.group_id.clone()))
+                    .set_message_deduplication_id(
+                        message
+                            .fifo
+                            .as_ref()
+                            .map(|ids| ids.deduplication_id.clone()),
+                    )
                     .build()
                     .expect("id and body are set")
             })
@@ -850,6 +941,10 @@ pub enum SetupError {
     #[error("the redrive policy of {queue_url} is not valid JSON with a deadLetterTargetArn")]
     BadRedrivePolicy { queue_url: String },
     #[error(
+        "SQS2PG_QUEUE_URL {queue_url} and SQS2PG_DLQ_URL {dlq_url} are not both FIFO or both standard queues: SQS requires a FIFO queue's dead-letter queue to be FIFO (a name ending in .fifo), and a standard queue's to be standard"
+    )]
+    FifoMismatch { queue_url: String, dlq_url: String },
+    #[error(
         "queue {queue_url} exists with a different redrive policy: it has {current}, setup asks for {wanted}; left as it is: run `sqs2pg setup --update` to change it"
     )]
     RedriveDiffers {
@@ -865,6 +960,7 @@ impl Classify for SetupError {
             Self::Queue(error) => error.class(),
             Self::NoRedrivePolicy { .. }
             | Self::BadRedrivePolicy { .. }
+            | Self::FifoMismatch { .. }
             | Self::RedriveDiffers { .. } => ErrorClass::Permanent,
         }
     }
@@ -945,10 +1041,25 @@ pub async fn setup_queues(
     max_receive_count: u32,
     update: bool,
 ) -> Result<(QueueUrls, RedriveChange), SetupError> {
+    // A FIFO pair: SQS requires both names to end in .fifo and the DLQ to be FIFO too.
+    // Deduplication is by id, not content: two logins may rightly have the same body.
+    let fifo = queue_name.ends_with(".fifo");
+    if fifo != dlq_name.ends_with(".fifo") {
+        return Err(SetupError::FifoMismatch {
+            queue_url: queue_name.to_owned(),
+            dlq_url: dlq_name.to_owned(),
+        });
+    }
     let create = |name: String| async move {
-        client
-            .create_queue()
-            .queue_name(name)
+        let request = client.create_queue().queue_name(name);
+        let request = if fifo {
+            request
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        } else {
+            request
+        };
+        request
             .send()
             .await
             .map_err(|error| QueueError::from_sdk("CreateQueue", error))?

@@ -143,6 +143,26 @@ impl TestQueues {
         Self::create_with(5).await
     }
 
+    /// A FIFO queue and its FIFO dead-letter queue.
+    pub async fn create_fifo() -> Self {
+        init_logging();
+        let client = sqs_client().await;
+        let name = unique("q");
+        let urls = create_queues(
+            &client,
+            &format!("{name}.fifo"),
+            &format!("{name}-dlq.fifo"),
+            5,
+        )
+        .await
+        .expect("create FIFO queues");
+        Self {
+            client,
+            urls,
+            name: format!("{name}.fifo"),
+        }
+    }
+
     pub async fn create_with(max_receive_count: u32) -> Self {
         init_logging();
         let client = sqs_client().await;
@@ -218,6 +238,9 @@ impl TestQueues {
                 .message_attribute_names("All")
                 .message_system_attribute_names(
                     aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+                )
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
                 )
                 .send()
                 .await

@@ -1,0 +1,284 @@
+//! FIFO queues end to end, against LocalStack's FIFO semantics: a FIFO source with its FIFO
+//! dead-letter queue, poison inside message groups, the order rows of one group commit in,
+//! and the tools (`setup --fifo`, `send`, `dlq redrive`) on FIFO queues.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use sqs2pg::dead_letter::attribute;
+use sqs2pg::queue::{FifoIds, OutgoingMessage};
+
+const GROUPS: usize = 5;
+const PER_GROUP: usize = 60;
+
+/// Event `seq` of `group`: its user id says both, so rows can be put back in send order.
+fn event(group: usize, seq: usize) -> String {
+    serde_json::json!({
+        "user_id": format!("g{group}-{seq:03}"),
+        "app_version": "2.3.0",
+        "device_type": "ios",
+        "ip": format!("10.1.{group}.{seq}"),
+        "locale": null,
+        "device_id": format!("dev-{group}-{seq}"),
+    })
+    .to_string()
+}
+
+/// Sends, per group in order, its valid events with poison at the head of two groups and
+/// among the events of others; returns the poison bodies by group.
+async fn send_groups(queues: &TestQueues) -> HashMap<String, Vec<String>> {
+    let queue = queues.sqs_queue();
+    let mut poison: HashMap<String, Vec<String>> = HashMap::new();
+    let mut messages = Vec::new();
+    for group in 0..GROUPS {
+        let group_id = format!("group-{group}");
+        for seq in 0..PER_GROUP {
+            let poisoned_here = match group {
+                0 | 1 => seq == 0,
+                2 => seq == 30,
+                3 => seq == 10 || seq == 59,
+                _ => false,
+            } || (group == 4 && seq == 45);
+            if poisoned_here {
+                let body = format!("{{\"broken\": {group}{seq}");
+                poison
+                    .entry(group_id.clone())
+                    .or_default()
+                    .push(body.clone());
+                messages.push((group_id.clone(), body));
+            }
+            messages.push((group_id.clone(), event(group, seq)));
+        }
+    }
+    // Ten at a time, in order: SQS keeps the order of sends within a group.
+    for chunk in messages.chunks(10) {
+        let outgoing: Vec<OutgoingMessage> = chunk
+            .iter()
+            .map(|(group_id, body)| OutgoingMessage {
+                fifo: Some(FifoIds {
+                    group_id: group_id.clone(),
+                    deduplication_id: uuid::Uuid::new_v4().to_string(),
+                }),
+                ..OutgoingMessage::new(body.clone())
+            })
+            .collect();
+        let failures = queue.send(&outgoing).await.expect("send to FIFO");
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    poison
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_queue_drains_with_poison_in_its_groups_and_rows_commit_in_group_order() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
+    let poison = send_groups(&queues).await;
+    let poison_count: usize = poison.values().map(Vec::len).sum();
+    assert_eq!(poison_count, 6);
+
+    let output = tokio::task::block_in_place(|| {
+        let mut command = sqs2pg_command();
+        run_env(&mut command, &db, &queues);
+        command.args(["run", "--drain", "--batch-size", "10"]);
+        output_within(&mut command, Duration::from_secs(180))
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("fifo drain: {}", stdout.trim());
+    assert!(output.status.success(), "run --drain exits 0: {stderr}");
+
+    // One row per valid event, and within a group the commits follow the send order.
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT user_id, ingested_at, xmin::text::bigint FROM user_logins ORDER BY user_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), GROUPS * PER_GROUP, "one row per valid event");
+    let mut transactions_per_group = vec![std::collections::BTreeSet::new(); GROUPS];
+    let mut previous: Option<(String, chrono::DateTime<chrono::Utc>, i64)> = None;
+    for row in &rows {
+        let user_id: String = row.get(0);
+        let committed: chrono::DateTime<chrono::Utc> = row.get(1);
+        let transaction: i64 = row.get(2);
+        let group: usize = user_id[1..2].parse().unwrap();
+        transactions_per_group[group].insert(transaction);
+        if let Some((before, at, xid)) = &previous
+            && before[..2] == user_id[..2]
+        {
+            assert!(
+                *at <= committed && *xid <= transaction,
+                "{before} committed after {user_id} of the same group"
+            );
+        }
+        previous = Some((user_id, committed, transaction));
+    }
+    for (group, transactions) in transactions_per_group.iter().enumerate() {
+        assert!(
+            transactions.len() >= 2,
+            "group {group} spans several transactions, so its order was tested: {transactions:?}"
+        );
+    }
+
+    // Each poison body once in the DLQ, with its reason and its original group.
+    let letters = queues.dead_letters().await;
+    assert_eq!(
+        letters.len(),
+        poison_count,
+        "each poison message dead-lettered once"
+    );
+    for letter in &letters {
+        let group = letter
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+            .cloned();
+        let body = letter.body().unwrap().to_owned();
+        let group = group.expect("the dead letter keeps a group");
+        assert!(poison[&group].contains(&body), "{body} from {group}");
+        assert_eq!(
+            attribute_of(letter, attribute::REASON).as_deref(),
+            Some("invalid_json")
+        );
+    }
+    assert_eq!(queues.source_total().await, 0, "the source queue is empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_queue_with_a_standard_dead_letter_queue_is_refused_at_start() {
+    let (db, fifo, standard) = tokio::join!(
+        TestDb::create(),
+        TestQueues::create_fifo(),
+        TestQueues::create()
+    );
+    let output = tokio::task::block_in_place(|| {
+        let mut command = sqs2pg_command();
+        run_env(&mut command, &db, &fifo);
+        command
+            .env("SQS2PG_DLQ_URL", &standard.urls.dlq_url)
+            .args(["run", "--drain"]);
+        output_within(&mut command, Duration::from_secs(60))
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FIFO"), "{stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line, before any side effect: {stderr}"
+    );
+}
+
+/// `setup --fifo` makes a FIFO pair, `send` fills it with grouped events, and a redrive of
+/// dead letters back into it keeps each message's group and original id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_send_and_redrive_work_on_fifo_queues() {
+    let db = TestDb::create().await;
+    let name = unique("setup");
+    let setup = tokio::task::block_in_place(|| {
+        output_within(
+            sqs2pg_command().args(["setup", "--fifo", "--queue-name", &name]),
+            Duration::from_secs(60),
+        )
+    });
+    let printed = String::from_utf8_lossy(&setup.stdout).into_owned();
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let url_of = |key: &str| {
+        printed
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (queue_url, dlq_url) = (url_of("SQS2PG_QUEUE_URL"), url_of("SQS2PG_DLQ_URL"));
+    assert!(queue_url.ends_with(&format!("{name}.fifo")), "{queue_url}");
+    assert!(dlq_url.ends_with(&format!("{name}-dlq.fifo")), "{dlq_url}");
+
+    let send = tokio::task::block_in_place(|| {
+        output_within(
+            sqs2pg_command().args([
+                "send",
+                "--count",
+                "50",
+                "--malformed-share",
+                "0.2",
+                "--queue-url",
+                &queue_url,
+            ]),
+            Duration::from_secs(60),
+        )
+    });
+    assert!(
+        send.status.success(),
+        "{}",
+        String::from_utf8_lossy(&send.stderr)
+    );
+
+    let run = |extra: &[&str]| {
+        tokio::task::block_in_place(|| {
+            let mut command = sqs2pg_command();
+            command
+                .env("DATABASE_URL", &db.url)
+                .env("SQS2PG_QUEUE_URL", &queue_url)
+                .args(["run", "--drain"])
+                .args(extra);
+            output_within(&mut command, Duration::from_secs(120))
+        })
+    };
+    let first = run(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let rows = db.row_count().await;
+    assert!(rows > 0 && rows < 50, "some rows, some poison: {rows}");
+
+    let redrive = tokio::task::block_in_place(|| {
+        output_within(
+            sqs2pg_command()
+                .env("SQS2PG_QUEUE_URL", &queue_url)
+                .args(["dlq", "redrive"]),
+            Duration::from_secs(60),
+        )
+    });
+    let redriven = String::from_utf8_lossy(&redrive.stdout).into_owned();
+    assert!(
+        redrive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    assert!(
+        redriven.contains(&format!("redriven: {} ", 50 - rows)),
+        "{redriven}"
+    );
+    // The poison comes back into the FIFO source, is dead-lettered again, once each.
+    let second = run(&[]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(db.row_count().await, rows, "still poison: no new rows");
+    let inspect = tokio::task::block_in_place(|| {
+        output_within(
+            sqs2pg_command()
+                .env("SQS2PG_QUEUE_URL", &queue_url)
+                .args(["dlq", "inspect"]),
+            Duration::from_secs(60),
+        )
+    });
+    let inspected = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    assert!(
+        inspected.contains(&format!(": {} message", 50 - rows)),
+        "each poison message once in the DLQ: {inspected}"
+    );
+}

@@ -21,7 +21,7 @@ fn event(n: usize) -> serde_json::Value {
         "app_version": "2.3.0",
         "device_type": "android",
         "ip": format!("10.20.{}.{}", n / 250, n % 250),
-        "locale": if n % 3 == 0 { serde_json::Value::Null } else { "RU".into() },
+        "locale": if n.is_multiple_of(3) { serde_json::Value::Null } else { "RU".into() },
         "device_id": format!("dev-{n}"),
     })
 }

@@ -554,6 +554,36 @@ async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
     let _turn = TURN.lock().await;
+    // SQS's own redrive must not fire however often a message is caught in flight by a kill:
+    // the consumer's dead-lettering is under test, and a valid message moved by SQS would be lost.
+    let queues = TestQueues::create_with(100).await;
+    kill_nine_at_random_moments(queues, "kill -9", 50..500, "3").await;
+}
+
+/// The same on a FIFO queue with a FIFO DLQ, where each dead letter carries a deduplication
+/// id: the window above closes, and the DLQ holds each poison message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_on_a_fifo_queue_dead_letters_each_poison_message_exactly_once() {
+    let _turn = TURN.lock().await;
+    // A kill leaves the groups it held blocked until their visibility timeout: runs last
+    // longer than that, so each kill still lands on a consumer at work.
+    let queues = TestQueues::create_fifo_with(100).await;
+    let letters = kill_nine_at_random_moments(queues, "kill -9 (FIFO)", 1_200..2_500, "1").await;
+    assert_eq!(
+        letters.duplicates(),
+        0,
+        "FIFO deduplication drops a dead letter sent again after a kill"
+    );
+}
+
+/// Kills `sqs2pg run --drain` with SIGKILL at random moments until `kills_wanted` kills have
+/// landed, then lets a last run finish, and checks every promise; returns the DLQ's copies.
+async fn kill_nine_at_random_moments(
+    queues: TestQueues,
+    label: &str,
+    kill_after_ms: std::ops::Range<u64>,
+    visibility_timeout: &str,
+) -> DeadLetterCopies {
     // A run drains about a thousand messages a second here, so kills come fast.
     let (initial, top_up, top_up_below, kills_wanted) = if heavy() {
         (10_000, 5_000, 3_000, 40)
@@ -563,11 +593,9 @@ async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
     let seed = seed();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let logs = Logs::new("kill9");
-    // SQS's own redrive must not fire however often a message is caught in flight by a kill:
-    // the consumer's dead-lettering is under test, and a valid message moved by SQS would be lost.
-    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_with(100));
+    let db = TestDb::create().await;
     let mut work = Workload::send(&queues, initial, seed, 0.05).await;
-    println!("kill -9: seed {seed} (SQS2PG_CHAOS_SEED replays the kill moments)");
+    println!("{label}: seed {seed} (SQS2PG_CHAOS_SEED replays the kill moments)");
 
     let started = Instant::now();
     let mut runs = Vec::new();
@@ -589,9 +617,9 @@ async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
             &format!("run-{}", runs.len() + 1),
             &db,
             &queues,
-            &["--drain", "--visibility-timeout", "3"],
+            &["--drain", "--visibility-timeout", visibility_timeout],
         );
-        let delay = Duration::from_millis(rng.random_range(50..500));
+        let delay = Duration::from_millis(rng.random_range(kill_after_ms.clone()));
         match service.wait(delay).await {
             Some(status) => {
                 assert!(
@@ -622,7 +650,7 @@ async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
         "final",
         &db,
         &queues,
-        &["--drain", "--visibility-timeout", "3"],
+        &["--drain", "--visibility-timeout", visibility_timeout],
     );
     let summary = last.finish(Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
@@ -646,7 +674,7 @@ async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
         })
         .collect();
     println!(
-        "kill -9: {} messages ({} poison, {top_ups} top-ups); {kills} kills in {} runs \
+        "{label}: {} messages ({} poison, {top_ups} top-ups); {kills} kills in {} runs \
          ({kills_with_work} of the killed runs had committed rows, {drained_early} drained \
          before their kill); {rows_after_kills} rows before the final run, whose summary is \
          {summary:?}; duplicate rows prevented: {duplicates_prevented}; dead-letter queue: {} \
@@ -683,6 +711,7 @@ async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
         kills_with_work * 2 >= kills,
         "most kills must hit a consumer at work: {kills_with_work} of {kills}"
     );
+    letters
 }
 
 // ---------------------------------------------------------------------------------------------

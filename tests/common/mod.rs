@@ -145,6 +145,10 @@ impl TestQueues {
 
     /// A FIFO queue and its FIFO dead-letter queue.
     pub async fn create_fifo() -> Self {
+        Self::create_fifo_with(5).await
+    }
+
+    pub async fn create_fifo_with(max_receive_count: u32) -> Self {
         init_logging();
         let client = sqs_client().await;
         let name = unique("q");
@@ -152,7 +156,7 @@ impl TestQueues {
             &client,
             &format!("{name}.fifo"),
             &format!("{name}-dlq.fifo"),
-            5,
+            max_receive_count,
         )
         .await
         .expect("create FIFO queues");
@@ -181,22 +185,29 @@ impl TestQueues {
         )
     }
 
-    /// Sends bodies in batches of ten; returns the SQS message ids in order.
+    /// Sends bodies in batches of ten; returns the SQS message ids in order. On a FIFO
+    /// queue the bodies are spread over sixteen message groups, each with a fresh
+    /// deduplication id.
     pub async fn send(&self, bodies: &[String]) -> Vec<String> {
+        let fifo = sqs2pg::queue::is_fifo_queue_url(&self.urls.queue_url);
         let mut ids = Vec::with_capacity(bodies.len());
-        for chunk in bodies.chunks(10) {
+        for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
             let mut request = self
                 .client
                 .send_message_batch()
                 .queue_url(&self.urls.queue_url);
             for (index, body) in chunk.iter().enumerate() {
-                request = request.entries(
-                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .message_body(body)
-                        .build()
-                        .unwrap(),
-                );
+                let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(body);
+                let entry = if fifo {
+                    entry
+                        .message_group_id(format!("g{}", (chunk_index * 10 + index) % 16))
+                        .message_deduplication_id(uuid::Uuid::new_v4().to_string())
+                } else {
+                    entry
+                };
+                request = request.entries(entry.build().unwrap());
             }
             let output = request.send().await.expect("send batch");
             assert!(
@@ -223,8 +234,11 @@ impl TestQueues {
     }
 
     /// Every message in the dead-letter queue, with its attributes and SentTimestamp
-    /// (received with a long visibility, so each is seen once).
+    /// (received with a long visibility, so each is seen once). A FIFO queue hands out no
+    /// more of a group while some of it is in flight, so there each message read is
+    /// deleted: this read empties a FIFO DLQ.
     pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let fifo = sqs2pg::queue::is_fifo_queue_url(&self.urls.dlq_url);
         let mut all = Vec::new();
         let mut empty_polls = 0;
         while empty_polls < 2 {
@@ -248,6 +262,17 @@ impl TestQueues {
             let messages = output.messages.unwrap_or_default();
             if messages.is_empty() {
                 empty_polls += 1;
+            }
+            if fifo {
+                for message in &messages {
+                    self.client
+                        .delete_message()
+                        .queue_url(&self.urls.dlq_url)
+                        .receipt_handle(message.receipt_handle().unwrap())
+                        .send()
+                        .await
+                        .expect("delete a FIFO dead letter once read");
+                }
             }
             all.extend(messages);
         }

@@ -62,9 +62,10 @@ install() {
   fi
 }
 
-# Runs a PostgreSQL binary as the `postgres` OS user when we are root (initdb refuses root).
+# Runs a PostgreSQL binary as the `postgres` OS user when we are root (initdb refuses root),
+# from / (that user may not be able to enter the current folder; every path given is absolute).
 as_pg_owner() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Succeeds if the `postgres` OS user can reach (search) the given directory.
@@ -80,7 +81,8 @@ pg_dir() {
 pg_outside_dir() {
   local home name hash
   home="$(getent passwd postgres | cut -d: -f6)"
-  name="$(basename "$ROOT" | tr -c 'A-Za-z0-9._-' '_')"
+  name="$(basename "$ROOT")"
+  name="${name//[^A-Za-z0-9._-]/_}"
   hash="$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
   if [ -n "$home" ] && [ -d "$home" ] && runuser -u postgres -- test -w "$home" 2>/dev/null; then
     printf '%s\n' "$home/sqs2pg-$name-$hash"
@@ -114,7 +116,7 @@ pg_prepare() {
         log "$outside exists and is not a folder of the postgres user's: remove it and retry"
         exit 1
       fi
-      install -d -o postgres -g postgres -m 700 "$outside"
+      install -d -o postgres -g postgres "$outside"
       ln -s "$outside" "$RUN/pg"
       log "the postgres user cannot reach $RUN: the cluster's files are in $outside (.run/pg links there)"
     fi

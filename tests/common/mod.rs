@@ -440,7 +440,11 @@ impl PrivatePostgres {
         let program = self.bin.join(program);
         if is_root() {
             let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
+            // From /: that user may not be able to enter the current folder.
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(program)
+                .current_dir("/");
             command
         } else {
             Command::new(program)

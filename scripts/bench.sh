@@ -64,6 +64,7 @@ start_services() {
   scripts/services.sh up >/dev/null
   # shellcheck source=/dev/null
   source .run/env
+  find_service_pids
   # boto3 reads the region from AWS_DEFAULT_REGION, not AWS_REGION.
   export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-$AWS_REGION}"
   if ! "$PY" -c 'import psycopg2' 2>/dev/null; then
@@ -129,7 +130,7 @@ preload() {
 
 # CPU ticks of a process tree: every live process under $1, each with its reaped children.
 tree_ticks() {
-  [ -n "${1:-}" ] && [ -d "/proc/$1" ] || { echo 0; return; }
+  if [ -z "${1:-}" ] || [ ! -d "/proc/$1" ]; then echo 0; return; fi
   # Processes come and go while this reads: a vanished one is no error.
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
     { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; ticks[pid] = $12 + $13 + $14 + $15 }
@@ -143,8 +144,22 @@ tree_ticks() {
     }'
 }
 
-LOCALSTACK_PID="$(cat .run/localstack/pid 2>/dev/null || true)"
-POSTGRES_PID="$(head -n 1 .run/pg/data/postmaster.pid 2>/dev/null || true)"
+# The services' PIDs, once they are up (start_services): LocalStack's Python process, and the
+# postmaster, whose children are the backends. Read before `services.sh up`, they were empty
+# whenever the benchmark itself started the services, and their CPU read as 0.
+find_service_pids() {
+  LOCALSTACK_PID="$(cat .run/localstack/pid 2>/dev/null || true)"
+  # .run/pg may be a symlink to the cluster's folder outside the checkout (see services.sh).
+  POSTGRES_PID="$(head -n 1 .run/pg/data/postmaster.pid 2>/dev/null || true)"
+  local name pid
+  for name in LOCALSTACK_PID POSTGRES_PID; do
+    pid="${!name}"
+    if [ -z "$pid" ] || [ ! -d "/proc/$pid" ]; then
+      echo "bench: cannot find ${name%_PID}'s process (${pid:-no PID file}); its CPU will read 0" >&2
+      printf -v "$name" '%s' ""
+    fi
+  done
+}
 
 # Remembers LocalStack's and PostgreSQL's CPU so far; services_json prints the difference.
 services_mark() { MARK_LS="$(tree_ticks "$LOCALSTACK_PID")"; MARK_PG="$(tree_ticks "$POSTGRES_PID")"; }

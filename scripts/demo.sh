@@ -29,21 +29,44 @@ fi
 export SQS2PG_HMAC_KEY_FILE="$PWD/.run/demo-hmac.key"
 
 # A fresh database and fresh queues for every run, so the counts below are this run's.
+# The database stays afterwards, to look around in; the queues are deleted on the way out.
 export DATABASE_URL="${DATABASE_URL%/*}/sqs2pg_demo"
-psql "${DATABASE_URL%/*}/postgres" -qc 'DROP DATABASE IF EXISTS sqs2pg_demo' -c 'CREATE DATABASE sqs2pg_demo'
+psql "${DATABASE_URL%/*}/postgres" -q -c 'SET client_min_messages = warning' \
+  -c 'DROP DATABASE IF EXISTS sqs2pg_demo' -c 'CREATE DATABASE sqs2pg_demo'
 queue="user-logins-demo-$(date +%s)"
+
+# sqs2pg has no command to delete a queue; LocalStack's own Python environment has boto3.
+queue_urls=()
+delete_queues() {
+  [ "${#queue_urls[@]}" -gt 0 ] || return 0
+  .run/venv/bin/python -c 'import os, sys, boto3
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+for url in sys.argv[1:]:
+    sqs.delete_queue(QueueUrl=url)' "${queue_urls[@]}" \
+    || echo "could not delete the demo's queues (${queue_urls[*]})" >&2
+}
+trap delete_queues EXIT
 
 say "sqs2pg setup: the queue and its dead-letter queue"
 urls="$(sqs2pg setup --queue-name "$queue")"
 echo "$urls"
-export SQS2PG_QUEUE_URL="$(sed -n 's/^SQS2PG_QUEUE_URL=//p' <<<"$urls")"
+SQS2PG_QUEUE_URL="$(sed -n 's/^SQS2PG_QUEUE_URL=//p' <<<"$urls")"
+queue_urls=("$SQS2PG_QUEUE_URL" "$(sed -n 's/^SQS2PG_DLQ_URL=//p' <<<"$urls")")
+export SQS2PG_QUEUE_URL
 
 say "sqs2pg send: 100 login events, one of them malformed"
 sqs2pg send --count 100 --malformed-share 0.01 --seed 42
 
 say "sqs2pg run --drain: consume until the queue is empty"
-sqs2pg run --drain --metrics-addr 127.0.0.1:0 --log-format text 2> .run/demo-run.log
+# Its log first, then its summary (which counts what the log explains).
+if ! sqs2pg run --drain --metrics-addr 127.0.0.1:0 --log-format text >.run/demo-run.out 2>.run/demo-run.log; then
+  cat .run/demo-run.out
+  tail -n 40 .run/demo-run.log >&2
+  echo "sqs2pg run --drain failed; its log is in .run/demo-run.log" >&2
+  exit 1
+fi
 grep -E 'Dead-lettered' .run/demo-run.log | sed 's/\x1b\[[0-9;]*m//g' || true
+cat .run/demo-run.out
 
 say "select * from user_logins"
 psql "$DATABASE_URL" -P pager=off -c 'SELECT * FROM user_logins ORDER BY sent_at, message_id'
@@ -56,4 +79,8 @@ psql "$DATABASE_URL" -P pager=off \
 say "sqs2pg dlq inspect: the dead-letter queue, PII masked"
 sqs2pg dlq inspect
 
-say "Done. Stop the services with: scripts/services.sh down   (or clean, to delete .run/ as well)"
+delete_queues
+queue_urls=()
+say "Done"
+echo "The demo's queues are deleted; its rows stay, in: psql $DATABASE_URL"
+echo "Stop the services with: scripts/services.sh down   (or clean, to delete .run/ as well)"

@@ -3,6 +3,11 @@
 # a PostgreSQL 15 cluster and LocalStack (SQS only), both under .run/ (git-ignored),
 # each on a port of its own, each stopped by the PID it was started with.
 #
+# Run as root, the cluster runs as the `postgres` OS user (initdb refuses root). When that
+# user cannot reach .run/ (a checkout under /root, which is drwx------), the cluster's files
+# go to a folder of this checkout's own in that user's home instead,
+# ~postgres/sqs2pg-<checkout name>-<hash of its path>, and .run/pg is a symlink to it.
+#
 #   scripts/services.sh install   install what is missing (apt packages, the LocalStack venv)
 #   scripts/services.sh up        install, then start both and wait until they are healthy
 #   scripts/services.sh down      stop what `up` started
@@ -57,15 +62,74 @@ install() {
   fi
 }
 
-# Runs a PostgreSQL binary as the `postgres` OS user when we are root (initdb refuses root).
+# Runs a PostgreSQL binary as the `postgres` OS user when we are root (initdb refuses root),
+# from / (that user may not be able to enter the current folder; every path given is absolute).
 as_pg_owner() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+# Succeeds if the `postgres` OS user can reach (search) the given directory.
+postgres_reaches() { runuser -u postgres -- test -x "$1" 2>/dev/null; }
+
+# Where the cluster's files are (data/ and log): .run/pg itself, or where it links to.
+pg_dir() {
+  if [ -L "$RUN/pg" ]; then readlink "$RUN/pg"; else printf '%s\n' "$RUN/pg"; fi
+}
+
+# A folder of this checkout's own that the `postgres` user owns, outside the checkout:
+# in that user's home, named after the checkout's path so that two checkouts never share it.
+pg_outside_dir() {
+  local home name hash
+  home="$(getent passwd postgres | cut -d: -f6)"
+  name="$(basename "$ROOT")"
+  name="${name//[^A-Za-z0-9._-]/_}"
+  hash="$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+  if [ -n "$home" ] && [ -d "$home" ] && runuser -u postgres -- test -w "$home" 2>/dev/null; then
+    printf '%s\n' "$home/sqs2pg-$name-$hash"
+  else
+    printf '%s\n' "/var/tmp/sqs2pg-$name-$hash"
+  fi
+}
+
+# Makes .run/pg (a folder, or a symlink to one outside the checkout) and prints where it is.
+pg_prepare() {
+  mkdir -p "$RUN"
+  if [ "$(id -u)" -ne 0 ]; then
+    mkdir -p "$RUN/pg"
+    pg_dir
+    return
+  fi
+  if [ -d "$RUN/pg" ] && [ ! -L "$RUN/pg" ] && ! postgres_reaches "$RUN/pg"; then
+    if [ -f "$RUN/pg/data/PG_VERSION" ]; then
+      log "the postgres user cannot reach the cluster in $RUN/pg (was the checkout moved?):"
+      log "run scripts/services.sh clean and retry"
+      exit 1
+    fi
+    rm -rf "$RUN/pg" # left by a start that failed for that very reason; nothing in it
+  fi
+  if [ ! -e "$RUN/pg" ] && [ ! -L "$RUN/pg" ]; then
+    if postgres_reaches "$RUN"; then
+      mkdir -p "$RUN/pg"
+    else
+      local outside; outside="$(pg_outside_dir)"
+      if [ -L "$outside" ] || { [ -e "$outside" ] && [ "$(stat -c %U "$outside")" != postgres ]; }; then
+        log "$outside exists and is not a folder of the postgres user's: remove it and retry"
+        exit 1
+      fi
+      install -d -o postgres -g postgres "$outside"
+      ln -s "$outside" "$RUN/pg"
+      log "the postgres user cannot reach $RUN: the cluster's files are in $outside (.run/pg links there)"
+    fi
+  fi
+  local dir; dir="$(pg_dir)"
+  mkdir -p "$dir"
+  chown postgres: "$dir"
+  printf '%s\n' "$dir"
 }
 
 pg_up() {
-  local data="$RUN/pg/data"
-  mkdir -p "$RUN/pg"
-  [ "$(id -u)" -ne 0 ] || chown postgres: "$RUN/pg"
+  local dir; dir="$(pg_prepare)"
+  local data="$dir/data"
   if [ ! -f "$data/PG_VERSION" ]; then
     log "initdb $data"
     as_pg_owner "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
@@ -75,15 +139,25 @@ pg_up() {
     return
   fi
   log "starting postgres on 127.0.0.1:$PG_PORT"
-  as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$RUN/pg/log" -w -t 60 \
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$dir/log" -w -t 60 \
     -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
 }
 
 pg_down() {
-  local data="$RUN/pg/data"
+  local data; data="$(pg_dir)/data"
   [ -f "$data/postmaster.pid" ] || return 0
   log "stopping postgres"
   as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
+}
+
+# Deletes the cluster's files when they live outside the checkout (.run/pg is a symlink).
+pg_remove_outside() {
+  [ -L "$RUN/pg" ] || return 0
+  local dir; dir="$(pg_dir)"
+  case "$(basename "$dir")" in
+    sqs2pg-*) rm -rf "$dir"; log "removed $dir" ;;
+    *) log "not removing $dir: not a folder this script made" ;;
+  esac
 }
 
 localstack_healthy() {
@@ -147,10 +221,10 @@ case "${1:-}" in
   install) install ;;
   up) install; pg_up; localstack_up; print_env >"$RUN/env"; log "up; environment in .run/env" ;;
   down) localstack_down; pg_down ;;
-  clean) localstack_down; pg_down; rm -rf "$RUN"; log "removed .run/" ;;
+  clean) localstack_down; pg_down; pg_remove_outside; rm -rf "$RUN"; log "removed .run/" ;;
   env) print_env ;;
   status)
-    as_pg_owner "$PG_BIN/pg_ctl" -D "$RUN/pg/data" status >/dev/null 2>&1 && localstack_healthy \
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$(pg_dir)/data" status >/dev/null 2>&1 && localstack_healthy \
       && echo "postgres on $PG_PORT and localstack on $LS_PORT are up" ;;
   *) echo "usage: $0 install|up|down|clean|env|status" >&2; exit 2 ;;
 esac

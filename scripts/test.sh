@@ -15,6 +15,11 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# Every crate in Cargo.lock, for every platform: a build downloads only this platform's
+# crates, but cargo deny (run offline below) reads the whole graph.
+step "cargo fetch (the whole dependency graph)"
+cargo fetch --locked
+
 started_services=0
 if [ ! -f .run/env ] || ! scripts/services.sh status >/dev/null 2>&1; then
   started_services=1
@@ -35,7 +40,8 @@ cargo clippy --all-targets --locked -- -D warnings
 
 # Advisories are left out: they need the RustSec database from the network (see README).
 step "cargo deny: bans, licenses, sources (deny.toml)"
-command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --quiet
+# Asked through cargo, which also finds subcommands in $CARGO_HOME/bin when that is not on PATH.
+cargo deny --version >/dev/null 2>&1 || cargo install cargo-deny --locked --quiet
 cargo deny --offline check --hide-inclusion-graph bans licenses sources
 
 step "the pure core builds without the service (no I/O dependencies)"
@@ -46,7 +52,7 @@ scripts/kubernetes.sh validate
 
 fuzz_seconds="${SQS2PG_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ]; then
-  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+  cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
   # cargo-fuzz passes nightly-only flags (AddressSanitizer); RUSTC_BOOTSTRAP lets the stable
   # toolchain accept them. rustc facts cached without it would say otherwise: drop them.
   export RUSTC_BOOTSTRAP=1

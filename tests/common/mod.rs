@@ -411,9 +411,7 @@ impl PrivatePostgres {
         let bin = PathBuf::from(
             std::env::var("SQS2PG_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
         );
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".run")
-            .join(unique("pg"));
+        let dir = private_clusters_dir().join(unique("sqs2pg-test-pg"));
         std::fs::create_dir_all(&dir).unwrap();
         let this = Self {
             port: free_port(),
@@ -514,7 +512,11 @@ impl PrivatePostgres {
         let program = self.bin.join(program);
         if is_root() {
             let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
+            // From /: that user may not be able to enter the current folder.
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(program)
+                .current_dir("/");
             command
         } else {
             Command::new(program)
@@ -573,6 +575,28 @@ impl Drop for PrivatePostgres {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Where private clusters go: `.run/` in the checkout, unless we are root and the `postgres`
+/// OS user, who runs the cluster then, cannot reach it (a checkout under /root, which is
+/// drwx------); then the system's temporary folder, which every user can reach.
+fn private_clusters_dir() -> PathBuf {
+    let run = Path::new(env!("CARGO_MANIFEST_DIR")).join(".run");
+    std::fs::create_dir_all(&run).unwrap();
+    if !is_root() || postgres_reaches(&run) {
+        run
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Whether the `postgres` OS user can reach (search) a folder.
+fn postgres_reaches(dir: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(dir)
+        .output()
+        .is_ok_and(|output| output.status.success())
 }
 
 fn is_root() -> bool {

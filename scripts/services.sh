@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throwaway local services for the demo and the tests, without Docker:
-# a PostgreSQL 15 cluster and LocalStack (SQS only), both under .run/ (git-ignored),
+# a PostgreSQL 15 cluster and LocalStack (SQS and SNS), both under .run/ (git-ignored),
 # each on a port of its own, each stopped by the PID it was started with.
 #
 # Run as root, the cluster runs as the `postgres` OS user (initdb refuses root). When that
@@ -26,7 +26,9 @@ PG_BIN="${SQS2PG_PG_BIN:-/usr/lib/postgresql/15/bin}"
 VENV="$RUN/venv"
 # Checked on this kind of machine: newer releases need Python 3.13, and without
 # these pins start-up fails with misleading errors.
-LOCALSTACK_PIP=('localstack-core[base-runtime]==4.9.2' 'cbor2<6' 'pyopenssl<26' 'cryptography<47' service_identity PyYAML)
+# SNS (for the envelope tests) runs on moto: localstack-core[base-runtime] alone fails
+# CreateTopic with "No module named 'moto'". This moto-ext is of localstack-core's time.
+LOCALSTACK_PIP=('localstack-core[base-runtime]==4.9.2' 'moto-ext==5.1.16.post39' 'cbor2<6' 'pyopenssl<26' 'cryptography<47' service_identity PyYAML)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -55,7 +57,7 @@ install() {
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"
   fi
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import localstack, yaml' 2>/dev/null; then
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import localstack, yaml, moto' 2>/dev/null; then
     log "installing LocalStack into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "${LOCALSTACK_PIP[@]}"
@@ -161,7 +163,9 @@ pg_remove_outside() {
 }
 
 localstack_healthy() {
-  curl -fsS "http://127.0.0.1:$LS_PORT/_localstack/health" 2>/dev/null | grep -Eq '"sqs": *"(running|available)"'
+  local health
+  health="$(curl -fsS "http://127.0.0.1:$LS_PORT/_localstack/health" 2>/dev/null)" || return 1
+  grep -Eq '"sqs": *"(running|available)"' <<<"$health" && grep -Eq '"sns": *"(running|available)"' <<<"$health"
 }
 
 localstack_up() {
@@ -174,7 +178,7 @@ localstack_up() {
   # DNS_ADDRESS=0 and OVERRIDE_IN_DOCKER=0 keep it from rewriting /etc/resolv.conf.
   (
     cd "$RUN/localstack"
-    env SERVICES=sqs EAGER_SERVICE_LOADING=1 \
+    env SERVICES=sqs,sns EAGER_SERVICE_LOADING=1 \
       GATEWAY_LISTEN="127.0.0.1:$LS_PORT" LOCALSTACK_HOST="127.0.0.1:$LS_PORT" \
       SQS_ENDPOINT_STRATEGY=off DNS_ADDRESS=0 OVERRIDE_IN_DOCKER=0 DISABLE_EVENTS=1 \
       SKIP_SSL_CERT_DOWNLOAD=1 PERSISTENCE=0 LS_LOG=warn \

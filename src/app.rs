@@ -22,7 +22,7 @@ use crate::consumer::{Consumer, Settings};
 use crate::dead_letter::{DeadLetterReason, attribute};
 use crate::event::Masker;
 use crate::metrics::{Metrics, Readiness};
-use crate::queue::{self, FifoIds, MAX_BATCH, OutgoingMessage, SqsQueue};
+use crate::queue::{self, FifoIds, MAX_BATCH, OutgoingMessage, Queue as _, SqsQueue};
 use crate::redact::redact;
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::sink::{self, Sink};
@@ -546,6 +546,8 @@ pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
         args.queue.dlq_url,
     )
     .await?;
+    // Read before the scan hides anything: on a FIFO DLQ the scan cannot see them all.
+    let depth = queue.dead_letter_depth().await?;
     let mut by_reason: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
     let mut handles = Vec::new();
     let mut seen = HashSet::new();
@@ -582,6 +584,15 @@ pub async fn dlq_inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
         for sample in samples {
             println!("    {sample}");
         }
+    }
+    let total = depth.visible + depth.in_flight + depth.delayed;
+    if queue::is_fifo_queue_url(queue.dlq_url()) && (seen.len() as u64) < total {
+        // SQS hands out no more of a FIFO group while some of it is being read, so a scan
+        // that leaves the queue as it was sees only the first messages of each group.
+        println!(
+            "  (a FIFO queue: {} of its {total} messages could be read without removing any; the counts above are of those)",
+            seen.len()
+        );
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! A hostile corpus through the real pipeline (LocalStack SQS, PostgreSQL, the real
 //! consumer): every body ends as exactly one row or exactly one dead letter with the
 //! expected reason, never both and never neither, and the consumer then still serves
-//! normal traffic. Also: dead letters near SQS's size limit, and dead-letter sends that
-//! must be split by bytes.
+//! normal traffic. The corpus runs bare, with every case as the `Message` of an SNS
+//! notification (each must end exactly as the bare case, the dead letter's body being the
+//! whole notification), on a FIFO pair, and both. Also: dead letters near SQS's size limit,
+//! and dead-letter sends that must be split by bytes.
 
 mod common;
 
@@ -42,15 +44,62 @@ enum Expect {
     },
 }
 
+/// How each case's body goes on the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Wrapping {
+    /// As it is.
+    #[default]
+    Bare,
+    /// As the `Message` string of an SNS notification (raw message delivery off).
+    Sns,
+}
+
+impl Wrapping {
+    /// What is sent for `body`, the `n`th case. Every notification has the same length
+    /// around its `Message`, so the sizes of the cases can be set by the wrapped length.
+    fn wrap(self, body: &str, n: usize) -> String {
+        match self {
+            Self::Bare => body.to_owned(),
+            Self::Sns => json!({
+                "Type": "Notification",
+                "MessageId": uuid::Uuid::from_u128(0x5e5_0000 + n as u128).to_string(),
+                "TopicArn": "arn:aws:sns:us-east-1:000000000000:t",
+                "Message": body,
+                "Timestamp": "2026-12-02T00:00:00.000Z",
+                "SignatureVersion": "1",
+            })
+            .to_string(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Case {
     name: String,
+    /// The event as the consumer validates it (the body, or the `Message` inside it).
     body: String,
+    /// What goes on the queue, and what a dead letter must hold byte for byte.
+    sent: String,
     expect: Expect,
 }
 
+impl Case {
+    fn bare(name: impl Into<String>, body: impl Into<String>, expect: Expect) -> Self {
+        let body = body.into();
+        Self {
+            name: name.into(),
+            sent: body.clone(),
+            body,
+            expect,
+        }
+    }
+}
+
 #[derive(Default)]
-struct Corpus(Vec<Case>);
+struct Corpus {
+    cases: Vec<Case>,
+    wrapping: Wrapping,
+}
 
 impl Corpus {
     fn row(&mut self, name: impl Into<String>, body: impl Into<String>) {
@@ -66,11 +115,34 @@ impl Corpus {
     }
 
     fn push(&mut self, name: impl Into<String>, body: impl Into<String>, expect: Expect) {
-        self.0.push(Case {
+        let body = body.into();
+        let sent = self.wrapping.wrap(&body, self.cases.len());
+        self.cases.push(Case {
             name: name.into(),
-            body: body.into(),
+            body,
+            sent,
             expect,
         });
+    }
+
+    /// `prefix` followed by as many `x` as make the message on the queue `total` bytes
+    /// (an `x` is one byte, wrapped or not).
+    fn filled(&self, prefix: &str, total: usize) -> String {
+        let empty = self.wrapping.wrap(prefix, 0).len();
+        assert!(total > empty, "{total} bytes is too small");
+        let body = format!("{prefix}{}", "x".repeat(total - empty));
+        assert_eq!(self.wrapping.wrap(&body, 0).len(), total);
+        body
+    }
+
+    /// `{"field": "<filler>", ...the sample...}`, sized so that the message on the queue is
+    /// exactly `total` bytes.
+    fn sized(&self, field: &str, total: usize) -> String {
+        let empty = self.wrapping.wrap(&with(field, "".into()), 0).len();
+        assert!(total > empty, "{total} bytes is too small");
+        let body = with(field, "x".repeat(total - empty).into());
+        assert_eq!(self.wrapping.wrap(&body, 0).len(), total);
+        body
     }
 }
 
@@ -107,15 +179,6 @@ fn all_text_fields(text: &str) -> String {
     Value::Object(event).to_string()
 }
 
-/// `{"field": "<filler>", ...the sample...}` of exactly `total` bytes: the filler is sized so.
-fn sized(field: &str, total: usize) -> String {
-    let empty = with(field, "".into()).len();
-    assert!(total > empty, "{total} bytes is too small");
-    let body = with(field, "x".repeat(total - empty).into());
-    assert_eq!(body.len(), total);
-    body
-}
-
 /// The largest message the queue accepts (LocalStack 4.9 and SQS since 2025: 1 MiB).
 async fn max_message_bytes(queues: &TestQueues, url: &str) -> usize {
     queues
@@ -147,17 +210,27 @@ async fn set_max_message_bytes(queues: &TestQueues, bytes: usize) {
 }
 
 /// Sends every body; returns the SQS message ids in order. Large bodies go one per call,
-/// as a batch call is capped at the size of one message.
+/// as a batch call is capped at the size of one message. On a FIFO queue each has a group
+/// and a fresh deduplication id (as `TestQueues::send` gives the small ones).
 async fn send_all(queues: &TestQueues, bodies: &[String]) -> Vec<String> {
+    let fifo = sqs2pg::queue::is_fifo_queue_url(&queues.urls.queue_url);
     let mut ids = vec![String::new(); bodies.len()];
     let mut small = Vec::new();
     for (index, body) in bodies.iter().enumerate() {
         if body.len() > 16 * 1024 {
-            ids[index] = queues
+            let request = queues
                 .client
                 .send_message()
                 .queue_url(&queues.urls.queue_url)
-                .message_body(body)
+                .message_body(body);
+            let request = if fifo {
+                request
+                    .message_group_id(format!("big{}", index % 4))
+                    .message_deduplication_id(uuid::Uuid::new_v4().to_string())
+            } else {
+                request
+            };
+            ids[index] = request
                 .send()
                 .await
                 .unwrap_or_else(|error| panic!("send {} bytes: {error:?}", body.len()))
@@ -201,9 +274,13 @@ async fn receive_exactly(
     messages
 }
 
-/// The corpus for a queue that accepts messages of up to `max_bytes`.
-fn corpus(max_bytes: usize) -> Corpus {
-    let mut corpus = Corpus::default();
+/// The corpus for a queue that accepts messages of up to `max_bytes`, each case sent
+/// `wrapping` as said.
+fn corpus(max_bytes: usize, wrapping: Wrapping) -> Corpus {
+    let mut corpus = Corpus {
+        cases: Vec::new(),
+        wrapping,
+    };
 
     // Not JSON at all.
     corpus.dead("truncated", &SAMPLE[..SAMPLE.len() / 2], "invalid_json");
@@ -404,22 +481,23 @@ fn corpus(max_bytes: usize) -> Corpus {
     // The real queue's stray message.
     corpus.dead("garbage from the real queue", GARBAGE, "missing_field");
 
-    // Near the size limit: the body fills the message; a dead letter's attributes must make
-    // way, but its body goes byte for byte.
-    corpus.row("valid, at the size limit", sized("pad", max_bytes));
+    // Near the size limit: the message fills the queue's limit; a dead letter's attributes
+    // must make way, but its body goes byte for byte. Sized by the message on the queue, so
+    // in an envelope the event inside is shorter by the envelope's bytes.
+    corpus.row("valid, at the size limit", corpus.sized("pad", max_bytes));
     corpus.row(
         "valid, just under the size limit",
-        sized("pad", max_bytes - 1),
+        corpus.sized("pad", max_bytes - 1),
     );
     corpus.dead(
         "user_id far too long, leaving room for the key attributes",
-        sized("user_id", max_bytes - 200),
+        corpus.sized("user_id", max_bytes - 200),
         "invalid_value",
     );
     // Room for the reason and a shortened detail only (not the original id).
     corpus.push(
         "invalid JSON leaving room for the reason only",
-        format!("{{\"user_id\": \"{}", "x".repeat(max_bytes - 64 - 13)),
+        corpus.filled("{\"user_id\": \"", max_bytes - 64),
         Expect::Dead {
             reason: Some("invalid_json"),
             detail: vec!["…".to_owned()],
@@ -427,14 +505,14 @@ fn corpus(max_bytes: usize) -> Corpus {
     );
     corpus.push(
         "invalid JSON at the size limit, no room for any attribute",
-        format!("{{\"user_id\": \"{}", "x".repeat(max_bytes - 13)),
+        corpus.filled("{\"user_id\": \"", max_bytes),
         Expect::Dead {
             reason: None,
             detail: Vec::new(),
         },
     );
-    for case in &corpus.0 {
-        assert!(case.body.len() <= max_bytes, "{}", case.name);
+    for case in &corpus.cases {
+        assert!(case.sent.len() <= max_bytes, "{}", case.name);
     }
     corpus
 }
@@ -471,7 +549,7 @@ async fn check_outcomes(db: &TestDb, queues: &TestQueues, cases: &[Case], ids: &
         dead.extend(
             anonymous
                 .iter()
-                .filter(|letter| letter.body() == Some(case.body.as_str())),
+                .filter(|letter| letter.body() == Some(case.sent.as_str())),
         );
         matched += dead.len();
         let row = rows.get(id);
@@ -522,7 +600,7 @@ async fn check_outcomes(db: &TestDb, queues: &TestQueues, cases: &[Case], ids: &
                     continue;
                 }
                 let letter = dead[0];
-                if letter.body() != Some(case.body.as_str()) {
+                if letter.body() != Some(case.sent.as_str()) {
                     problems.push(format!(
                         "{}: the body was not kept byte for byte",
                         case.name
@@ -568,25 +646,41 @@ async fn check_outcomes(db: &TestDb, queues: &TestQueues, cases: &[Case], ids: &
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffic_still_flows() {
-    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+/// The hostile corpus through the real pipeline on `queues`, each case sent `wrapping` as
+/// said: every case ends as its one row (verbatim) or its one dead letter (reason, body byte
+/// for byte), nothing is stuck, and the same consumer then ingests normal traffic (sent the
+/// same way).
+async fn hostile_corpus_ends_once_and_normal_traffic_flows(
+    db: TestDb,
+    queues: TestQueues,
+    wrapping: Wrapping,
+) {
+    let kind = if sqs2pg::queue::is_fifo_queue_url(&queues.urls.queue_url) {
+        "FIFO"
+    } else {
+        "standard"
+    };
+    let label = format!("{kind} queues, {wrapping:?} bodies");
     let max_bytes = max_message_bytes(&queues, &queues.urls.queue_url).await;
     assert_eq!(
         max_message_bytes(&queues, &queues.urls.dlq_url).await,
         max_bytes,
         "setup gives both queues the same limit"
     );
-    println!("queues accept messages of up to {max_bytes} bytes");
-    let cases = corpus(max_bytes).0;
-    let bodies: Vec<String> = cases.iter().map(|case| case.body.clone()).collect();
+    println!("{label}: queues accept messages of up to {max_bytes} bytes");
+    let cases = corpus(max_bytes, wrapping).cases;
+    let bodies: Vec<String> = cases.iter().map(|case| case.sent.clone()).collect();
     let started = Instant::now();
     let ids = send_all(&queues, &bodies).await;
-    println!("sent {} cases in {:?}", cases.len(), started.elapsed());
+    println!(
+        "{label}: sent {} cases in {:?}",
+        cases.len(),
+        started.elapsed()
+    );
 
     let consumer = consumer(queues.sqs_queue(), &db, drain_settings(&queues));
-    let summary = drain(&consumer, Duration::from_secs(60)).await;
-    println!("corpus: {summary}");
+    let summary = drain(&consumer, Duration::from_secs(120)).await;
+    println!("{label}: corpus: {summary}");
     assert_eq!(
         queues.source_total().await,
         0,
@@ -612,9 +706,14 @@ async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffi
         duplicate_share: 0.1,
         malformed_share: 0.0,
     });
+    let normal: Vec<String> = normal
+        .iter()
+        .enumerate()
+        .map(|(n, body)| wrapping.wrap(body, 1000 + n))
+        .collect();
     let normal_ids = queues.send(&normal).await;
-    let after = drain(&consumer, Duration::from_secs(60)).await;
-    println!("corpus and normal traffic: {after}");
+    let after = drain(&consumer, Duration::from_secs(120)).await;
+    println!("{label}: corpus and normal traffic: {after}");
     assert_eq!(after.received, cases.len() as u64 + 50, "{after}");
     assert_eq!(
         after.received,
@@ -633,7 +732,37 @@ async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffi
         .unwrap()[0]
         .get::<_, i64>(0);
     assert_eq!(ingested, 50, "every normal event became a row");
-    println!("total {:?}", started.elapsed());
+    println!("{label}: total {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffic_still_flows() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Bare).await;
+}
+
+/// Every case as the `Message` of an SNS notification ends exactly as the bare case: the
+/// same row, or one dead letter with the same reason whose body is the whole notification.
+/// Cases near the size limit are sized by the notification, so their event is shorter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_body_in_an_sns_notification_ends_as_the_bare_body_does() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Sns).await;
+}
+
+/// The corpus on a FIFO pair (spread over message groups, poison among valid events in each
+/// group): the same outcomes, and no group is left stuck behind its poison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_body_on_a_fifo_queue_ends_as_on_a_standard_one() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
+    hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Bare).await;
+}
+
+/// Both at once: SNS notifications on a FIFO pair (an SNS FIFO topic feeds a FIFO queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_body_in_an_sns_notification_on_a_fifo_queue_ends_as_the_bare_body_does() {
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
+    hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Sns).await;
 }
 
 /// Queues made before SQS raised its limit keep MaximumMessageSize at 256 KiB, and so does
@@ -664,10 +793,10 @@ async fn near_the_limit_of_a_256_kib_queue_poison_is_still_dead_lettered_once() 
     assert!(refused.is_err(), "a message over the limit is refused");
 
     let mut corpus = Corpus::default();
-    corpus.row("valid, at the size limit", sized("pad", max_bytes));
+    corpus.row("valid, at the size limit", corpus.sized("pad", max_bytes));
     corpus.dead(
         "user_id far too long, just under the limit",
-        sized("user_id", max_bytes - 200),
+        corpus.sized("user_id", max_bytes - 200),
         "invalid_value",
     );
     corpus.dead(
@@ -684,8 +813,8 @@ async fn near_the_limit_of_a_256_kib_queue_poison_is_still_dead_lettered_once() 
         },
     );
     corpus.row("an ordinary event after them", SAMPLE);
-    let cases = corpus.0;
-    let bodies: Vec<String> = cases.iter().map(|case| case.body.clone()).collect();
+    let cases = corpus.cases;
+    let bodies: Vec<String> = cases.iter().map(|case| case.sent.clone()).collect();
     let ids = send_all(&queues, &bodies).await;
 
     let summary = drain(
@@ -876,13 +1005,12 @@ async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_byte_si
     }
     let cases: Vec<Case> = bodies
         .iter()
-        .map(|body| Case {
-            name: body[..30].to_owned(),
-            body: body.clone(),
-            expect: Expect::Dead {
+        .map(|body| {
+            let expect = Expect::Dead {
                 reason: Some("invalid_value"),
                 detail: vec!["`user_id` is longer than".to_owned()],
-            },
+            };
+            Case::bare(&body[..30], body.clone(), expect)
         })
         .collect();
     check_outcomes(&db, &queues, &cases, &ids).await;
@@ -929,13 +1057,12 @@ async fn a_dead_letter_send_failing_after_an_earlier_call_went_through_duplicate
 
     let cases: Vec<Case> = bodies
         .iter()
-        .map(|body| Case {
-            name: body[..30].to_owned(),
-            body: body.clone(),
-            expect: Expect::Dead {
+        .map(|body| {
+            let expect = Expect::Dead {
                 reason: Some("invalid_value"),
                 detail: Vec::new(),
-            },
+            };
+            Case::bare(&body[..30], body.clone(), expect)
         })
         .collect();
     check_outcomes(&db, &queues, &cases, &ids).await;

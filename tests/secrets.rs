@@ -1,6 +1,8 @@
 //! PII and secrets never leak: not in logs (even with every crate at TRACE, text or JSON),
 //! not in /metrics, /healthz or /readyz, not in dead-letter attributes, not in --help, not
 //! in start-up errors; and the metrics endpoint listens on loopback unless told otherwise.
+//! The traffic of the TRACE runs includes SNS and EventBridge envelopes (valid and poison
+//! inside, and broken ones), on a standard pair and on a FIFO pair.
 //!
 //! Each run uses distinctive raw values, so finding one anywhere is a leak, not a
 //! coincidence. (A dead letter's *body* is the original message and holds the raw values
@@ -113,12 +115,39 @@ fn event(ip: Value, device_id: Value) -> String {
     Value::Object(event).to_string()
 }
 
-/// Valid events and poison whose rejection path meets the raw values.
+/// `message` as the `Message` of an SNS notification (with a raw value in its `Subject`
+/// too, which is part of the body and must not leak either).
+fn sns(message: &str) -> String {
+    json!({
+        "Type": "Notification",
+        "MessageId": uuid::Uuid::new_v4().to_string(),
+        "TopicArn": "arn:aws:sns:us-east-1:000000000000:logins",
+        "Subject": format!("login from {RAW_IP}"),
+        "Message": message,
+        "Timestamp": "2026-12-02T00:00:00.000Z",
+        "SignatureVersion": "1",
+    })
+    .to_string()
+}
+
+/// `detail` (JSON text) as the `detail` of an EventBridge event.
+fn eventbridge(detail: &str) -> String {
+    format!(
+        r#"{{"version": "0", "id": "{}", "detail-type": "UserLoggedIn", "source": "com.example.auth", "account": "000000000000", "time": "2026-12-02T00:00:00Z", "region": "us-east-1", "resources": ["{RAW_DEVICE}"], "detail": {detail}}}"#,
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// Valid events and poison whose rejection path meets the raw values, bare and in SNS and
+/// EventBridge envelopes (valid events inside, poison inside, and broken envelopes).
 fn leak_bodies() -> (Vec<String>, Vec<String>) {
     let valid = vec![
         event(RAW_IP.into(), RAW_DEVICE.into()),
         event(RAW_IP6.into(), RAW_DEVICE.into()),
         event(RAW_IP.into(), format!("{RAW_DEVICE}-2").into()),
+        sns(&event(RAW_IP.into(), format!("{RAW_DEVICE}-3").into())),
+        sns(&event(RAW_IP6.into(), RAW_DEVICE.into())),
+        eventbridge(&event(RAW_IP.into(), format!("{RAW_DEVICE}-4").into())),
     ];
     let poison = vec![
         event(INVALID_IP.into(), RAW_DEVICE.into()),
@@ -136,8 +165,49 @@ fn leak_bodies() -> (Vec<String>, Vec<String>) {
         format!(r#"{{"ip": "{RAW_IP}", "device_id": "{RAW_DEVICE}"}}"#),
         format!(r#""{RAW_IP} {RAW_DEVICE}""#),
         format!(r#"['{RAW_IP}', '{RAW_DEVICE}']"#),
+        // Poison inside an SNS notification: each rejection of the event, as above.
+        sns(&event(INVALID_IP.into(), RAW_DEVICE.into())),
+        sns(&event(RAW_IP.into(), json!([RAW_DEVICE]))),
+        sns(&format!(
+            r#"{{"ip": "{RAW_IP}", "device_id": "{RAW_DEVICE}"#
+        )),
+        sns(&format!(r#"{RAW_IP} {RAW_DEVICE}"#)),
+        sns(&event(RAW_IP.into(), RAW_DEVICE.into()).replacen(
+            '{',
+            &format!(r#"{{"device_id": "{RAW_DEVICE}-x", "#),
+            1,
+        )),
+        // Broken SNS notifications: a `Message` that is not a string, a `Message` twice.
+        json!({
+            "Type": "Notification",
+            "MessageId": uuid::Uuid::new_v4().to_string(),
+            "TopicArn": "arn:aws:sns:us-east-1:000000000000:logins",
+            "Message": {"ip": RAW_IP, "device_id": RAW_DEVICE},
+        })
+        .to_string(),
+        sns(&event(RAW_IP.into(), RAW_DEVICE.into())).replacen(
+            '{',
+            &format!(r#"{{"Message": "{RAW_IP} {RAW_DEVICE}", "#),
+            1,
+        ),
+        // Poison inside an EventBridge event, and one without `detail`.
+        eventbridge(&event(format!("{RAW_IP} ").into(), RAW_DEVICE.into())),
+        format!(
+            r#"{{"detail-type": "UserLoggedIn", "source": "com.example.auth", "resources": ["{RAW_IP}", "{RAW_DEVICE}"]}}"#
+        ),
     ];
     (valid, poison)
+}
+
+/// How many of the valid bodies carry `RAW_IP` (each gives a row with its digest).
+fn valid_with_raw_ip(valid: &[String]) -> i64 {
+    valid
+        .iter()
+        .filter(|body| {
+            let event = sqs2pg::envelope::unwrap(body, Default::default()).unwrap();
+            serde_json::from_str::<Value>(&event.body).unwrap()["ip"] == RAW_IP
+        })
+        .count() as i64
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
@@ -155,8 +225,15 @@ fn metric(page: &str, name: &str) -> Option<f64> {
 /// Runs `sqs2pg run --drain` at `rust_log` in `format` over valid events and poison holding
 /// the distinctive values, scraping the endpoints while it runs; then checks that no secret
 /// is in its stdout, stderr, endpoints, dead-letter attributes or dead-letter record.
-async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
-    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+async fn run_and_check_for_leaks(format: &str, rust_log: &str, fifo: bool) {
+    let queues = async {
+        if fifo {
+            TestQueues::create_fifo().await
+        } else {
+            TestQueues::create().await
+        }
+    };
+    let (db, queues) = tokio::join!(TestDb::create(), queues);
     let database_url = password_url(&db).await;
     let (valid, poison) = leak_bodies();
     let mut bodies = valid.clone();
@@ -164,15 +241,33 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
     queues.send(&bodies).await;
     // One more, delayed, keeps the drain running while the endpoints are scraped.
     let delay = 8;
-    queues
-        .client
-        .send_message()
-        .queue_url(&queues.urls.queue_url)
-        .message_body(event(RAW_IP.into(), RAW_DEVICE.into()))
-        .delay_seconds(delay)
-        .send()
-        .await
-        .unwrap();
+    let delayed = event(RAW_IP.into(), RAW_DEVICE.into());
+    if fifo {
+        // A FIFO queue has no per-message delay, only the queue's: set it for this send.
+        set_queue_delay(&queues, delay).await;
+        queues
+            .client
+            .send_message()
+            .queue_url(&queues.urls.queue_url)
+            .message_body(delayed)
+            .message_group_id("delayed")
+            .message_deduplication_id(uuid::Uuid::new_v4().to_string())
+            .send()
+            .await
+            .unwrap();
+        set_queue_delay(&queues, 0).await;
+    } else {
+        queues
+            .client
+            .send_message()
+            .queue_url(&queues.urls.queue_url)
+            .message_body(delayed)
+            .delay_seconds(delay)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(queues.depth().await.delayed, 1, "one message is delayed");
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -224,7 +319,8 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
         &stderr[..stderr.len().min(3000)]
     );
     println!(
-        "{format} at {rust_log}: {} bytes of logs in {:?}; {}",
+        "{format} at {rust_log}{}: {} bytes of logs in {:?}; {}",
+        if fifo { ", FIFO queues" } else { "" },
         stderr.len(),
         started.elapsed(),
         stdout.trim()
@@ -232,8 +328,39 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
 
     // The run did what it should, at the level asked for: otherwise this proves nothing.
     assert_eq!(db.row_count().await, valid.len() as i64 + 1);
+    // (On a FIFO DLQ this read also empties it.)
     let letters = queues.dead_letters().await;
     assert_eq!(letters.len(), poison.len());
+    let mut bodies_in_dlq: Vec<&str> = letters.iter().filter_map(|letter| letter.body()).collect();
+    let mut expected_bodies: Vec<&str> = poison.iter().map(String::as_str).collect();
+    bodies_in_dlq.sort_unstable();
+    expected_bodies.sort_unstable();
+    assert!(
+        bodies_in_dlq == expected_bodies,
+        "each poison body, enveloped or not, is in the DLQ once, byte for byte"
+    );
+    if fifo {
+        for letter in &letters {
+            let group = letter
+                .attributes()
+                .and_then(|attributes| {
+                    attributes.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                })
+                .map(String::as_str);
+            assert!(
+                group.is_some_and(|group| group.starts_with('g')),
+                "a FIFO dead letter keeps the group it was sent in: {group:?}"
+            );
+        }
+    }
+    let reasons: HashSet<String> = letters
+        .iter()
+        .filter_map(|letter| attribute_of(letter, sqs2pg::dead_letter::attribute::REASON))
+        .collect();
+    assert!(
+        reasons.contains("invalid_envelope") && reasons.contains("invalid_json"),
+        "broken envelopes and poison inside them were dead-lettered: {reasons:?}"
+    );
     let trace_marker = if format == "json" {
         r#""level":"TRACE""#
     } else {
@@ -265,6 +392,13 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
                 &format!("{name}={value:?}"),
             );
         }
+        // The system attributes too (on FIFO: the group id the dead letter kept).
+        for (name, value) in letter.attributes().into_iter().flatten() {
+            assert_no_secrets(
+                &format!("dead-letter system attribute {name}"),
+                &format!("{name}={value}"),
+            );
+        }
     }
     let record = db
         .client()
@@ -284,13 +418,35 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str) {
             masker.digest(RAW_IP)
         ))
         .await,
-        3
+        valid_with_raw_ip(&valid) + 1
     );
+}
+
+/// Sets the DelaySeconds of the source queue.
+async fn set_queue_delay(queues: &TestQueues, seconds: i32) {
+    queues
+        .client
+        .set_queue_attributes()
+        .queue_url(&queues.urls.queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::DelaySeconds,
+            seconds.to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
-    run_and_check_for_leaks("text", "trace").await;
+    run_and_check_for_leaks("text", "trace", false).await;
+}
+
+/// The same traffic on a FIFO pair: dead letters keep their group and carry a
+/// deduplication id; none of it, nor anything logged on the way, holds a raw value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_leaks_with_every_crate_logging_at_trace_on_a_fifo_queue() {
+    run_and_check_for_leaks("text", "trace", true).await;
 }
 
 /// The most specific directives for the SDK's payload-logging modules must not lift the cap.
@@ -299,6 +455,7 @@ async fn nothing_leaks_with_every_crate_logging_at_trace_in_json() {
     run_and_check_for_leaks(
         "json",
         "trace,aws_smithy_runtime=trace,aws_smithy_runtime::client::orchestrator=trace,aws_smithy_runtime::client::orchestrator::http=trace",
+        false,
     )
     .await;
 }

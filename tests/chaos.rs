@@ -1,6 +1,7 @@
 //! Reliability under faults, against the real LocalStack and PostgreSQL: a table lock longer
 //! than the visibility timeout, kill -9 at random moments, PostgreSQL stopped, lost deletes,
-//! SQS unreachable, three consumers on one queue, and SIGTERM mid-drain.
+//! SQS unreachable, three consumers on one queue, and SIGTERM mid-drain; a quarter of every
+//! workload arrives in SNS envelopes, and kill -9 runs on a FIFO queue pair too.
 //!
 //! Every test prints its figures (messages, faults, duplicates prevented, elapsed). The short
 //! form runs by default; `SQS2PG_CHAOS_HEAVY=1` runs more messages and more kills, and
@@ -91,6 +92,16 @@ impl Workload {
             duplicate_share: 0.1,
             malformed_share,
         });
+        // A quarter of the traffic arrives as SNS notifications, as through a topic the
+        // queue subscribes to: every fault below meets enveloped events too.
+        let bodies: Vec<String> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(index, body)| match index % 4 {
+                3 => sns_notification(&body),
+                _ => body,
+            })
+            .collect();
         // Ten batch calls per chunk, eight chunks at a time, ids kept in order.
         let ids: Vec<String> = futures::stream::iter(bodies.chunks(100).map(|c| queues.send(c)))
             .buffered(8)
@@ -106,7 +117,9 @@ impl Workload {
                 message_id: id,
                 sent_at: now,
             };
-            if transform(body, envelope, &masker).is_ok() {
+            let inner = sqs2pg::envelope::unwrap(body, sqs2pg::envelope::EnvelopeMode::Auto)
+                .expect("the harness's envelopes are sound");
+            if transform(&inner.body, envelope, &masker).is_ok() {
                 self.valid.insert(id.clone());
             } else {
                 self.poison.insert(id.clone());
@@ -119,6 +132,19 @@ impl Workload {
         );
         self.sent += ids.len();
     }
+}
+
+/// `body` as SNS delivers it to a subscribed queue with raw message delivery off.
+fn sns_notification(body: &str) -> String {
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": uuid::Uuid::new_v4().to_string(),
+        "TopicArn": "arn:aws:sns:us-east-1:000000000000:user-logins",
+        "Message": body,
+        "Timestamp": "2026-12-02T00:00:00.000Z",
+        "SignatureVersion": "1",
+    })
+    .to_string()
 }
 
 /// Exactly one row per valid message: no id twice, none missing, none unexpected.

@@ -544,6 +544,11 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `sqs2pg run` as a pod runs it: JSON logs, its own metrics port, the default long poll.
 fn pod(db: &TestDb, queues: &TestQueues, metrics_port: u16) -> LoggedChild {
+    LoggedChild::spawn(&mut pod_command(db, queues, metrics_port))
+}
+
+/// `sqs2pg run` as the Deployment runs it (JSON logs, the manifests' shutdown timeout).
+fn pod_command(db: &TestDb, queues: &TestQueues, metrics_port: u16) -> Command {
     let mut command = sqs2pg_command();
     command
         .arg("run")
@@ -555,7 +560,7 @@ fn pod(db: &TestDb, queues: &TestQueues, metrics_port: u16) -> LoggedChild {
         )
         .env("RUST_LOG", "info");
     run_env(&mut command, db, queues);
-    LoggedChild::spawn(&mut command)
+    command
 }
 
 async fn wait_ready(port: u16, limit: Duration) {
@@ -715,5 +720,64 @@ async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
     assert!(
         took < Duration::from_secs(2),
         "an idle pod took {took:.1?} to exit on SIGTERM"
+    );
+}
+
+/// A pod killed outright (SIGKILL after the grace period, a lost node) deletes nothing it
+/// had not committed: its in-flight messages come back once their visibility timeout runs
+/// out, counted from their last receive or heartbeat, and another pod finishes them. This
+/// measures how long that takes, with a 10 s visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
+    let _turn = TURN.lock().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = sqs2pg::synthetic::generate(sqs2pg::synthetic::Recipe {
+        count: 3_000,
+        seed: 137,
+        duplicate_share: 0.1,
+        malformed_share: 0.0,
+    });
+    queues.send(&bodies).await;
+    let visibility = Duration::from_secs(10);
+    let port = free_port();
+    let mut victim = LoggedChild::spawn(pod_command(&db, &queues, port).env(
+        "SQS2PG_VISIBILITY_TIMEOUT",
+        visibility.as_secs().to_string(),
+    ));
+    eventually(Duration::from_secs(60), "the first rows", || async {
+        db.row_count().await > 200
+    })
+    .await;
+    victim.kill();
+    let killed = Instant::now();
+    let stranded = queues.depth().await.in_flight;
+    eventually(
+        visibility * 3,
+        "the killed pod's messages visible again",
+        || async { queues.depth().await.in_flight == 0 },
+    )
+    .await;
+    let returned_after = killed.elapsed();
+    println!(
+        "killed pod: {stranded} messages in flight at SIGKILL, all visible again after \
+         {returned_after:.1?} (visibility timeout {visibility:?})"
+    );
+    assert!(stranded > 0, "the kill caught messages in flight");
+    assert!(
+        returned_after <= visibility + Duration::from_secs(3),
+        "back within the visibility timeout"
+    );
+    // Another pod finishes the queue: each event once.
+    let mut survivor = pod(&db, &queues, free_port());
+    eventually(Duration::from_secs(120), "every event's row", || async {
+        db.row_count().await == bodies.len() as i64
+    })
+    .await;
+    survivor.signal("TERM");
+    assert!(survivor.wait_within(SHUTDOWN_TIMEOUT).success());
+    assert_eq!(
+        db.count("SELECT count(DISTINCT message_id) FROM user_logins")
+            .await,
+        bodies.len() as i64
     );
 }

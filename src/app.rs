@@ -345,7 +345,10 @@ fn event_fifo_ids(body: &str) -> FifoIds {
     let user_id = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|event| event.get("user_id")?.as_str().map(str::to_owned))
-        .filter(|user_id| (1..=128).contains(&user_id.len()));
+        // SQS takes 1 to 128 printable ASCII characters as a group id.
+        .filter(|user_id| {
+            (1..=128).contains(&user_id.len()) && user_id.bytes().all(|b| b.is_ascii_graphic())
+        });
     FifoIds {
         group_id: user_id.unwrap_or_else(|| "no-user-id".to_owned()),
         deduplication_id: uuid::Uuid::new_v4().to_string(),
@@ -903,6 +906,11 @@ mod tests {
         assert_eq!(again.group_id, "u-1");
         assert_ne!(first.deduplication_id, again.deduplication_id);
         assert_eq!(event_fifo_ids("not json").group_id, "no-user-id");
+        assert_eq!(
+            event_fifo_ids(r#"{"user_id": "a user"}"#).group_id,
+            "no-user-id",
+            "SQS refuses a space in a group id"
+        );
     }
 
     #[test]

@@ -281,4 +281,58 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
         inspected.contains(&format!(": {} message", 50 - rows)),
         "each poison message once in the DLQ: {inspected}"
     );
+    // Through send, dead-lettering, redrive and dead-lettering again, each message kept
+    // the group send gave it (its user id) and its original id.
+    let client = sqs_client().await;
+    let mut letters = Vec::new();
+    loop {
+        let output = client
+            .receive_message()
+            .queue_url(&dlq_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+            )
+            .send()
+            .await
+            .unwrap();
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in &messages {
+            client
+                .delete_message()
+                .queue_url(&dlq_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        letters.extend(messages);
+    }
+    assert_eq!(letters.len() as i64, 50 - rows);
+    for letter in &letters {
+        let body: Option<serde_json::Value> = serde_json::from_str(letter.body().unwrap()).ok();
+        let expected = body
+            .as_ref()
+            .and_then(|event| event.get("user_id")?.as_str())
+            .filter(|user_id| {
+                (1..=128).contains(&user_id.len()) && user_id.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .unwrap_or("no-user-id");
+        let group = letter
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+            .map(String::as_str);
+        assert_eq!(group, Some(expected), "{:?}", letter.body());
+        let original = attribute_of(letter, attribute::ORIGINAL_MESSAGE_ID).unwrap();
+        assert_ne!(
+            Some(original.as_str()),
+            letter.message_id(),
+            "the original id, not the copy's"
+        );
+    }
 }

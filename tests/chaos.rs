@@ -149,13 +149,7 @@ fn sns_notification(body: &str) -> String {
 
 /// Exactly one row per valid message: no id twice, none missing, none unexpected.
 async fn assert_exactly_once(db: &TestDb, work: &Workload) {
-    let rows = db
-        .client()
-        .await
-        .query("SELECT message_id FROM user_logins", &[])
-        .await
-        .unwrap();
-    let ids: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    let ids = db.message_ids().await;
     let distinct: HashSet<&String> = ids.iter().collect();
     let missing = work
         .valid

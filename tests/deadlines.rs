@@ -13,6 +13,28 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// How long until `child` logs a line that `is_report` accepts; it must still be running
+/// then, retrying rather than given up.
+async fn first_report_while_retrying(
+    child: &mut LoggedChild,
+    what: &str,
+    is_report: impl Fn(&str) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), what, || {
+        let logged = child.stderr().lines().any(&is_report);
+        async move { logged }
+    })
+    .await;
+    let first_report = started.elapsed();
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "still retrying: {}",
+        child.stderr()
+    );
+    first_report
+}
+
 /// tokio-postgres applies `connect_timeout` to the socket's connect only, so a port that
 /// accepts and stays silent used to hang `migrate` forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,18 +85,11 @@ async fn run_against_a_silent_database_reports_each_connect_timeout_while_it_ret
             .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url)
             .env("SQS2PG_DLQ_URL", &queues.urls.dlq_url),
     );
-    let started = Instant::now();
-    eventually(Duration::from_secs(20), "a logged connect timeout", || {
-        let logged = child.stderr().contains("did not finish within 1s");
-        async move { logged }
-    })
-    .await;
-    let first_report = started.elapsed();
-    assert!(
-        child.child.try_wait().unwrap().is_none(),
-        "still retrying: {}",
-        child.stderr()
-    );
+    let first_report =
+        first_report_while_retrying(&mut child, "a logged connect timeout", |line| {
+            line.contains("did not finish within 1s")
+        })
+        .await;
     println!("run against a silent database: first timeout reported after {first_report:.1?}");
     child.kill();
 }
@@ -96,21 +111,11 @@ async fn run_against_a_silent_sqs_endpoint_reports_each_timeout_while_it_retries
                 format!("{}/000000000000/silent", silent.url()),
             ),
     );
-    let started = Instant::now();
-    eventually(Duration::from_secs(20), "a logged SQS timeout", || {
-        let logged = child.stderr().lines().any(|line| {
-            let line = line.to_lowercase();
-            line.contains("timeout") && line.contains("retr")
-        });
-        async move { logged }
+    let first_report = first_report_while_retrying(&mut child, "a logged SQS timeout", |line| {
+        let line = line.to_lowercase();
+        line.contains("timeout") && line.contains("retr")
     })
     .await;
-    let first_report = started.elapsed();
-    assert!(
-        child.child.try_wait().unwrap().is_none(),
-        "still retrying: {}",
-        child.stderr()
-    );
     println!("run against a silent SQS endpoint: first timeout reported after {first_report:.1?}");
     assert!(
         first_report < Duration::from_secs(12),

@@ -283,36 +283,15 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
     );
     // Through send, dead-lettering, redrive and dead-lettering again, each message kept
     // the group send gave it (its user id) and its original id.
-    let client = sqs_client().await;
-    let mut letters = Vec::new();
-    loop {
-        let output = client
-            .receive_message()
-            .queue_url(&dlq_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .message_system_attribute_names(
-                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
-            )
-            .send()
-            .await
-            .unwrap();
-        let messages = output.messages.unwrap_or_default();
-        if messages.is_empty() {
-            break;
-        }
-        for message in &messages {
-            client
-                .delete_message()
-                .queue_url(&dlq_url)
-                .receipt_handle(message.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        letters.extend(messages);
-    }
+    let dlq = TestQueues {
+        client: sqs_client().await,
+        urls: sqs2pg::queue::QueueUrls {
+            queue_url: queue_url.clone(),
+            dlq_url: dlq_url.clone(),
+        },
+        name,
+    };
+    let letters = dlq.dead_letters().await;
     assert_eq!(letters.len() as i64, 50 - rows);
     for letter in &letters {
         let body: Option<serde_json::Value> = serde_json::from_str(letter.body().unwrap()).ok();

@@ -664,13 +664,7 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     let status = survivor.wait_within(SHUTDOWN_TIMEOUT + Duration::from_secs(5));
     assert!(status.success(), "the survivor exited {status}");
 
-    let rows = db
-        .client()
-        .await
-        .query("SELECT message_id FROM user_logins", &[])
-        .await
-        .unwrap();
-    let stored: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    let stored = db.message_ids().await;
     let distinct: BTreeSet<&String> = stored.iter().collect();
     let after = queues.depth().await;
     println!(

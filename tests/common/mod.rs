@@ -121,6 +121,18 @@ impl TestDb {
             .get(0)
     }
 
+    /// The message ids of every row, duplicates included (for exactly-once checks).
+    pub async fn message_ids(&self) -> Vec<String> {
+        self.client()
+            .await
+            .query("SELECT message_id FROM user_logins", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     pub async fn row_count(&self) -> i64 {
         self.count("SELECT count(*) FROM user_logins").await
     }

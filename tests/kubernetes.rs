@@ -742,8 +742,23 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
         db.row_count().await > 200
     })
     .await;
+    // Hold the table so the pod's batches wait in flight, then kill it: the kill is sure to
+    // strand messages, whatever the machine's speed.
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "batches waiting in flight",
+        || async { queues.depth().await.in_flight > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     victim.kill();
     let killed = Instant::now();
+    locker.batch_execute("COMMIT").await.unwrap();
     let stranded = queues.depth().await.in_flight;
     eventually(
         visibility * 3,

@@ -802,11 +802,13 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
     assert!(service.retries_logged() > 0, "the outage was noticed");
 }
 
-/// `db`'s URL, through `proxy` instead of straight to PostgreSQL.
-fn through(proxy: &TcpProxy, db: &TestDb) -> String {
+/// A proxy in front of `db`'s PostgreSQL, and `db`'s URL through it.
+async fn proxied(db: &TestDb) -> (TcpProxy, String) {
     let (_, rest) = db.url.split_once('@').expect("a URL with a user");
-    let (_, path) = rest.split_once('/').expect("a URL with a database");
-    format!("postgres://postgres@127.0.0.1:{}/{path}", proxy.port)
+    let (upstream, path) = rest.split_once('/').expect("a URL with a database");
+    let proxy = TcpProxy::start(upstream).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{path}", proxy.port);
+    (proxy, url)
 }
 
 /// The address of the database goes dark mid-drain (after a failover, say): every
@@ -819,14 +821,13 @@ async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retrie
     let logs = Logs::new("pg-frozen");
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let work = Workload::send(&queues, 3_000, 37, 0.02).await;
-    let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let proxy = TcpProxy::start(upstream).await;
+    let (proxy, proxied_url) = proxied(&db).await;
 
     let started = Instant::now();
     let mut service = Service::spawn(&logs, "consumer", |command| {
         run_env(command, &db, &queues);
         command
-            .env("DATABASE_URL", through(&proxy, &db))
+            .env("DATABASE_URL", &proxied_url)
             .env("SQS2PG_STATEMENT_TIMEOUT", "2")
             .args(["run", "--drain", "--visibility-timeout", "5"]);
     });
@@ -864,13 +865,12 @@ async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight
     let logs = Logs::new("pg-silent");
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let work = Workload::send(&queues, 2_000, 41, 0.02).await;
-    let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let proxy = TcpProxy::start(upstream).await;
+    let (proxy, proxied_url) = proxied(&db).await;
 
     let mut service = Service::spawn(&logs, "consumer", |command| {
         run_env(command, &db, &queues);
         command
-            .env("DATABASE_URL", through(&proxy, &db))
+            .env("DATABASE_URL", &proxied_url)
             .env("SQS2PG_STATEMENT_TIMEOUT", "2")
             .env("SQS2PG_BATCH_TIMEOUT", "5")
             .args(["run", "--drain", "--visibility-timeout", "5"]);

@@ -242,14 +242,17 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
     let rows = db.row_count().await;
     assert!(rows > 0 && rows < 50, "some rows, some poison: {rows}");
 
-    let redrive = tokio::task::block_in_place(|| {
-        output_within(
-            sqs2pg_command()
-                .env("SQS2PG_QUEUE_URL", &queue_url)
-                .args(["dlq", "redrive"]),
-            Duration::from_secs(60),
-        )
-    });
+    let dlq = |command: &str| {
+        tokio::task::block_in_place(|| {
+            output_within(
+                sqs2pg_command()
+                    .env("SQS2PG_QUEUE_URL", &queue_url)
+                    .args(["dlq", command]),
+                Duration::from_secs(60),
+            )
+        })
+    };
+    let redrive = dlq("redrive");
     let redriven = String::from_utf8_lossy(&redrive.stdout).into_owned();
     assert!(
         redrive.status.success(),
@@ -268,14 +271,7 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
         String::from_utf8_lossy(&second.stderr)
     );
     assert_eq!(db.row_count().await, rows, "still poison: no new rows");
-    let inspect = tokio::task::block_in_place(|| {
-        output_within(
-            sqs2pg_command()
-                .env("SQS2PG_QUEUE_URL", &queue_url)
-                .args(["dlq", "inspect"]),
-            Duration::from_secs(60),
-        )
-    });
+    let inspect = dlq("inspect");
     let inspected = String::from_utf8_lossy(&inspect.stdout).into_owned();
     assert!(
         inspected.contains(&format!(": {} message", 50 - rows)),

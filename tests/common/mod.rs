@@ -161,31 +161,27 @@ impl TestQueues {
     }
 
     pub async fn create_fifo_with(max_receive_count: u32) -> Self {
-        init_logging();
-        let client = sqs_client().await;
-        let name = unique("q");
-        let urls = create_queues(
-            &client,
-            &format!("{name}.fifo"),
-            &format!("{name}-dlq.fifo"),
-            max_receive_count,
-        )
-        .await
-        .expect("create FIFO queues");
-        Self {
-            client,
-            urls,
-            name: format!("{name}.fifo"),
-        }
+        Self::create_named(".fifo", max_receive_count).await
     }
 
     pub async fn create_with(max_receive_count: u32) -> Self {
+        Self::create_named("", max_receive_count).await
+    }
+
+    /// A unique pair: `q_<id><suffix>` and `q_<id>-dlq<suffix>` (`.fifo` makes a FIFO pair).
+    async fn create_named(suffix: &str, max_receive_count: u32) -> Self {
         init_logging();
         let client = sqs_client().await;
-        let name = unique("q");
-        let urls = create_queues(&client, &name, &format!("{name}-dlq"), max_receive_count)
-            .await
-            .expect("create queues");
+        let stem = unique("q");
+        let name = format!("{stem}{suffix}");
+        let urls = create_queues(
+            &client,
+            &name,
+            &format!("{stem}-dlq{suffix}"),
+            max_receive_count,
+        )
+        .await
+        .expect("create queues");
         Self { client, urls, name }
     }
 

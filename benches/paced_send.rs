@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqs2pg::queue::{MAX_BATCH, OutgoingMessage, SqsQueue};
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::adapters::sqs::{MAX_BATCH, OutgoingMessage, SqsQueue};
+use sqs2pg::domain::synthetic::{Recipe, generate};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         duplicate_share: 0.1,
         malformed_share: 0.0,
     });
-    let client = sqs2pg::app::sqs_client().await?;
+    let client = sqs2pg::cli::app::sqs_client().await?;
     let queue = Arc::new(SqsQueue::new(client, queue_url, String::new()));
 
     let period = Duration::from_secs_f64(MAX_BATCH as f64 / rate);

@@ -5,7 +5,7 @@
 //!    UUID as its message id, like SQS's.
 //! 2. Timed: `BENCH_CONCURRENCY` writers take chunks of `consumer::DEFAULT_BATCH_MESSAGES`
 //!    bodies, run the real `transform` on each and commit the valid rows with
-//!    `Sink::insert` (one transaction per chunk), into the database `sink::migrate` made.
+//!    `Sink::insert` (one transaction per chunk), into the database `postgres::migrate` made.
 //! 3. Timed: one binary `COPY ... FROM STDIN` of the same rows, in one transaction, into
 //!    `copy_target`, made `LIKE user_logins INCLUDING ALL` (same columns, key and indexes).
 //!
@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use sqs2pg::consumer::DEFAULT_BATCH_MESSAGES;
-use sqs2pg::event::{Envelope, LoginRow, Masker, transform};
-use sqs2pg::sink::{self, Sink};
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::adapters::postgres::{self, Sink};
+use sqs2pg::domain::event::{Envelope, LoginRow, Masker, transform};
+use sqs2pg::domain::synthetic::{Recipe, generate};
+use sqs2pg::pipeline::DEFAULT_BATCH_MESSAGES;
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -90,8 +90,8 @@ async fn main() -> anyhow::Result<()> {
     let masker = Masker::new(key.as_bytes());
     let sent_at = chrono::Utc::now();
 
-    let database = sink::parse_database_url(&url)?;
-    sink::migrate(&database).await?;
+    let database = postgres::parse_database_url(&url)?;
+    postgres::migrate(&database).await?;
     let (admin, connection) = database.config().connect(NoTls).await?;
     tokio::spawn(connection);
     admin

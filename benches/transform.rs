@@ -4,8 +4,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use sqs2pg::event::{Envelope, Masker, transform};
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::domain::event::{Envelope, Masker, transform};
+use sqs2pg::domain::synthetic::{Recipe, generate};
 
 fn main() {
     let (bodies, _) = generate(Recipe {

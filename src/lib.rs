@@ -2,42 +2,30 @@
 //! masked by keyed HMAC-SHA256.
 //!
 //! # Layout
-//! - [`event`]: the pure core. Parse, validate and mask one body; typed rejections.
-//! - [`envelope`]: pure too. The event inside an SNS notification or an EventBridge event.
-//! - `invariants` (tests and fuzzing only): what must hold for any body.
-//! - [`dead_letter`]: reason codes and attributes of dead-lettered messages.
-//! - [`redact`]: pure too. A body as `dlq inspect` may show it: no raw value at any depth.
-//! - [`queue`]: the SQS adapter behind the [`queue::Queue`] trait.
-//! - [`sink`]: the PostgreSQL adapter: idempotent inserts, the dead-letter record, migrations.
-//! - [`consumer`]: the loop: receive → transform → commit → dead-letter → delete, with the
-//!   visibility heartbeat, retries and graceful shutdown.
-//! - [`retry`]: transient-or-permanent classification and backoff with jitter.
-//! - [`metrics`]: every metric name, and the `/metrics`, `/healthz`, `/readyz` endpoints.
-//! - [`config`]: flags and environment variables.
-//! - [`synthetic`]: the seeded generator behind `sqs2pg send`.
-//! - [`app`]: the subcommands, wired from the parts above.
+//! Dependencies run one way: domain ← retry ← adapters, telemetry ← pipeline ← cli.
+//! - [`domain`]: the pure core, no I/O. Parse, validate and mask one body; envelopes (SNS,
+//!   EventBridge); dead-letter reasons and their attribute codec; redaction for `dlq
+//!   inspect`; the invariants shared by property tests and fuzzing.
+//! - [`retry`]: transient-or-permanent classification and the one retry mechanism (backoff
+//!   with jitter), which reports each retry through a callback.
+//! - [`adapters`]: SQS ([`adapters::sqs::Queue`]) and PostgreSQL ([`adapters::postgres::Sink`])
+//!   behind traits, with in-memory fakes for tests.
+//! - [`telemetry`]: typed events (one `emit()` logs and counts), the metric registry, the
+//!   `/metrics`, `/healthz`, `/readyz` endpoints, logging setup.
+//! - [`pipeline`]: receive → batch → write → dead-letter → delete, with the heartbeat: each
+//!   stage a module, joined by bounded channels.
+//! - [`cli`]: flags and environment variables, and one module per subcommand.
 
 #[cfg(feature = "service")]
-pub mod app;
+pub mod adapters;
 #[cfg(feature = "service")]
-pub mod config;
+pub mod cli;
+pub mod domain;
 #[cfg(feature = "service")]
-pub mod consumer;
-pub mod dead_letter;
-pub mod envelope;
-pub mod event;
-#[cfg(any(test, feature = "invariants"))]
-pub mod invariants;
-#[cfg(feature = "service")]
-pub mod metrics;
-#[cfg(feature = "service")]
-pub mod queue;
-pub mod redact;
+pub mod pipeline;
 #[cfg(feature = "service")]
 pub mod retry;
 #[cfg(feature = "service")]
-pub mod sink;
-#[cfg(feature = "service")]
-pub mod synthetic;
+pub mod telemetry;
 
-pub use dead_letter::DeadLetterReason;
+pub use domain::dead_letter::DeadLetterReason;

@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use sqs2pg::app;
-use sqs2pg::config::{Cli, Command, DlqCommand, LogFormat};
+use sqs2pg::cli::app;
+use sqs2pg::cli::config::{Cli, Command, DlqCommand, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_or_exit();
-    if let Err(error) = app::init_tracing(cli.log_format) {
+    if let Err(error) = sqs2pg::telemetry::logging::init_tracing(cli.log_format) {
         // No logger yet: plain text, and the exit code of a usage error, as clap's.
         eprintln!("sqs2pg: error: {error}");
         return ExitCode::from(2);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backoff::ExponentialBackoff;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Whether trying again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,9 +25,9 @@ use common::*;
 use futures::StreamExt;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sqs2pg::dead_letter::attribute;
-use sqs2pg::event::{Envelope, Masker, transform};
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::domain::dead_letter::attribute;
+use sqs2pg::domain::event::{Envelope, Masker, transform};
+use sqs2pg::domain::synthetic::{Recipe, generate};
 
 /// One test at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -35,7 +35,7 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The service's default filter, plus the consumer's debug line that counts skipped
 /// duplicates (so killed runs, which print no summary, still report them).
 const LOG_FILTER: &str =
-    "info,sqs2pg::consumer=debug,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn";
+    "info,sqs2pg::pipeline=debug,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn";
 
 fn unix_millis() -> i64 {
     std::time::SystemTime::now()
@@ -117,8 +117,11 @@ impl Workload {
                 message_id: id,
                 sent_at: now,
             };
-            let inner = sqs2pg::envelope::unwrap(body, sqs2pg::envelope::EnvelopeMode::Auto)
-                .expect("the harness's envelopes are sound");
+            let inner = sqs2pg::domain::envelope::unwrap(
+                body,
+                sqs2pg::domain::envelope::EnvelopeMode::Auto,
+            )
+            .expect("the harness's envelopes are sound");
             if transform(&inner.body, envelope, &masker).is_ok() {
                 self.valid.insert(id.clone());
             } else {

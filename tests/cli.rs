@@ -30,7 +30,7 @@ fn bare() -> std::process::Command {
 #[test]
 fn every_setting_is_documented_in_help_and_readme() {
     use clap::CommandFactory;
-    let command = sqs2pg::config::Cli::command();
+    let command = sqs2pg::cli::config::Cli::command();
     let mut settings = std::collections::BTreeSet::new();
     let mut pending = vec![&command];
     while let Some(command) = pending.pop() {
@@ -262,7 +262,7 @@ async fn setup_is_idempotent_and_changes_an_existing_queue_only_when_asked() {
     );
 
     // The consumer finds the DLQ from this policy when SQS2PG_DLQ_URL is not set.
-    let found = sqs2pg::queue::redrive_target_url(&sqs_client().await, &queue_url)
+    let found = sqs2pg::adapters::sqs::redrive_target_url(&sqs_client().await, &queue_url)
         .await
         .unwrap();
     assert_eq!(found, dlq_url);
@@ -653,7 +653,7 @@ fn help_shows_placeholders_ranges_and_reasons() {
         assert!(run_help.contains(part), "no {part:?} in {run_help}");
     }
     let redrive_help = text(&bare().args(["dlq", "redrive", "--help"]).output().unwrap());
-    for reason in sqs2pg::dead_letter::DeadLetterReason::ALL {
+    for reason in sqs2pg::domain::dead_letter::DeadLetterReason::ALL {
         assert!(redrive_help.contains(reason.as_str()), "{redrive_help}");
     }
     for count in ["0", "-1"] {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use common::*;
-use sqs2pg::dead_letter::attribute;
+use sqs2pg::domain::dead_letter::attribute;
 
 fn string(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
@@ -83,7 +83,7 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
             "inspect printed PII {secret}: {text}"
         );
     }
-    let masker = sqs2pg::event::Masker::new(HMAC_KEY.as_bytes());
+    let masker = sqs2pg::domain::event::Masker::new(HMAC_KEY.as_bytes());
     assert!(
         text.contains(&masker.digest("199.172.111.135")[..16]),
         "the start of the ip's digest is shown for lookup"
@@ -251,7 +251,7 @@ async fn inspect_never_shows_a_raw_value_whatever_the_body() {
     );
     assert_eq!(text.matches(&huge_withheld).count(), 1, "{text}");
     // What is shown keeps its shape, with digests a key holder can match.
-    let masker = sqs2pg::event::Masker::new(HMAC_KEY.as_bytes());
+    let masker = sqs2pg::domain::event::Masker::new(HMAC_KEY.as_bytes());
     for value in ["199.172.111.135", "DEV-NESTED-1", "8675309", "KEY-DEV-9"] {
         let digest = format!("hmac:{}", &masker.digest(value)[..16]);
         assert!(text.contains(&digest), "{value}'s digest missing: {text}");

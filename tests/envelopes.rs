@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
-use sqs2pg::dead_letter::attribute;
-use sqs2pg::envelope::EnvelopeMode;
-use sqs2pg::event::Masker;
+use sqs2pg::domain::dead_letter::attribute;
+use sqs2pg::domain::envelope::EnvelopeMode;
+use sqs2pg::domain::event::Masker;
 
 /// A valid event whose ip and device id are unique to `n`, so each row can be traced.
 fn event(n: usize) -> serde_json::Value {
@@ -200,7 +200,7 @@ async fn with_envelopes_off_an_sns_notification_is_poison() {
     })
     .to_string();
     queues.send(&[notification, event(2).to_string()]).await;
-    let settings = sqs2pg::consumer::Settings {
+    let settings = sqs2pg::pipeline::Settings {
         envelope: EnvelopeMode::None,
         ..drain_settings(&queues)
     };

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use sqs2pg::dead_letter::attribute;
-use sqs2pg::queue::{FifoIds, OutgoingMessage};
+use sqs2pg::adapters::sqs::{FifoIds, OutgoingMessage};
+use sqs2pg::domain::dead_letter::attribute;
 
 const GROUPS: usize = 5;
 const PER_GROUP: usize = 60;
@@ -281,7 +281,7 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
     // the group send gave it (its user id) and its original id.
     let dlq = TestQueues {
         client: sqs_client().await,
-        urls: sqs2pg::queue::QueueUrls {
+        urls: sqs2pg::adapters::sqs::QueueUrls {
             queue_url: queue_url.clone(),
             dlq_url: dlq_url.clone(),
         },

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use common::*;
 use serde_json::{Map, Value, json};
-use sqs2pg::dead_letter::attribute;
-use sqs2pg::event::{
+use sqs2pg::adapters::sqs::{Queue, ReceivedMessage, SqsQueue};
+use sqs2pg::domain::dead_letter::attribute;
+use sqs2pg::domain::event::{
     MAX_APP_VERSION_CHARS, MAX_DEVICE_ID_CHARS, MAX_DEVICE_TYPE_CHARS, MAX_LOCALE_CHARS,
     MAX_USER_ID_CHARS, Masker,
 };
-use sqs2pg::queue::{Queue, ReceivedMessage, SqsQueue};
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::domain::synthetic::{Recipe, generate};
 
 /// The text fields of an event (all but `ip` may hold any text).
 const TEXT_FIELDS: [&str; 5] = [
@@ -213,7 +213,7 @@ async fn set_max_message_bytes(queues: &TestQueues, bytes: usize) {
 /// as a batch call is capped at the size of one message. On a FIFO queue each has a group
 /// and a fresh deduplication id (as `TestQueues::send` gives the small ones).
 async fn send_all(queues: &TestQueues, bodies: &[String]) -> Vec<String> {
-    let fifo = sqs2pg::queue::is_fifo_queue_url(&queues.urls.queue_url);
+    let fifo = sqs2pg::adapters::sqs::is_fifo_queue_url(&queues.urls.queue_url);
     let mut ids = vec![String::new(); bodies.len()];
     let mut small = Vec::new();
     for (index, body) in bodies.iter().enumerate() {
@@ -435,7 +435,7 @@ fn corpus(max_bytes: usize, wrapping: Wrapping) -> Corpus {
     }
 
     // Duplicate keys: a field we read, given twice, is ambiguous; an unknown one is not.
-    for field in sqs2pg::event::FIELDS {
+    for field in sqs2pg::domain::event::FIELDS {
         let value = if field == "ip" { "10.0.0.1" } else { "RU" };
         corpus.push(
             format!("{field} twice"),
@@ -655,7 +655,7 @@ async fn hostile_corpus_ends_once_and_normal_traffic_flows(
     queues: TestQueues,
     wrapping: Wrapping,
 ) {
-    let kind = if sqs2pg::queue::is_fifo_queue_url(&queues.urls.queue_url) {
+    let kind = if sqs2pg::adapters::sqs::is_fifo_queue_url(&queues.urls.queue_url) {
         "FIFO"
     } else {
         "standard"

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sqs2pg::dead_letter::attribute;
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::domain::dead_letter::attribute;
+use sqs2pg::domain::synthetic::{Recipe, generate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_events_give_hundred_rows_with_independently_computed_digests() {

@@ -144,7 +144,7 @@ fn env_value(objects: &[Value], name: &str) -> String {
 /// What `sqs2pg run` accepts from the environment: its arguments' `env`, the global ones,
 /// and the variables read outside clap.
 fn accepted_variables() -> BTreeSet<String> {
-    let mut cli = sqs2pg::config::Cli::command();
+    let mut cli = sqs2pg::cli::config::Cli::command();
     cli.build();
     let run = cli.find_subcommand("run").expect("a run subcommand");
     let mut accepted: BTreeSet<String> = run
@@ -164,7 +164,7 @@ fn accepted_variables() -> BTreeSet<String> {
 
 /// `run`'s default for an option, from clap.
 fn run_default(variable: &str) -> String {
-    let cli = sqs2pg::config::Cli::command();
+    let cli = sqs2pg::cli::config::Cli::command();
     let run = cli.find_subcommand("run").unwrap();
     let arg = run
         .get_arguments()
@@ -273,10 +273,10 @@ fn probes_and_scrape_hit_the_binarys_endpoints_on_its_port() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // The binary's own server, to ask whether a path exists (404) or not.
     let (addr, _server) = runtime.block_on(async {
-        sqs2pg::metrics::serve(
+        sqs2pg::telemetry::http::serve(
             "127.0.0.1:0".parse().unwrap(),
-            Arc::new(sqs2pg::metrics::Metrics::new()),
-            Arc::new(sqs2pg::metrics::Readiness::default()),
+            Arc::new(sqs2pg::telemetry::metrics::Metrics::new()),
+            Arc::new(sqs2pg::telemetry::http::Readiness::default()),
             tokio_util::sync::CancellationToken::new(),
         )
         .await
@@ -579,23 +579,24 @@ async fn wait_ready(port: u16, limit: Duration) {
 async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() {
     let _turn = TURN.lock().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
-    let (bodies, malformed) = sqs2pg::synthetic::generate(sqs2pg::synthetic::Recipe {
-        count: 5_000,
-        seed: 131,
-        duplicate_share: 0.1,
-        malformed_share: 0.01,
-    });
+    let (bodies, malformed) =
+        sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
+            count: 5_000,
+            seed: 131,
+            duplicate_share: 0.1,
+            malformed_share: 0.01,
+        });
     let ids = queues.send(&bodies).await;
-    let masker = sqs2pg::event::Masker::new(HMAC_KEY.as_bytes());
+    let masker = sqs2pg::domain::event::Masker::new(HMAC_KEY.as_bytes());
     let valid: BTreeSet<String> = ids
         .iter()
         .zip(&bodies)
         .filter(|(id, body)| {
-            let envelope = sqs2pg::event::Envelope {
+            let envelope = sqs2pg::domain::event::Envelope {
                 message_id: id,
                 sent_at: chrono::Utc::now(),
             };
-            sqs2pg::event::transform(body, envelope, &masker).is_ok()
+            sqs2pg::domain::event::transform(body, envelope, &masker).is_ok()
         })
         .map(|(id, _)| id.clone())
         .collect();
@@ -725,7 +726,7 @@ async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
 async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
     let _turn = TURN.lock().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
-    let (bodies, _) = sqs2pg::synthetic::generate(sqs2pg::synthetic::Recipe {
+    let (bodies, _) = sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
         count: 3_000,
         seed: 137,
         duplicate_share: 0.1,

@@ -23,10 +23,10 @@ use promql_parser::label::{METRIC_NAME, MatchOp, Matcher};
 use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
-use sqs2pg::dead_letter::attribute;
-use sqs2pg::metrics::{Metrics, names};
-use sqs2pg::queue::Queue;
-use sqs2pg::synthetic::{Recipe, generate};
+use sqs2pg::adapters::sqs::Queue;
+use sqs2pg::domain::dead_letter::attribute;
+use sqs2pg::domain::synthetic::{Recipe, generate};
+use sqs2pg::telemetry::metrics::{Metrics, names};
 
 const DASHBOARD: &str = "dashboards/sqs2pg.json";
 const ALERTS: &str = "dashboards/prometheus/alerts.yml";
@@ -1655,7 +1655,7 @@ fn the_image_is_built_once_ships_a_stripped_binary_and_checks_its_own_readiness(
     // Longer than the check's own 2 s timeout, so a hung instance fails as "not ready".
     assert!(options.contains("--timeout=5s"), "{options}");
     assert!(
-        sqs2pg::app::HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
+        sqs2pg::cli::app::HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
         "the check's own timeout must undercut Docker's"
     );
     // `healthcheck` finds the server where the image makes it listen.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use sqs2pg::event::Masker;
+use sqs2pg::domain::event::Masker;
 
 const RAW_IP: &str = "203.0.113.77";
 const RAW_IP6: &str = "2001:db8:1eac::77";
@@ -204,7 +204,7 @@ fn valid_with_raw_ip(valid: &[String]) -> i64 {
     valid
         .iter()
         .filter(|body| {
-            let event = sqs2pg::envelope::unwrap(body, Default::default()).unwrap();
+            let event = sqs2pg::domain::envelope::unwrap(body, Default::default()).unwrap();
             serde_json::from_str::<Value>(&event.body).unwrap()["ip"] == RAW_IP
         })
         .count() as i64
@@ -355,7 +355,7 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str, fifo: bool) {
     }
     let reasons: HashSet<String> = letters
         .iter()
-        .filter_map(|letter| attribute_of(letter, sqs2pg::dead_letter::attribute::REASON))
+        .filter_map(|letter| attribute_of(letter, sqs2pg::domain::dead_letter::attribute::REASON))
         .collect();
     assert!(
         reasons.contains("invalid_envelope") && reasons.contains("invalid_json"),

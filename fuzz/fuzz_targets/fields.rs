@@ -28,7 +28,7 @@ fuzz_target!(|entries: Vec<Entry>| {
         .iter()
         .map(|entry| {
             // One index past the fields the transform reads is an unknown one.
-            let fields = &sqs2pg::event::FIELDS;
+            let fields = &sqs2pg::domain::event::FIELDS;
             let name = fields
                 .get(usize::from(entry.field) % (fields.len() + 1))
                 .copied()
@@ -47,5 +47,5 @@ fuzz_target!(|entries: Vec<Entry>| {
         })
         .collect::<Vec<_>>()
         .join(",");
-    sqs2pg::invariants::check(&format!("{{{body}}}"));
+    sqs2pg::domain::invariants::check(&format!("{{{body}}}"));
 });

@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // SQS bodies are text; a producer's invalid bytes arrive replaced.
-    sqs2pg::invariants::check(&String::from_utf8_lossy(data));
+    sqs2pg::domain::invariants::check(&String::from_utf8_lossy(data));
 });

@@ -11,12 +11,13 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use sqs2pg::consumer::{Consumer, Settings, Summary};
-use sqs2pg::event::Masker;
-use sqs2pg::metrics::{Metrics, Readiness};
-use sqs2pg::queue::{Queue, QueueUrls, SqsQueue, create_queues};
+use sqs2pg::adapters::postgres::{self, Sink};
+use sqs2pg::adapters::sqs::{Queue, QueueUrls, SqsQueue, create_queues};
+use sqs2pg::domain::event::Masker;
+use sqs2pg::pipeline::{Consumer, Settings, Summary};
 use sqs2pg::retry::RetryPolicy;
-use sqs2pg::sink::{self, Sink};
+use sqs2pg::telemetry::http::Readiness;
+use sqs2pg::telemetry::metrics::Metrics;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +46,7 @@ pub fn init_logging() {
         if let Ok(directives) = std::env::var("TEST_LOG") {
             let layer = tracing_subscriber::fmt::layer().with_test_writer();
             tracing_subscriber::registry()
-                .with(layer.with_filter(sqs2pg::app::log_filter(Some(&directives))))
+                .with(layer.with_filter(sqs2pg::telemetry::logging::log_filter(Some(&directives))))
                 .init();
         }
     });
@@ -98,7 +99,7 @@ impl TestDb {
             .await
             .expect("create the test database");
         let url = with_database(admin_url, &name);
-        sink::migrate(&sink::parse_database_url(&url).unwrap())
+        postgres::migrate(&postgres::parse_database_url(&url).unwrap())
             .await
             .expect("migrate");
         Self { url, name }
@@ -109,7 +110,10 @@ impl TestDb {
     }
 
     pub fn sink(&self, connections: usize) -> Sink {
-        Sink::new(sink::parse_database_url(&self.url).unwrap(), connections)
+        Sink::new(
+            postgres::parse_database_url(&self.url).unwrap(),
+            connections,
+        )
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -140,7 +144,7 @@ impl TestDb {
 
 pub async fn sqs_client() -> Client {
     required_env("AWS_ENDPOINT_URL");
-    sqs2pg::app::sqs_client().await.expect("SQS client")
+    sqs2pg::cli::app::sqs_client().await.expect("SQS client")
 }
 
 /// A queue and its dead-letter queue with unique names.
@@ -197,7 +201,7 @@ impl TestQueues {
     /// queue the bodies are spread over sixteen message groups, each with a fresh
     /// deduplication id.
     pub async fn send(&self, bodies: &[String]) -> Vec<String> {
-        let fifo = sqs2pg::queue::is_fifo_queue_url(&self.urls.queue_url);
+        let fifo = sqs2pg::adapters::sqs::is_fifo_queue_url(&self.urls.queue_url);
         let mut ids = Vec::with_capacity(bodies.len());
         for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
             let mut request = self
@@ -231,7 +235,7 @@ impl TestQueues {
     }
 
     /// Depth of the source queue, read in one call so the counts are consistent.
-    pub async fn depth(&self) -> sqs2pg::queue::QueueDepth {
+    pub async fn depth(&self) -> sqs2pg::adapters::sqs::QueueDepth {
         self.sqs_queue().depth().await.expect("queue depth")
     }
 
@@ -246,7 +250,7 @@ impl TestQueues {
     /// more of a group while some of it is in flight, so there each message read is
     /// deleted: this read empties a FIFO DLQ.
     pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
-        let fifo = sqs2pg::queue::is_fifo_queue_url(&self.urls.dlq_url);
+        let fifo = sqs2pg::adapters::sqs::is_fifo_queue_url(&self.urls.dlq_url);
         let mut all = Vec::new();
         let mut empty_polls = 0;
         while empty_polls < 2 {
@@ -300,11 +304,11 @@ pub fn attribute_of(message: &aws_sdk_sqs::types::Message, name: &str) -> Option
 pub fn drain_settings(queues: &TestQueues) -> Settings {
     Settings {
         concurrency: 4,
-        batch_messages: sqs2pg::consumer::DEFAULT_BATCH_MESSAGES,
-        batch_window: sqs2pg::consumer::DEFAULT_BATCH_WINDOW,
+        batch_messages: sqs2pg::pipeline::DEFAULT_BATCH_MESSAGES,
+        batch_window: sqs2pg::pipeline::DEFAULT_BATCH_WINDOW,
         visibility_timeout: Duration::from_secs(30),
         wait_time: Duration::from_secs(1),
-        batch_timeout: sqs2pg::consumer::DEFAULT_BATCH_TIMEOUT,
+        batch_timeout: sqs2pg::pipeline::DEFAULT_BATCH_TIMEOUT,
         envelope: Default::default(),
         drain: true,
         retry: RetryPolicy {
@@ -663,7 +667,8 @@ impl Queue for FaultyQueue {
         max: usize,
         wait: Duration,
         visibility: Duration,
-    ) -> Result<Vec<sqs2pg::queue::ReceivedMessage>, sqs2pg::queue::QueueError> {
+    ) -> Result<Vec<sqs2pg::adapters::sqs::ReceivedMessage>, sqs2pg::adapters::sqs::QueueError>
+    {
         if take_one(&self.faults.empty_receives) {
             return Ok(Vec::new());
         }
@@ -678,7 +683,7 @@ impl Queue for FaultyQueue {
     async fn delete(
         &self,
         receipt_handles: &[&str],
-    ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+    ) -> Result<Vec<sqs2pg::adapters::sqs::EntryFailure>, sqs2pg::adapters::sqs::QueueError> {
         let call = self
             .faults
             .delete_calls
@@ -706,7 +711,7 @@ impl Queue for FaultyQueue {
         &self,
         receipt_handles: &[&str],
         timeout: Duration,
-    ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+    ) -> Result<Vec<sqs2pg::adapters::sqs::EntryFailure>, sqs2pg::adapters::sqs::QueueError> {
         if self
             .faults
             .freeze_visibility
@@ -719,11 +724,11 @@ impl Queue for FaultyQueue {
 
     async fn dead_letter(
         &self,
-        letters: &[sqs2pg::dead_letter::DeadLetter],
-    ) -> Result<Vec<sqs2pg::queue::EntryFailure>, sqs2pg::queue::QueueError> {
+        letters: &[sqs2pg::domain::dead_letter::DeadLetter],
+    ) -> Result<Vec<sqs2pg::adapters::sqs::EntryFailure>, sqs2pg::adapters::sqs::QueueError> {
         if take_one(&self.faults.stall_dead_letters) {
             tokio::time::sleep(self.faults.dead_letter_stall).await;
-            return Err(sqs2pg::queue::QueueError {
+            return Err(sqs2pg::adapters::sqs::QueueError {
                 operation: "SendMessageBatch",
                 class: sqs2pg::retry::ErrorClass::Transient,
                 detail: "injected: the dead-letter queue was unreachable".to_owned(),
@@ -732,16 +737,18 @@ impl Queue for FaultyQueue {
         self.inner.dead_letter(letters).await
     }
 
-    async fn depth(&self) -> Result<sqs2pg::queue::QueueDepth, sqs2pg::queue::QueueError> {
+    async fn depth(
+        &self,
+    ) -> Result<sqs2pg::adapters::sqs::QueueDepth, sqs2pg::adapters::sqs::QueueError> {
         if take_one(&self.faults.falsely_empty_depths) {
-            return Ok(sqs2pg::queue::QueueDepth::default());
+            return Ok(sqs2pg::adapters::sqs::QueueDepth::default());
         }
         self.inner.depth().await
     }
 
     async fn dead_letter_depth(
         &self,
-    ) -> Result<sqs2pg::queue::QueueDepth, sqs2pg::queue::QueueError> {
+    ) -> Result<sqs2pg::adapters::sqs::QueueDepth, sqs2pg::adapters::sqs::QueueError> {
         self.inner.dead_letter_depth().await
     }
 }

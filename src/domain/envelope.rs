@@ -5,9 +5,9 @@
 //! off), whose notification holds the event as a JSON *string* in `Message`, or through an
 //! EventBridge rule, whose event holds it as an object in `detail`. Validated as it is,
 //! every such body is poison (`missing_field`). [`unwrap`] hands the event inside on to
-//! [`crate::event::transform`] instead, so it is validated exactly as if it had been sent
+//! [`crate::domain::event::transform`] instead, so it is validated exactly as if it had been sent
 //! alone: an envelope around any body gives that body's row or that body's rejection
-//! (property-tested and fuzzed through [`crate::invariants`]). Only a broken envelope is a
+//! (property-tested and fuzzed through [`crate::domain::invariants`]). Only a broken envelope is a
 //! rejection of its own, [`DeadLetterReason::InvalidEnvelope`].
 //!
 //! Detected by shape, never by a guess at the content:
@@ -28,7 +28,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::DeadLetterReason;
-use crate::event::{JsonKind, Rejection};
+use crate::domain::event::{JsonKind, Rejection};
 
 /// Which envelopes to unwrap (`SQS2PG_ENVELOPE`, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,7 +143,7 @@ impl EnvelopeRejection {
 /// The event a body carries, and the envelope it came in, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unwrapped<'a> {
-    /// What to hand to [`crate::event::transform`].
+    /// What to hand to [`crate::domain::event::transform`].
     pub body: Cow<'a, str>,
     pub envelope: Option<EnvelopeKind>,
 }
@@ -297,8 +297,8 @@ impl<'de> Deserialize<'de> for Entries<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::{SAMPLE, arb_json, envelope as meta, masker};
-    use crate::event::transform;
+    use crate::domain::event::tests::{SAMPLE, arb_json, envelope as meta, masker};
+    use crate::domain::event::transform;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -516,20 +516,20 @@ mod tests {
 
     proptest! {
         /// Any JSON value, any text and any valid event give, in an SNS notification or an
-        /// EventBridge event, what they give alone (crate::invariants::check_envelopes).
+        /// EventBridge event, what they give alone (crate::domain::invariants::check_envelopes).
         #[test]
         fn an_envelope_around_any_json_gives_what_the_body_gives_alone(value in arb_json()) {
-            crate::invariants::check_envelopes(&value.to_string());
+            crate::domain::invariants::check_envelopes(&value.to_string());
         }
 
         #[test]
         fn an_envelope_around_any_text_gives_what_the_body_gives_alone(body in ".{0,300}") {
-            crate::invariants::check_envelopes(&body);
+            crate::domain::invariants::check_envelopes(&body);
         }
 
         #[test]
-        fn an_envelope_around_any_event_gives_its_row(event in crate::event::tests::arb_event()) {
-            crate::invariants::check_envelopes(&event);
+        fn an_envelope_around_any_event_gives_its_row(event in crate::domain::event::tests::arb_event()) {
+            crate::domain::invariants::check_envelopes(&event);
             let alone = transform(&event, meta(), &masker());
             prop_assert!(alone.is_ok());
             for wrapped in [sns(&event), eventbridge(&event)] {

@@ -31,7 +31,7 @@ pub enum DeadLetterReason {
     WrongType,
     InvalidValue,
     /// An SNS notification or EventBridge envelope that is broken, or a body without the
-    /// envelope the configured mode requires (see [`crate::envelope`]).
+    /// envelope the configured mode requires (see [`crate::domain::envelope`]).
     InvalidEnvelope,
     /// The database refused the row for a permanent reason (a constraint, bad data).
     DatabaseRejected,

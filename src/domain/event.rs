@@ -643,20 +643,20 @@ pub(crate) mod tests {
         /// Any text, however malformed, gives a row or a typed rejection: never a panic.
         #[test]
         fn any_text_gives_a_row_or_a_typed_rejection(body in ".{0,300}") {
-            crate::invariants::check(&body);
+            crate::domain::invariants::check(&body);
         }
 
         /// Arbitrary bytes, as a producer with the wrong encoding would send them (SQS
         /// bodies are text, so they arrive decoded, with invalid sequences replaced).
         #[test]
         fn any_bytes_give_a_row_or_a_typed_rejection(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            crate::invariants::check(&String::from_utf8_lossy(&bytes));
+            crate::domain::invariants::check(&String::from_utf8_lossy(&bytes));
         }
 
         /// Arbitrary JSON, objects mostly made of the fields we read.
         #[test]
         fn any_json_gives_a_row_or_a_typed_rejection(value in arb_json()) {
-            crate::invariants::check(&value.to_string());
+            crate::domain::invariants::check(&value.to_string());
         }
 
         /// Objects with every field present and arbitrary values: the accept path's edges.
@@ -670,7 +670,7 @@ pub(crate) mod tests {
                 object.insert(field.to_owned(), value);
             }
             object.insert("ip".to_owned(), ip);
-            crate::invariants::check(&Value::Object(object).to_string());
+            crate::domain::invariants::check(&Value::Object(object).to_string());
         }
 
         /// Valid events round-trip: every field lands unchanged or as its keyed digest.

@@ -17,7 +17,7 @@ use aws_sdk_sqs::types::{
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
-use crate::dead_letter::{DeadLetter, attribute};
+use crate::domain::dead_letter::{DeadLetter, attribute};
 use crate::retry::{Classify, ErrorClass};
 
 /// The default deadline of one SQS call attempt (`SQS2PG_SQS_TIMEOUT`); a receive gets its

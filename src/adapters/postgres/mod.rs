@@ -25,8 +25,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::dead_letter::DeadLetter;
-use crate::event::LoginRow;
+use crate::domain::dead_letter::DeadLetter;
+use crate::domain::event::LoginRow;
 use crate::retry::{Classify, ErrorClass};
 
 mod embedded {

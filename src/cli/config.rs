@@ -3,6 +3,7 @@
 //! `[env: …]`; every error about a setting names its variable too, so the message says what
 //! to set. Secrets redact themselves in `Debug` and are never echoed in errors.
 
+pub use crate::telemetry::logging::LogFormat;
 use std::ffi::OsStr;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,7 +16,7 @@ use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::dead_letter::DeadLetterReason;
+use crate::domain::dead_letter::DeadLetterReason;
 
 const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
@@ -261,12 +262,6 @@ fn queue_name_parser() -> Setting<String> {
     })
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume the queue: mask, insert, delete. Applies migrations first.
@@ -300,8 +295,10 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     /// The parsed connection settings, with the CA file applied.
-    pub fn database(&self) -> Result<crate::sink::Database, crate::sink::SinkError> {
-        let database = crate::sink::parse_database_url(self.database_url.expose())?;
+    pub fn database(
+        &self,
+    ) -> Result<crate::adapters::postgres::Database, crate::adapters::postgres::SinkError> {
+        let database = crate::adapters::postgres::parse_database_url(self.database_url.expose())?;
         match &self.database_ca_file {
             Some(path) => database.with_ca_file(path),
             None => Ok(database),
@@ -410,7 +407,7 @@ pub struct RunArgs {
     /// Most messages per transaction, 1 to 10000, gathered from consecutive receives (group
     /// commit).
     #[arg(long, env = "SQS2PG_BATCH_SIZE", value_name = "COUNT",
-          default_value_t = crate::consumer::DEFAULT_BATCH_MESSAGES as u64,
+          default_value_t = crate::pipeline::DEFAULT_BATCH_MESSAGES as u64,
           allow_negative_numbers = true,
           value_parser = whole_number(1, 10_000))]
     pub batch_size: u64,
@@ -418,7 +415,7 @@ pub struct RunArgs {
     /// Milliseconds, 0 to 60000, a loop keeps gathering a batch after its first message
     /// arrived.
     #[arg(long, env = "SQS2PG_BATCH_WINDOW_MS", value_name = "MS",
-          default_value_t = crate::consumer::DEFAULT_BATCH_WINDOW.as_millis() as u64,
+          default_value_t = crate::pipeline::DEFAULT_BATCH_WINDOW.as_millis() as u64,
           allow_negative_numbers = true,
           value_parser = whole_number(0, 60_000))]
     pub batch_window_ms: u64,
@@ -438,21 +435,21 @@ pub struct RunArgs {
     /// Longest a batch may stay in flight, in seconds; past it the batch is abandoned and
     /// its messages released for redelivery (and the heartbeat never extends beyond it).
     #[arg(long, env = "SQS2PG_BATCH_TIMEOUT", value_name = "SECONDS",
-          default_value_t = crate::consumer::DEFAULT_BATCH_TIMEOUT.as_secs(),
+          default_value_t = crate::pipeline::DEFAULT_BATCH_TIMEOUT.as_secs(),
           allow_negative_numbers = true, value_parser = whole_number(5, 43_200))]
     pub batch_timeout: u64,
 
     /// Client-side deadline of each database statement, commit and connection checkout, in
     /// seconds; past it the connection is dropped and the call retried on a fresh one.
     #[arg(long, env = "SQS2PG_STATEMENT_TIMEOUT", value_name = "SECONDS",
-          default_value_t = crate::sink::DEFAULT_STATEMENT_TIMEOUT.as_secs(),
+          default_value_t = crate::adapters::postgres::DEFAULT_STATEMENT_TIMEOUT.as_secs(),
           allow_negative_numbers = true, value_parser = whole_number(1, 3_600))]
     pub statement_timeout: u64,
 
     /// Deadline of each SQS call attempt other than the long poll, in seconds (a receive
     /// gets its wait time on top); past it the call is retried with backoff.
     #[arg(long, env = "SQS2PG_SQS_TIMEOUT", value_name = "SECONDS",
-          default_value_t = crate::queue::DEFAULT_SQS_TIMEOUT.as_secs(),
+          default_value_t = crate::adapters::sqs::DEFAULT_SQS_TIMEOUT.as_secs(),
           allow_negative_numbers = true, value_parser = whole_number(1, 300))]
     pub sqs_timeout: u64,
 
@@ -460,7 +457,7 @@ pub struct RunArgs {
     /// events, detected by shape), `sns`, `eventbridge` (every body must be one), `none`.
     #[arg(long, env = "SQS2PG_ENVELOPE", value_name = "MODE", default_value = "auto",
           value_parser = envelope_parser())]
-    pub envelope: crate::envelope::EnvelopeMode,
+    pub envelope: crate::domain::envelope::EnvelopeMode,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
     #[arg(long)]
@@ -586,8 +583,8 @@ fn reason_parser() -> Listed<DeadLetterReason> {
     }
 }
 
-fn envelope_parser() -> Listed<crate::envelope::EnvelopeMode> {
-    use crate::envelope::EnvelopeMode;
+fn envelope_parser() -> Listed<crate::domain::envelope::EnvelopeMode> {
+    use crate::domain::envelope::EnvelopeMode;
     Listed {
         parse: setting(|text: &str| {
             text.parse::<EnvelopeMode>()

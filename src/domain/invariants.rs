@@ -1,13 +1,13 @@
 //! What must hold for every body, however hostile: checked by the property tests in
-//! [`crate::event`] and by every fuzz target (the `invariants` feature), so both hunt with
+//! [`crate::domain::event`] and by every fuzz target (the `invariants` feature), so both hunt with
 //! the same rules. Test code: it panics on a finding.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use crate::DeadLetterReason;
-use crate::envelope::{EnvelopeKind, EnvelopeMode, EnvelopeRejection, unwrap};
-use crate::event::{
+use crate::domain::envelope::{EnvelopeKind, EnvelopeMode, EnvelopeRejection, unwrap};
+use crate::domain::event::{
     Envelope, JsonKind, MAX_APP_VERSION_CHARS, MAX_DEVICE_TYPE_CHARS, MAX_LOCALE_CHARS,
     MAX_USER_ID_CHARS, Masker, Rejection, transform,
 };
@@ -192,7 +192,7 @@ fn templates() -> &'static HashSet<String> {
         for found in kinds {
             all.push(Rejection::NotAnObject { found });
         }
-        for field in crate::event::FIELDS {
+        for field in crate::domain::event::FIELDS {
             all.extend([
                 Rejection::MissingField { field },
                 Rejection::Empty { field },

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::event::Masker;
+use crate::domain::event::Masker;
 
 /// Bodies longer than this are withheld rather than parsed: a sample that large is no use
 /// on a terminal, and it bounds the work per message.

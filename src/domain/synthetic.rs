@@ -104,7 +104,7 @@ fn reuse_or(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Envelope, Masker, transform};
+    use crate::domain::event::{Envelope, Masker, transform};
     use std::collections::HashSet;
 
     fn recipe(count: u64) -> Recipe {
@@ -116,7 +116,9 @@ mod tests {
         }
     }
 
-    fn parse(body: &str) -> Result<crate::event::LoginRow, crate::event::Rejection> {
+    fn parse(
+        body: &str,
+    ) -> Result<crate::domain::event::LoginRow, crate::domain::event::Rejection> {
         let envelope = Envelope {
             message_id: "m",
             sent_at: chrono::Utc::now(),

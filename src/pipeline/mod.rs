@@ -21,15 +21,16 @@ use chrono::Utc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::envelope::{self, EnvelopeMode};
-use crate::event::{Envelope as MessageMeta, LoginRow, Masker, transform};
-use crate::metrics::{Metrics, QueueRole, Readiness};
-use crate::queue::{
+use crate::adapters::postgres::{InsertOutcome, Sink, SinkError};
+use crate::adapters::sqs::{
     MAX_BATCH, MAX_VISIBILITY, Queue, QueueError, ReceivedMessage, split_by_failures,
 };
+use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::domain::envelope::{self, EnvelopeMode};
+use crate::domain::event::{Envelope as MessageMeta, LoginRow, Masker, transform};
 use crate::retry::{Classify, ErrorClass, RetryPolicy, Stage, retry};
-use crate::sink::{InsertOutcome, Sink, SinkError};
+use crate::telemetry::http::Readiness;
+use crate::telemetry::metrics::{Metrics, QueueRole};
 
 /// How a batch whose delete keeps failing is given up on: the message then comes back after
 /// its visibility timeout and is skipped as a duplicate.
@@ -837,7 +838,8 @@ impl<Q: Queue> Consumer<Q> {
         loop {
             let database = self.sink.ping().await;
             self.readiness.set_database_reachable(database.is_ok());
-            if last_depth_poll.is_none_or(|at| at.elapsed() >= crate::metrics::QUEUE_POLL_INTERVAL)
+            if last_depth_poll
+                .is_none_or(|at| at.elapsed() >= crate::telemetry::metrics::QUEUE_POLL_INTERVAL)
             {
                 last_depth_poll = Some(Instant::now());
                 let source = self.queue.depth().await;

@@ -1,0 +1,11 @@
+//! The pure core: no I/O, so it is property-tested and fuzzed on its own (the crate builds
+//! without the `service` feature to prove it).
+
+pub mod dead_letter;
+pub mod envelope;
+pub mod event;
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
+pub mod redact;
+#[cfg(feature = "service")]
+pub mod synthetic;

@@ -1,0 +1,5 @@
+//! What the service tells its operators: typed events, metrics, endpoints and logs.
+
+pub mod http;
+pub mod logging;
+pub mod metrics;

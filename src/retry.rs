@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use backoff::ExponentialBackoff;
 
-use crate::telemetry::metrics::Metrics;
-
 /// Whether trying again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -50,10 +48,14 @@ pub enum Stage {
     Release,
     /// Sending to the source queue (`send`, `dlq redrive`).
     Send,
+    /// Applying migrations at start (`run`, `migrate`).
+    Migrate,
+    /// Checking the queues at start: they exist, and the dead-letter queue is found.
+    Connect,
 }
 
 impl Stage {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Receive,
         Self::Write,
         Self::Delete,
@@ -61,6 +63,8 @@ impl Stage {
         Self::ExtendVisibility,
         Self::Release,
         Self::Send,
+        Self::Migrate,
+        Self::Connect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,8 @@ impl Stage {
             Self::ExtendVisibility => "extend_visibility",
             Self::Release => "release",
             Self::Send => "send",
+            Self::Migrate => "migrate",
+            Self::Connect => "connect",
         }
     }
 }
@@ -115,19 +121,53 @@ impl RetryPolicy {
     }
 }
 
-/// After a retry loop's first warning, how long before it warns again while the failure
-/// lasts: an outage should say it started, that it goes on, and that it ended, not fill
-/// the log with one line per attempt.
+/// After a retry loop's first report, how long before it reports loudly again while the
+/// failure lasts: an outage should say it started, that it goes on, and that it ended, not
+/// fill the log with one line per attempt.
 pub const RETRY_REMINDER_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Runs `operation` until it succeeds, fails permanently, or the policy gives up. Every
-/// retry is counted under `stage`; the first is logged with its cause, then at most one
-/// reminder per [`RETRY_REMINDER_INTERVAL`] (the others at DEBUG), and a success after
-/// failures logs one line saying it recovered.
+/// How loudly a failed attempt should be told: the retry loop decides, the caller's
+/// telemetry logs accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loudness {
+    /// The first failure of this call: an outage may be starting.
+    First,
+    /// A reminder, at most one per [`RETRY_REMINDER_INTERVAL`], while the failure lasts.
+    Reminder,
+    /// Any other failed attempt: worth counting, not worth a log line at the default level.
+    Quiet,
+}
+
+/// What a retry loop reports to its caller, which logs and counts it: this module imports
+/// neither metrics nor telemetry, so every caller (the pipeline, start-up, `send`, `dlq
+/// redrive`) reports through its own.
+#[derive(Clone, Copy)]
+pub enum RetryReport<'a> {
+    /// An attempt failed for a transient reason; the next one follows after `retry_in`.
+    Retrying {
+        stage: Stage,
+        error: &'a dyn Display,
+        retry_in: Duration,
+        /// Failed attempts so far, this one included.
+        attempts: u64,
+        failing_for: Duration,
+        loudness: Loudness,
+    },
+    /// The call succeeded after failing `attempts - 1` times.
+    Recovered {
+        stage: Stage,
+        attempts: u64,
+        failing_for: Duration,
+    },
+}
+
+/// Runs `operation` until it succeeds, fails permanently, or the policy gives up, and tells
+/// `report` about every retry (the first loudly, then at most one reminder per
+/// [`RETRY_REMINDER_INTERVAL`]) and about a recovery.
 pub async fn retry<T, E, F, Fut>(
     policy: RetryPolicy,
     stage: Stage,
-    metrics: &Metrics,
+    report: &(dyn Fn(RetryReport<'_>) + Sync),
     operation: F,
 ) -> Result<T, E>
 where
@@ -135,7 +175,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    retry_reminding_every(RETRY_REMINDER_INTERVAL, policy, stage, metrics, operation).await
+    retry_reminding_every(RETRY_REMINDER_INTERVAL, policy, stage, report, operation).await
 }
 
 /// [`retry`], with the interval between reminders as a parameter (for tests).
@@ -143,7 +183,7 @@ async fn retry_reminding_every<T, E, F, Fut>(
     reminder_interval: Duration,
     policy: RetryPolicy,
     stage: Stage,
-    metrics: &Metrics,
+    report: &(dyn Fn(RetryReport<'_>) + Sync),
     mut operation: F,
 ) -> Result<T, E>
 where
@@ -152,8 +192,8 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let started = Instant::now();
-    let mut retries = 0u64;
-    let mut last_warned: Option<Instant> = None;
+    let mut attempts = 0u64;
+    let mut last_loud: Option<Instant> = None;
     let result = backoff::future::retry_notify(
         policy.backoff(),
         || {
@@ -165,48 +205,33 @@ where
                 })
             }
         },
-        |error: E, wait: Duration| {
-            metrics.retry(stage, ErrorClass::Transient);
-            retries += 1;
-            let retry_in_ms = wait.as_millis() as u64;
-            match last_warned {
-                None => {
-                    last_warned = Some(Instant::now());
-                    tracing::warn!(
-                        message = "Transient failure; retrying.",
-                        stage = stage.as_str(),
-                        %error,
-                        retry_in_ms,
-                    );
-                }
-                Some(at) if at.elapsed() >= reminder_interval => {
-                    last_warned = Some(Instant::now());
-                    tracing::warn!(
-                        message = "Still failing; retrying.",
-                        stage = stage.as_str(),
-                        %error,
-                        attempts = retries,
-                        failing_for_s = started.elapsed().as_secs(),
-                        retry_in_ms,
-                    );
-                }
-                Some(_) => tracing::debug!(
-                    message = "Transient failure; retrying.",
-                    stage = stage.as_str(),
-                    %error,
-                    retry_in_ms,
-                ),
+        |error: E, retry_in: Duration| {
+            attempts += 1;
+            let loudness = match last_loud {
+                None => Loudness::First,
+                Some(at) if at.elapsed() >= reminder_interval => Loudness::Reminder,
+                Some(_) => Loudness::Quiet,
+            };
+            if loudness != Loudness::Quiet {
+                last_loud = Some(Instant::now());
             }
+            report(RetryReport::Retrying {
+                stage,
+                error: &error,
+                retry_in,
+                attempts,
+                failing_for: started.elapsed(),
+                loudness,
+            });
         },
     )
     .await;
-    if result.is_ok() && retries > 0 {
-        tracing::info!(
-            message = "Recovered; the retried call succeeded.",
-            stage = stage.as_str(),
-            attempts = retries + 1,
-            failing_for_s = started.elapsed().as_secs_f64(),
-        );
+    if result.is_ok() && attempts > 0 {
+        report(RetryReport::Recovered {
+            stage,
+            attempts: attempts + 1,
+            failing_for: started.elapsed(),
+        });
     }
     result
 }
@@ -214,6 +239,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[derive(Debug)]
@@ -235,112 +261,81 @@ mod tests {
         max_elapsed: None,
     };
 
-    #[tokio::test]
-    async fn transient_errors_are_retried_until_success() {
-        let metrics = Metrics::new();
-        let attempts = AtomicU32::new(0);
-        let result = retry(QUICK, Stage::Write, &metrics, || async {
-            match attempts.fetch_add(1, Ordering::SeqCst) {
-                0..=2 => Err(Failure(ErrorClass::Transient)),
-                n => Ok(n),
-            }
-        })
-        .await;
-        assert_eq!(result.unwrap(), 3);
-        assert_eq!(
-            metrics.retries_total(Stage::Write, ErrorClass::Transient),
-            3
-        );
+    /// Each report, reduced to the loudness of a retry or `None` for a recovery.
+    #[derive(Default)]
+    struct Reports(Mutex<Vec<Option<Loudness>>>);
+    impl Reports {
+        fn record(&self, report: RetryReport<'_>) {
+            let entry = match report {
+                RetryReport::Retrying { loudness, .. } => Some(loudness),
+                RetryReport::Recovered { .. } => None,
+            };
+            self.0.lock().unwrap().push(entry);
+        }
+        fn taken(&self) -> Vec<Option<Loudness>> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    /// One attempt of an operation that fails transiently `failures` times, then returns
+    /// its attempt count.
+    async fn failing(failures: u32, attempts: &AtomicU32) -> Result<u32, Failure> {
+        match attempts.fetch_add(1, Ordering::SeqCst) {
+            n if n < failures => Err(Failure(ErrorClass::Transient)),
+            n => Ok(n),
+        }
     }
 
     #[tokio::test]
-    async fn permanent_errors_stop_at_once() {
-        let metrics = Metrics::new();
+    async fn transient_errors_are_retried_until_success_and_each_retry_is_reported() {
+        let reports = Reports::default();
         let attempts = AtomicU32::new(0);
-        let result: Result<(), _> = retry(QUICK, Stage::Write, &metrics, || async {
+        let result = retry(QUICK, Stage::Write, &|r| reports.record(r), || {
+            failing(3, &attempts)
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+        let taken = reports.taken();
+        assert_eq!(taken.len(), 4, "{taken:?}");
+        assert_eq!(taken[0], Some(Loudness::First));
+        assert_eq!(taken[3], None, "a recovery is reported last");
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_stop_at_once_unreported() {
+        let reports = Reports::default();
+        let attempts = AtomicU32::new(0);
+        let result: Result<(), _> = retry(QUICK, Stage::Write, &|r| reports.record(r), || async {
             attempts.fetch_add(1, Ordering::SeqCst);
             Err(Failure(ErrorClass::Permanent))
         })
         .await;
         assert!(result.is_err());
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
-    }
-
-    /// The level and message of each event logged while `run` runs.
-    async fn logged_while<T>(run: impl Future<Output = T>) -> (T, Vec<(tracing::Level, String)>) {
-        use std::sync::{Arc, Mutex};
-        use tracing_subscriber::layer::SubscriberExt;
-
-        struct Record(Arc<Mutex<Vec<(tracing::Level, String)>>>);
-        struct Message(String);
-        impl tracing::field::Visit for Message {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                if field.name() == "message" {
-                    value.clone_into(&mut self.0);
-                }
-            }
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-        }
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Record {
-            fn on_event(
-                &self,
-                event: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                let mut message = Message(String::new());
-                event.record(&mut message);
-                self.0
-                    .lock()
-                    .unwrap()
-                    .push((*event.metadata().level(), message.0));
-            }
-        }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Record(Arc::clone(&seen)));
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let output = run.await;
-        let events = seen.lock().unwrap().clone();
-        (output, events)
+        assert!(reports.taken().is_empty());
     }
 
     #[tokio::test]
-    async fn an_outage_logs_its_start_and_its_end_not_every_attempt() {
-        let metrics = Metrics::new();
+    async fn an_outage_is_loud_at_its_start_and_quiet_after() {
+        let reports = Reports::default();
         let attempts = AtomicU32::new(0);
-        let (result, events) = logged_while(retry(QUICK, Stage::Write, &metrics, || async {
-            match attempts.fetch_add(1, Ordering::SeqCst) {
-                0..=29 => Err(Failure(ErrorClass::Transient)),
-                n => Ok(n),
-            }
-        }))
+        let result = retry(QUICK, Stage::Write, &|r| reports.record(r), || {
+            failing(30, &attempts)
+        })
         .await;
         assert_eq!(result.unwrap(), 30);
-        assert_eq!(
-            metrics.retries_total(Stage::Write, ErrorClass::Transient),
-            30
+        let taken = reports.taken();
+        assert_eq!(taken[0], Some(Loudness::First));
+        assert!(
+            taken[1..30].iter().all(|r| *r == Some(Loudness::Quiet)),
+            "{taken:?}"
         );
-        let at = |level| {
-            events
-                .iter()
-                .filter(|(l, _)| *l == level)
-                .map(|(_, message)| message.as_str())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(at(tracing::Level::WARN), ["Transient failure; retrying."]);
-        assert_eq!(
-            at(tracing::Level::INFO),
-            ["Recovered; the retried call succeeded."]
-        );
-        assert_eq!(at(tracing::Level::DEBUG).len(), 29);
+        assert_eq!(taken[30], None);
     }
 
     #[tokio::test]
     async fn a_long_outage_is_reminded_of_at_most_every_interval() {
-        let metrics = Metrics::new();
+        let reports = Reports::default();
         let interval = Duration::from_millis(50);
         let policy = RetryPolicy {
             initial_interval: Duration::from_millis(10),
@@ -349,45 +344,36 @@ mod tests {
         };
         let attempts = AtomicU32::new(0);
         let started = Instant::now();
-        let (result, events) = logged_while(retry_reminding_every(
+        let result = retry_reminding_every(
             interval,
             policy,
             Stage::Write,
-            &metrics,
-            || async {
-                match attempts.fetch_add(1, Ordering::SeqCst) {
-                    0..=29 => Err(Failure(ErrorClass::Transient)),
-                    n => Ok(n),
-                }
-            },
-        ))
+            &|r| reports.record(r),
+            || failing(30, &attempts),
+        )
         .await;
         assert_eq!(result.unwrap(), 30);
         let failing_for = started.elapsed();
-        let warnings = events
+        let loud = reports
+            .taken()
             .iter()
-            .filter(|(level, _)| *level == tracing::Level::WARN)
+            .filter(|r| matches!(r, Some(Loudness::First | Loudness::Reminder)))
             .count();
-        // 30 waits of 5 to 15 ms: the first warning, then a reminder per full interval.
+        // 30 waits of 5 to 15 ms: the first report, then a reminder per full interval.
         let most = 1 + (failing_for.as_millis() / interval.as_millis()) as usize;
         assert!(
-            (2..=most).contains(&warnings) && warnings < 30,
-            "{warnings} warnings in {failing_for:?}: {events:?}"
-        );
-        assert_eq!(
-            events.last().map(|(level, _)| *level),
-            Some(tracing::Level::INFO)
+            (2..=most).contains(&loud) && loud < 30,
+            "{loud} loud reports in {failing_for:?}"
         );
     }
 
     #[tokio::test]
     async fn a_bounded_policy_gives_up() {
-        let metrics = Metrics::new();
         let policy = RetryPolicy {
             max_elapsed: Some(Duration::from_millis(30)),
             ..QUICK
         };
-        let result: Result<(), _> = retry(policy, Stage::Delete, &metrics, || async {
+        let result: Result<(), _> = retry(policy, Stage::Delete, &|_| {}, || async {
             Err(Failure(ErrorClass::Transient))
         })
         .await;

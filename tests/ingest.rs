@@ -286,15 +286,18 @@ async fn with_postgres_down_nothing_is_deleted_and_rows_appear_once_it_is_back()
         || async { queues.source_total().await == 20 },
     )
     .await;
-    assert_eq!(consumer.metrics().messages_deleted.get(), 0);
+    assert_eq!(
+        common::metric_value(consumer.metrics(), "sqs2pg_messages_deleted_total") as u64,
+        0
+    );
     assert!(
-        consumer.metrics().retries_total(
-            sqs2pg::retry::Stage::Write,
-            sqs2pg::retry::ErrorClass::Transient
-        ) > 0
+        consumer
+            .metrics()
+            .retries_total(sqs2pg::retry::Stage::Write)
+            > 0
     );
     // The heartbeat kept the batches in flight through the outage: none was received twice.
-    let received_during_outage = consumer.metrics().messages_received.get();
+    let received_during_outage = consumer.metrics().messages_received();
 
     postgres.start_server();
     let summary = running.await.unwrap();
@@ -416,14 +419,14 @@ async fn the_oldest_message_gauge_is_not_hidden_by_another_loops_empty_receive()
         "the message to be received",
         || {
             let metrics = Arc::clone(&metrics);
-            async move { metrics.messages_received.get() == 1 }
+            async move { metrics.messages_received() == 1 }
         },
     )
     .await;
     // The other loop polls the empty queue every second meanwhile.
     let mut samples = Vec::new();
     for _ in 0..15 {
-        samples.push(metrics.oldest_message_age.get());
+        samples.push(metrics.oldest_message_age_seconds());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     lock.rollback().await.unwrap();
@@ -456,7 +459,7 @@ async fn receives_are_gathered_into_batches_no_larger_than_the_cap() {
         settings.batch_window = Duration::from_secs(2);
         let consumer = consumer(queues.sqs_queue(), &db, settings);
         let summary = drain(&consumer, Duration::from_secs(60)).await;
-        let batches = consumer.metrics().batch_size.get_sample_count();
+        let batches = common::metric_value(consumer.metrics(), "sqs2pg_batch_size_messages") as u64;
         let largest_possible = batches as f64 * cap as f64;
         println!("cap {cap}: {summary}; {batches} batches");
         assert_eq!(summary.inserted, 200);

@@ -183,9 +183,12 @@ async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> an
         })
         .collect();
     for _ in 0..5 {
-        let failures = retry(RetryPolicy::BRIEF, Stage::Send, metrics, || {
-            queue.send(&pending)
-        })
+        let failures = retry(
+            RetryPolicy::BRIEF,
+            Stage::Send,
+            &metrics.retry_reporter(),
+            || queue.send(&pending),
+        )
         .await
         .context("sending events")?;
         if failures.is_empty() {
@@ -232,14 +235,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..RetryPolicy::FOREVER
     };
     let starting = async {
-        let report = retry(startup, Stage::Write, &metrics, || {
+        let report = retry(startup, Stage::Migrate, &metrics.retry_reporter(), || {
             postgres::migrate(&database)
         })
         .await
         .context("applying migrations at start")?;
         // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
         // with the same patience as the database.
-        let queue = retry(startup, Stage::Receive, &metrics, || {
+        let queue = retry(startup, Stage::Connect, &metrics.retry_reporter(), || {
             SqsQueue::connect(
                 client.clone(),
                 args.queue.queue_url.clone(),
@@ -278,19 +281,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         message = "Starting.",
         queue_url = %queue.queue_url(),
         dlq_url = %queue.dlq_url(),
-        concurrency = args.concurrency,
+        receivers_max = args.receivers_max,
+        writers = args.writers,
         visibility_timeout_s = args.visibility_timeout,
         drain = args.drain,
     );
 
     let consumer = Arc::new(Consumer::new(
         Arc::new(queue),
-        Sink::new(database, args.concurrency as usize + 2),
+        Sink::new(database, args.writers as usize),
         Masker::new(&key),
         metrics,
         Arc::clone(&readiness),
         Settings {
-            concurrency: args.concurrency as usize,
+            concurrency: args.receivers_max as usize,
             batch_messages: args.batch_size as usize,
             batch_window: Duration::from_millis(args.batch_window_ms),
             visibility_timeout: args.visibility_timeout(),

@@ -29,9 +29,12 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_METRICS_ADDR        host:port of /metrics, /healthz and /readyz; :PORT is 127.0.0.1:PORT,
                              :0 a free port [default: 127.0.0.1:9898]
   SQS2PG_VISIBILITY_TIMEOUT  seconds requested on each receive, 1 to 43200, renewed while work runs [default: 30]
-  SQS2PG_CONCURRENCY         concurrent receive loops, 1 to 256, one batch in flight each [default: 4]
+  SQS2PG_RECEIVERS_MIN       fewest concurrent long polls, 1 to 256 [default: 1]
+  SQS2PG_RECEIVERS_MAX       most concurrent long polls, added while receives come back full [default: 16]
+  SQS2PG_WRITERS             concurrent database writers (connections), 1 to 64 [default: 4]
+  SQS2PG_IN_FLIGHT_MESSAGES  most messages received and not yet deleted, 10 to 100000 [default: 1000]
   SQS2PG_BATCH_SIZE          most messages per transaction (group commit), 1 to 10000 [default: 100]
-  SQS2PG_BATCH_WINDOW_MS     ms a loop gathers a batch after its first message, 0 to 60000 [default: 20]
+  SQS2PG_BATCH_WINDOW_MS     ms a batch stays open after its first message, 0 to 60000 [default: 20]
   SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
   SQS2PG_SHUTDOWN_TIMEOUT    seconds to finish in-flight work after SIGTERM/SIGINT [default: 30]
   SQS2PG_ENVELOPE            envelopes unwrapped around events: auto, sns, eventbridge, none [default: auto]
@@ -123,7 +126,7 @@ fn find_env(command: &clap::Command, long: &str) -> Option<String> {
 }
 
 /// A value parser from a plain function whose errors say what was expected, and name the
-/// option by its environment variable and flag (`SQS2PG_CONCURRENCY (--concurrency)`).
+/// option by its environment variable and flag (`SQS2PG_WRITERS (--writers)`).
 #[derive(Clone)]
 struct Setting<T>(Arc<ParseFn<T>>);
 
@@ -397,23 +400,47 @@ pub struct RunArgs {
           value_parser = whole_number(1, 43_200))]
     pub visibility_timeout: u64,
 
-    /// Concurrent receive loops, 1 to 256, each with one batch (up to SQS2PG_BATCH_SIZE) in
-    /// flight.
-    #[arg(long, env = "SQS2PG_CONCURRENCY", value_name = "COUNT", default_value_t = 4,
+    /// Fewest concurrent long polls, 1 to 256: the receivers kept polling while the queue
+    /// is idle.
+    #[arg(long, env = "SQS2PG_RECEIVERS_MIN", value_name = "COUNT",
+          default_value_t = crate::pipeline::DEFAULT_RECEIVERS_MIN as u64,
           allow_negative_numbers = true,
           value_parser = whole_number(1, 256))]
-    pub concurrency: u64,
+    pub receivers_min: u64,
 
-    /// Most messages per transaction, 1 to 10000, gathered from consecutive receives (group
-    /// commit).
+    /// Most concurrent long polls, 1 to 256: receivers are added while receives come back
+    /// full and the in-flight budget has room, and retire when they come back empty.
+    #[arg(long, env = "SQS2PG_RECEIVERS_MAX", value_name = "COUNT",
+          default_value_t = crate::pipeline::DEFAULT_RECEIVERS_MAX as u64,
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 256))]
+    pub receivers_max: u64,
+
+    /// Concurrent database writers, 1 to 64, each one transaction at a time: the database
+    /// connections this instance opens, whatever the receive concurrency.
+    #[arg(long, env = "SQS2PG_WRITERS", value_name = "COUNT",
+          default_value_t = crate::pipeline::DEFAULT_WRITERS as u64,
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 64))]
+    pub writers: u64,
+
+    /// Most messages received and not yet deleted or released, 10 to 100000: bounds memory,
+    /// and receivers wait while it is spent (backpressure).
+    #[arg(long, env = "SQS2PG_IN_FLIGHT_MESSAGES", value_name = "COUNT",
+          default_value_t = crate::pipeline::DEFAULT_IN_FLIGHT_MESSAGES as u64,
+          allow_negative_numbers = true,
+          value_parser = whole_number(10, 100_000))]
+    pub in_flight_messages: u64,
+
+    /// Most messages per transaction, 1 to 10000, gathered across receivers (group commit).
     #[arg(long, env = "SQS2PG_BATCH_SIZE", value_name = "COUNT",
           default_value_t = crate::pipeline::DEFAULT_BATCH_MESSAGES as u64,
           allow_negative_numbers = true,
           value_parser = whole_number(1, 10_000))]
     pub batch_size: u64,
 
-    /// Milliseconds, 0 to 60000, a loop keeps gathering a batch after its first message
-    /// arrived.
+    /// Milliseconds, 0 to 60000, a batch stays open after its first message arrived: what
+    /// batching adds to latency at most.
     #[arg(long, env = "SQS2PG_BATCH_WINDOW_MS", value_name = "MS",
           default_value_t = crate::pipeline::DEFAULT_BATCH_WINDOW.as_millis() as u64,
           allow_negative_numbers = true,
@@ -780,9 +807,10 @@ mod tests {
 
     #[test]
     fn invalid_numbers_name_the_variable_and_the_range() {
-        let error = parse_error(&["--concurrency", "0"]);
+        let error = parse_error(&["--receivers-max", "0"]);
         assert!(
-            error.contains("SQS2PG_CONCURRENCY (--concurrency)") && error.contains("from 1 to 256"),
+            error.contains("SQS2PG_RECEIVERS_MAX (--receivers-max)")
+                && error.contains("from 1 to 256"),
             "{error}"
         );
         let error = parse_error(&["--visibility-timeout", "-5"]);

@@ -50,6 +50,16 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// far above a healthy batch (milliseconds) and a database restart (seconds), so only work
 /// that cannot finish reaches it.
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Receivers kept polling while the queue is idle.
+pub const DEFAULT_RECEIVERS_MIN: usize = 1;
+/// Receivers at most: enough to hide a real region's round trip (see the README).
+pub const DEFAULT_RECEIVERS_MAX: usize = 16;
+/// Writers, each with one database connection.
+pub const DEFAULT_WRITERS: usize = 4;
+/// Messages received and not yet deleted or released.
+pub const DEFAULT_IN_FLIGHT_MESSAGES: usize = 1_000;
+/// How often the queue depth is polled with GetQueueAttributes.
+pub const QUEUE_POLL_INTERVAL: Duration = Duration::from_secs(15);
 /// How long a receive in flight at a signal may still land before it is cancelled.
 const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
 /// How often a loop whose batch was abandoned checks the database before it receives again.
@@ -355,7 +365,7 @@ impl<Q: Queue> Consumer<Q> {
         let received = retry(
             self.settings.retry,
             Stage::Receive,
-            &self.metrics,
+            &self.metrics.retry_reporter(),
             || async {
                 if stop.is_cancelled() {
                     return Err(ReceiveAttempt::Stopped);
@@ -398,7 +408,7 @@ impl<Q: Queue> Consumer<Q> {
             }
             Err(ReceiveAttempt::Stopped) => Err(None),
             Err(ReceiveAttempt::Failed(error)) => {
-                self.metrics.error(Stage::Receive, error.class());
+                self.metrics.failed(Stage::Receive, error.class());
                 Err(Some(error))
             }
         }
@@ -564,19 +574,24 @@ impl<Q: Queue> Consumer<Q> {
         }
         while let Some(range) = pending.pop() {
             let slice = &rows[range.clone()];
-            let result = retry(self.settings.retry, Stage::Write, &self.metrics, || async {
-                let started = Instant::now();
-                let result = self.sink.insert(slice).await;
-                if result.is_ok() {
-                    self.metrics
-                        .commit_duration
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                let unreachable =
-                    matches!(&result, Err(error) if error.class() == ErrorClass::Transient);
-                self.readiness.set_database_reachable(!unreachable);
-                result
-            })
+            let result = retry(
+                self.settings.retry,
+                Stage::Write,
+                &self.metrics.retry_reporter(),
+                || async {
+                    let started = Instant::now();
+                    let result = self.sink.insert(slice).await;
+                    if result.is_ok() {
+                        self.metrics
+                            .commit_duration
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    let unreachable =
+                        matches!(&result, Err(error) if error.class() == ErrorClass::Transient);
+                    self.readiness.set_database_reachable(!unreachable);
+                    result
+                },
+            )
             .await;
             match result {
                 Ok(InsertOutcome {
@@ -589,7 +604,7 @@ impl<Q: Queue> Consumer<Q> {
                     committed.extend(range.map(|i| indexes[i]));
                 }
                 Err(error) if range.len() == 1 => {
-                    self.metrics.error(Stage::Write, ErrorClass::Permanent);
+                    self.metrics.failed(Stage::Write, ErrorClass::Permanent);
                     tracing::warn!(
                         message = "Database refused a row; dead-lettering its message.",
                         message_id = %slice[0].message_id,
@@ -669,14 +684,14 @@ impl<Q: Queue> Consumer<Q> {
         let (already, letters, failures) = match retry(
             self.settings.retry,
             Stage::DeadLetter,
-            &self.metrics,
+            &self.metrics.retry_reporter(),
             attempt,
         )
         .await
         {
             Ok(attempted) => attempted,
             Err(error) => {
-                self.metrics.error(Stage::DeadLetter, error.class());
+                self.metrics.failed(Stage::DeadLetter, error.class());
                 tracing::error!(message = "Could not dead-letter the poison messages; they will come back.", %error);
                 return Vec::new();
             }
@@ -693,7 +708,8 @@ impl<Q: Queue> Consumer<Q> {
             return acknowledged;
         }
         for failure in &failures {
-            self.metrics.error(Stage::DeadLetter, ErrorClass::Transient);
+            self.metrics
+                .failed(Stage::DeadLetter, ErrorClass::Transient);
             tracing::warn!(
                 message = "Dead-letter queue refused a message; it will come back and be tried again.",
                 message_id = %letters[failure.index].message_id,
@@ -705,7 +721,7 @@ impl<Q: Queue> Consumer<Q> {
         if let Err(error) = retry(
             self.settings.retry,
             Stage::DeadLetter,
-            &self.metrics,
+            &self.metrics.retry_reporter(),
             || {
                 self.sink
                     .record_dead_letters(&sent_letters, &self.settings.source_queue)
@@ -715,7 +731,7 @@ impl<Q: Queue> Consumer<Q> {
         {
             // The letters are in the DLQ; acknowledging them is still right. Only a later
             // lost delete could now duplicate them.
-            self.metrics.error(Stage::DeadLetter, error.class());
+            self.metrics.failed(Stage::DeadLetter, error.class());
             tracing::error!(message = "Could not record dead letters; they are in the DLQ regardless.", %error);
         }
         for (index, letter) in sent {
@@ -756,14 +772,17 @@ impl<Q: Queue> Consumer<Q> {
                 .iter()
                 .map(|&i| messages[i].receipt_handle.as_str())
                 .collect();
-            let failures = match retry(RetryPolicy::BRIEF, Stage::Delete, &self.metrics, || {
-                self.queue.delete(&handles)
-            })
+            let failures = match retry(
+                RetryPolicy::BRIEF,
+                Stage::Delete,
+                &self.metrics.retry_reporter(),
+                || self.queue.delete(&handles),
+            )
             .await
             {
                 Ok(failures) => failures,
                 Err(error) => {
-                    self.metrics.error(Stage::Delete, error.class());
+                    self.metrics.failed(Stage::Delete, error.class());
                     tracing::warn!(message = "Delete failed; the messages will be redelivered and skipped as duplicates.", %error);
                     break;
                 }
@@ -776,7 +795,7 @@ impl<Q: Queue> Consumer<Q> {
                 let index = outstanding[failure.index];
                 if failure.sender_fault {
                     self.metrics.delete_failures.inc();
-                    self.metrics.error(Stage::Delete, ErrorClass::Permanent);
+                    self.metrics.failed(Stage::Delete, ErrorClass::Permanent);
                     outcome.undeleted += 1;
                     tracing::warn!(
                         message = "Delete refused; the message will be redelivered and skipped as a duplicate.",
@@ -784,7 +803,7 @@ impl<Q: Queue> Consumer<Q> {
                         code = %failure.code,
                     );
                 } else {
-                    self.metrics.retry(Stage::Delete, ErrorClass::Transient);
+                    self.metrics.retried(Stage::Delete);
                     again.push(index);
                 }
             }
@@ -810,9 +829,12 @@ impl<Q: Queue> Consumer<Q> {
     /// shutdown began, and those of an abandoned batch. `why` says which, in the log.
     async fn release(&self, messages: &[ReceivedMessage], why: &'static str) {
         let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
-        match retry(RetryPolicy::BRIEF, Stage::Release, &self.metrics, || {
-            self.queue.change_visibility(&handles, Duration::ZERO)
-        })
+        match retry(
+            RetryPolicy::BRIEF,
+            Stage::Release,
+            &self.metrics.retry_reporter(),
+            || self.queue.change_visibility(&handles, Duration::ZERO),
+        )
         .await
         {
             Ok(failures) => {
@@ -826,7 +848,7 @@ impl<Q: Queue> Consumer<Q> {
                 );
             }
             Err(error) => {
-                self.metrics.error(Stage::Release, error.class());
+                self.metrics.failed(Stage::Release, error.class());
                 tracing::warn!(message = "Could not release messages; they return after their visibility timeout.", %error);
             }
         }
@@ -838,9 +860,7 @@ impl<Q: Queue> Consumer<Q> {
         loop {
             let database = self.sink.ping().await;
             self.readiness.set_database_reachable(database.is_ok());
-            if last_depth_poll
-                .is_none_or(|at| at.elapsed() >= crate::telemetry::metrics::QUEUE_POLL_INTERVAL)
-            {
+            if last_depth_poll.is_none_or(|at| at.elapsed() >= QUEUE_POLL_INTERVAL) {
                 last_depth_poll = Some(Instant::now());
                 let source = self.queue.depth().await;
                 let dead_letter = self.queue.dead_letter_depth().await;
@@ -967,7 +987,7 @@ impl Heartbeat {
                             metrics
                                 .visibility_extension_failures
                                 .inc_by(failures.len() as u64);
-                            metrics.error(Stage::ExtendVisibility, ErrorClass::Transient);
+                            metrics.failed(Stage::ExtendVisibility, ErrorClass::Transient);
                             tracing::warn!(
                                 message = "Some visibility extensions failed; trying again at the next beat.",
                                 count = failures.len()
@@ -978,7 +998,7 @@ impl Heartbeat {
                         metrics
                             .visibility_extension_failures
                             .inc_by(refs.len() as u64);
-                        metrics.error(Stage::ExtendVisibility, error.class());
+                        metrics.failed(Stage::ExtendVisibility, error.class());
                         tracing::warn!(message = "Failed to extend visibility; trying again at the next beat.", %error);
                     }
                 }

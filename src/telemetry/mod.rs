@@ -1,5 +1,6 @@
 //! What the service tells its operators: typed events, metrics, endpoints and logs.
 
+pub mod events;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -1043,3 +1043,28 @@ impl Drop for LoggedChild {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The value of an unlabelled counter or gauge, or the sample count of a histogram, read
+/// from the registry (`gather`), not from the text format. Sums over label values.
+pub fn metric_value(metrics: &Metrics, name: &str) -> f64 {
+    let families = metrics.registry().gather();
+    let family = families
+        .iter()
+        .find(|family| family.name() == name)
+        .unwrap_or_else(|| panic!("{name} is not registered"));
+    family
+        .get_metric()
+        .iter()
+        .map(|metric| {
+            if let Some(counter) = metric.counter.as_ref() {
+                counter.value()
+            } else if let Some(gauge) = metric.gauge.as_ref() {
+                gauge.value()
+            } else if let Some(histogram) = metric.histogram.as_ref() {
+                histogram.sample_count() as f64
+            } else {
+                panic!("{name} is neither a counter, a gauge nor a histogram")
+            }
+        })
+        .sum()
+}

@@ -1,0 +1,450 @@
+//! Typed telemetry events, as Vector's `internal_events`: each event's one [`Event::emit`]
+//! writes its log line and updates its metrics, so no other code logs an outcome and counts
+//! it by hand, and the two cannot drift apart. Log style: a capitalized message ending in a
+//! period, the error in a field named `error`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::dead_letter::DeadLetterReason;
+use crate::retry::{ErrorClass, Loudness, RetryReport, Stage};
+use crate::telemetry::metrics::{Metrics, QueueRole};
+
+/// Something worth telling an operator.
+pub trait Event {
+    fn emit(self, metrics: &Metrics);
+}
+
+impl Metrics {
+    /// Emits `event`: its log line and its metrics.
+    pub fn emit(&self, event: impl Event) {
+        event.emit(self);
+    }
+
+    /// The callback [`crate::retry::retry`] reports through.
+    pub fn retry_reporter(&self) -> impl Fn(RetryReport<'_>) + Sync + '_ {
+        move |report| self.emit(report)
+    }
+}
+
+impl Event for RetryReport<'_> {
+    fn emit(self, metrics: &Metrics) {
+        match self {
+            RetryReport::Retrying {
+                stage,
+                error,
+                retry_in,
+                attempts,
+                failing_for,
+                loudness,
+            } => {
+                metrics.retried(stage);
+                let retry_in_ms = retry_in.as_millis() as u64;
+                let stage = stage.as_str();
+                match loudness {
+                    Loudness::First => tracing::warn!(
+                        message = "Transient failure; retrying.",
+                        stage,
+                        error = %error,
+                        retry_in_ms,
+                    ),
+                    Loudness::Reminder => tracing::warn!(
+                        message = "Still failing; retrying.",
+                        stage,
+                        error = %error,
+                        attempts,
+                        failing_for_s = failing_for.as_secs(),
+                        retry_in_ms,
+                    ),
+                    Loudness::Quiet => tracing::debug!(
+                        message = "Transient failure; retrying.",
+                        stage,
+                        error = %error,
+                        retry_in_ms,
+                    ),
+                }
+            }
+            RetryReport::Recovered {
+                stage,
+                attempts,
+                failing_for,
+            } => tracing::info!(
+                message = "Recovered; the retried call succeeded.",
+                stage = stage.as_str(),
+                attempts,
+                failing_for_s = failing_for.as_secs_f64(),
+            ),
+        }
+    }
+}
+
+/// A call that failed for good (permanently, or its retries gave up). `consequence` says
+/// what happens now, for the log line: "Could not dead-letter …; they will come back."
+pub struct CallFailed<'a> {
+    pub stage: Stage,
+    pub class: ErrorClass,
+    pub error: &'a dyn std::fmt::Display,
+    pub consequence: &'static str,
+}
+
+impl Event for CallFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.failed(self.stage, self.class);
+        tracing::warn!(
+            message = self.consequence,
+            stage = self.stage.as_str(),
+            class = self.class.as_str(),
+            error = %self.error,
+        );
+    }
+}
+
+/// Messages arrived from the source queue.
+#[derive(Debug)]
+pub struct MessagesReceived {
+    pub count: usize,
+    /// Age of the oldest of them (0 for none).
+    pub oldest_age: Duration,
+}
+
+impl Event for MessagesReceived {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_received.inc_by(self.count as u64);
+        metrics.messages_in_flight.add(self.count as i64);
+        metrics
+            .oldest_message_age
+            .set(self.oldest_age.as_secs() as i64);
+        tracing::trace!(message = "Received messages.", count = self.count);
+    }
+}
+
+/// How many receivers poll now (the adaptive concurrency moved).
+#[derive(Debug)]
+pub struct ReceiversChanged {
+    pub receivers: usize,
+    pub why: &'static str,
+}
+
+impl Event for ReceiversChanged {
+    fn emit(self, metrics: &Metrics) {
+        metrics.receivers.set(self.receivers as i64);
+        tracing::debug!(
+            message = "Receivers changed.",
+            receivers = self.receivers,
+            why = self.why
+        );
+    }
+}
+
+/// A batch was committed: `inserted` new rows, `duplicates` skipped.
+#[derive(Debug)]
+pub struct BatchCommitted<'a> {
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub commit: Duration,
+    /// SentTimestamp of each committed row, for the end-to-end latency.
+    pub sent_at: &'a [DateTime<Utc>],
+}
+
+impl Event for BatchCommitted<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_inserted.inc_by(self.inserted);
+        metrics.messages_duplicate.inc_by(self.duplicates);
+        metrics.commit_duration.observe(self.commit.as_secs_f64());
+        let now = Utc::now();
+        for sent_at in self.sent_at {
+            let latency = (now - *sent_at).to_std().unwrap_or_default();
+            metrics.end_to_end_latency.observe(latency.as_secs_f64());
+        }
+        if self.duplicates > 0 {
+            tracing::debug!(
+                message = "Skipped redelivered messages.",
+                duplicates = self.duplicates
+            );
+        }
+    }
+}
+
+/// A batch closed and went to a writer.
+#[derive(Debug)]
+pub struct BatchClosed {
+    pub messages: usize,
+}
+
+impl Event for BatchClosed {
+    fn emit(self, metrics: &Metrics) {
+        metrics.batch_size.observe(self.messages as f64);
+    }
+}
+
+/// The database refused a batch for a permanent reason; it is split to find the guilty rows.
+#[derive(Debug)]
+pub struct BatchSplit<'a> {
+    pub rows: usize,
+    pub error: &'a str,
+}
+
+impl Event for BatchSplit<'_> {
+    fn emit(self, _: &Metrics) {
+        tracing::info!(
+            message = "Database refused a batch; splitting it to isolate the guilty rows.",
+            rows = self.rows,
+            error = self.error,
+        );
+    }
+}
+
+/// The database refused one row for good; its message is dead-lettered.
+#[derive(Debug)]
+pub struct RowRefused<'a> {
+    pub message_id: &'a str,
+    pub error: &'a str,
+}
+
+impl Event for RowRefused<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.failed(Stage::Write, ErrorClass::Permanent);
+        tracing::warn!(
+            message = "Database refused a row; dead-lettering its message.",
+            message_id = self.message_id,
+            error = self.error,
+        );
+    }
+}
+
+/// A poison message went to the dead-letter queue (and its copy was recorded).
+#[derive(Debug)]
+pub struct DeadLettered<'a> {
+    pub message_id: &'a str,
+    pub reason: DeadLetterReason,
+    /// Why, without any raw value from the body.
+    pub detail: &'a str,
+}
+
+impl Event for DeadLettered<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.dead_lettered(self.reason);
+        tracing::warn!(
+            message = "Dead-lettered a poison message.",
+            message_id = self.message_id,
+            reason = self.reason.as_str(),
+            detail = self.detail,
+        );
+    }
+}
+
+/// Copies already dead-lettered came back (a delete was lost): skipped like duplicates.
+#[derive(Debug)]
+pub struct DeadLetterRedelivered {
+    pub count: usize,
+}
+
+impl Event for DeadLetterRedelivered {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_duplicate.inc_by(self.count as u64);
+        tracing::debug!(
+            message = "Skipped redelivered dead letters.",
+            count = self.count
+        );
+    }
+}
+
+/// The dead-letter queue refused one message; it comes back and is tried again.
+#[derive(Debug)]
+pub struct DeadLetterRefused<'a> {
+    pub message_id: &'a str,
+    pub code: &'a str,
+}
+
+impl Event for DeadLetterRefused<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.failed(Stage::DeadLetter, ErrorClass::Transient);
+        tracing::warn!(
+            message = "Dead-letter queue refused a message; it will come back and be tried again.",
+            message_id = self.message_id,
+            code = self.code,
+        );
+    }
+}
+
+/// Messages deleted from the source queue after their commit.
+#[derive(Debug)]
+pub struct MessagesDeleted {
+    pub count: usize,
+}
+
+impl Event for MessagesDeleted {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_deleted.inc_by(self.count as u64);
+    }
+}
+
+/// A committed message whose delete SQS refused for good; it comes back as a duplicate.
+#[derive(Debug)]
+pub struct DeleteRefused<'a> {
+    pub message_id: &'a str,
+    pub code: &'a str,
+}
+
+impl Event for DeleteRefused<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.delete_failures.inc();
+        metrics.failed(Stage::Delete, ErrorClass::Permanent);
+        tracing::warn!(
+            message = "Delete refused; the message will be redelivered and skipped as a duplicate.",
+            message_id = self.message_id,
+            code = self.code,
+        );
+    }
+}
+
+/// Deletes given up on after their retries: the messages come back as duplicates.
+pub struct DeletesGivenUp<'a> {
+    pub count: usize,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl Event for DeletesGivenUp<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.delete_failures.inc_by(self.count as u64);
+        metrics.failed(Stage::Delete, ErrorClass::Transient);
+        tracing::warn!(
+            message = "Gave up deleting committed messages; they will be redelivered and skipped as duplicates.",
+            count = self.count,
+            error = %self.error,
+        );
+    }
+}
+
+/// Messages are no longer in flight here: deleted, released, or left to return.
+#[derive(Debug)]
+pub struct MessagesSettled {
+    pub count: usize,
+}
+
+impl Event for MessagesSettled {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_in_flight.sub(self.count as i64);
+    }
+}
+
+/// Messages handed back to the queue at once (visibility 0).
+#[derive(Debug)]
+pub struct MessagesReleased {
+    pub count: usize,
+    pub why: &'static str,
+}
+
+impl Event for MessagesReleased {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_released.inc_by(self.count as u64);
+        tracing::info!(
+            message = "Released messages for redelivery.",
+            why = self.why,
+            count = self.count
+        );
+    }
+}
+
+/// A batch reached `SQS2PG_BATCH_TIMEOUT`; its messages are released.
+#[derive(Debug)]
+pub struct BatchAbandoned {
+    pub messages: usize,
+    pub timeout: Duration,
+}
+
+impl Event for BatchAbandoned {
+    fn emit(self, metrics: &Metrics) {
+        metrics.batches_abandoned.inc();
+        tracing::warn!(
+            message = "Batch exceeded SQS2PG_BATCH_TIMEOUT; abandoning it and releasing its messages for redelivery.",
+            messages = self.messages,
+            timeout_s = self.timeout.as_secs_f64(),
+        );
+    }
+}
+
+/// One heartbeat call: `extended` messages got more time, `failed` did not.
+pub struct VisibilityExtended<'a> {
+    pub extended: usize,
+    pub failed: usize,
+    /// The whole call's error, when it failed outright.
+    pub error: Option<&'a dyn std::fmt::Display>,
+    pub class: ErrorClass,
+}
+
+impl Event for VisibilityExtended<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.visibility_extensions.inc_by(self.extended as u64);
+        if self.failed == 0 {
+            return;
+        }
+        metrics
+            .visibility_extension_failures
+            .inc_by(self.failed as u64);
+        metrics.failed(Stage::ExtendVisibility, self.class);
+        match self.error {
+            Some(error) => tracing::warn!(
+                message = "Failed to extend visibility; trying again at the next beat.",
+                count = self.failed,
+                %error,
+            ),
+            None => tracing::warn!(
+                message = "Some visibility extensions failed; trying again at the next beat.",
+                count = self.failed,
+            ),
+        }
+    }
+}
+
+/// A depth poll of one queue.
+#[derive(Debug)]
+pub struct QueueDepthPolled {
+    pub role: QueueRole,
+    pub depth: crate::adapters::sqs::QueueDepth,
+}
+
+impl Event for QueueDepthPolled {
+    fn emit(self, metrics: &Metrics) {
+        metrics.set_queue_depth(self.role, self.depth);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_counts_under_its_stage_and_as_a_transient_error() {
+        let metrics = Metrics::new();
+        let error = "connection refused";
+        for loudness in [Loudness::First, Loudness::Quiet, Loudness::Reminder] {
+            metrics.emit(RetryReport::Retrying {
+                stage: Stage::Write,
+                error: &error,
+                retry_in: Duration::from_millis(100),
+                attempts: 1,
+                failing_for: Duration::ZERO,
+                loudness,
+            });
+        }
+        assert_eq!(metrics.retries_total(Stage::Write), 3);
+        assert_eq!(metrics.errors_total(Stage::Write, ErrorClass::Transient), 3);
+        assert_eq!(metrics.retries_total(Stage::Delete), 0);
+    }
+
+    #[test]
+    fn received_then_settled_leaves_nothing_in_flight() {
+        let metrics = Metrics::new();
+        metrics.emit(MessagesReceived {
+            count: 7,
+            oldest_age: Duration::from_secs(3),
+        });
+        assert_eq!(metrics.messages_in_flight.get(), 7);
+        metrics.emit(MessagesSettled { count: 7 });
+        assert_eq!(metrics.messages_in_flight.get(), 0);
+        assert_eq!(metrics.messages_received(), 7);
+        assert_eq!(metrics.oldest_message_age_seconds(), 3);
+    }
+}

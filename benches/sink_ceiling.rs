@@ -5,7 +5,7 @@
 //!    UUID as its message id, like SQS's.
 //! 2. Timed: `BENCH_CONCURRENCY` writers take chunks of `consumer::DEFAULT_BATCH_MESSAGES`
 //!    bodies, run the real `transform` on each and commit the valid rows with
-//!    `Sink::insert` (one transaction per chunk), into the database `postgres::migrate` made.
+//!    `PostgresSink::insert` (one transaction per chunk), into the database `postgres::migrate` made.
 //! 3. Timed: one binary `COPY ... FROM STDIN` of the same rows, in one transaction, into
 //!    `copy_target`, made `LIKE user_logins INCLUDING ALL` (same columns, key and indexes).
 //!
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use sqs2pg::adapters::postgres::{self, Sink};
+use sqs2pg::adapters::postgres::{self, PostgresSink};
 use sqs2pg::domain::event::{Envelope, LoginRow, Masker, transform};
 use sqs2pg::domain::synthetic::{Recipe, generate};
 use sqs2pg::pipeline::DEFAULT_BATCH_MESSAGES;
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     // Rows per transaction: the service's group-commit size unless BENCH_BATCH_SIZE says
     // otherwise (10, one receive's worth, shows what group commit buys).
     let batch: usize = env_or("BENCH_BATCH_SIZE", DEFAULT_BATCH_MESSAGES).max(1);
-    let sink = Sink::new(database.clone(), concurrency);
+    let sink = PostgresSink::new(database.clone(), concurrency);
     futures::future::try_join_all((0..concurrency).map(|_| sink.ping())).await?;
     checkpoint(&admin).await;
     let chunks = messages.len().div_ceil(batch);

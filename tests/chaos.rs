@@ -501,7 +501,7 @@ async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility
             "--drain",
             "--visibility-timeout",
             "2",
-            "--concurrency",
+            "--receivers-max",
             "16",
         ],
     );
@@ -1023,7 +1023,7 @@ async fn a_dead_letter_send_retried_past_the_visibility_timeout_is_not_sent_twic
     };
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(1);
-    settings.concurrency = 2;
+    settings.receivers_max = 2;
 
     let started = Instant::now();
     let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;

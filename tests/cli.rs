@@ -643,7 +643,7 @@ fn help_shows_placeholders_ranges_and_reasons() {
     assert!(!run_help.contains("<SQS2PG_"), "{run_help}");
     for part in [
         "--visibility-timeout <SECONDS>",
-        "--concurrency <COUNT>",
+        "--receivers-max <COUNT>",
         "--queue-url <URL>",
         "1 to 43200",
         "1 to 256",

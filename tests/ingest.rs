@@ -192,7 +192,7 @@ async fn a_message_redelivered_after_its_visibility_expired_gives_one_row() {
     };
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(1);
-    settings.concurrency = 2;
+    settings.receivers_max = 2;
     let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;
     println!("visibility expired: {summary}");
     assert!(
@@ -378,7 +378,7 @@ async fn a_drain_is_not_fooled_by_one_empty_reading() {
         faults: Arc::clone(&faults),
     };
     let mut settings = drain_settings(&queues);
-    settings.concurrency = 1;
+    settings.receivers_max = 1;
     let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;
     println!("false empty reading: {summary}");
     assert_eq!(
@@ -407,7 +407,7 @@ async fn the_oldest_message_gauge_is_not_hidden_by_another_loops_empty_receive()
         .unwrap();
 
     let mut settings = drain_settings(&queues);
-    settings.concurrency = 2;
+    settings.receivers_max = 2;
     let consumer = consumer(queues.sqs_queue(), &db, settings);
     let running = tokio::spawn({
         let consumer = Arc::clone(&consumer);
@@ -453,7 +453,7 @@ async fn receives_are_gathered_into_batches_no_larger_than_the_cap() {
         let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
         queues.send(&bodies).await;
         let mut settings = drain_settings(&queues);
-        settings.concurrency = 1;
+        settings.receivers_max = 1;
         settings.batch_messages = cap;
         // Generous, so a busy machine still gathers; the cap is what ends a batch here.
         settings.batch_window = Duration::from_secs(2);

@@ -14,7 +14,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::postgres::{self, Sink};
+use crate::adapters::postgres::{self, PostgresSink};
 use crate::adapters::sqs::{self, FifoIds, MAX_BATCH, OutgoingMessage, Queue as _, SqsQueue};
 use crate::cli::config::{
     DatabaseArgs, DlqInspectArgs, DlqRedriveArgs, HealthcheckArgs, RunArgs, SendArgs, SetupArgs,
@@ -23,7 +23,7 @@ use crate::domain::dead_letter::{DeadLetterReason, attribute};
 use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 use crate::domain::synthetic;
-use crate::pipeline::{Consumer, Settings};
+use crate::pipeline::{Pipeline, Settings};
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -281,20 +281,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         message = "Starting.",
         queue_url = %queue.queue_url(),
         dlq_url = %queue.dlq_url(),
+        receivers_min = args.receivers_min,
         receivers_max = args.receivers_max,
         writers = args.writers,
+        in_flight_messages = args.in_flight_messages,
         visibility_timeout_s = args.visibility_timeout,
         drain = args.drain,
     );
 
-    let consumer = Arc::new(Consumer::new(
+    let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
-        Sink::new(database, args.writers as usize),
+        PostgresSink::new(database, args.writers as usize),
         Masker::new(&key),
         metrics,
         Arc::clone(&readiness),
         Settings {
-            concurrency: args.receivers_max as usize,
+            receivers_min: args.receivers_min as usize,
+            receivers_max: args.receivers_max as usize,
+            writers: args.writers as usize,
+            in_flight_messages: args.in_flight_messages as usize,
+            in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
             batch_messages: args.batch_size as usize,
             batch_window: Duration::from_millis(args.batch_window_ms),
             visibility_timeout: args.visibility_timeout(),
@@ -314,7 +320,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
-        result = Arc::clone(&consumer).run(shutdown.clone()) => result,
+        result = consumer.run(shutdown.clone()) => result,
         () = deadline => {
             tracing::error!(
                 message = "Shutdown timed out with work in flight; exiting anyway. Nothing uncommitted was deleted: those messages return after their visibility timeout.",

@@ -33,6 +33,7 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_RECEIVERS_MAX       most concurrent long polls, added while receives come back full [default: 16]
   SQS2PG_WRITERS             concurrent database writers (connections), 1 to 64 [default: 4]
   SQS2PG_IN_FLIGHT_MESSAGES  most messages received and not yet deleted, 10 to 100000 [default: 1000]
+  SQS2PG_IN_FLIGHT_MIB       most MiB of message bodies in flight, 1 to 4096 [default: 16]
   SQS2PG_BATCH_SIZE          most messages per transaction (group commit), 1 to 10000 [default: 100]
   SQS2PG_BATCH_WINDOW_MS     ms a batch stays open after its first message, 0 to 60000 [default: 20]
   SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
@@ -431,6 +432,14 @@ pub struct RunArgs {
           allow_negative_numbers = true,
           value_parser = whole_number(10, 100_000))]
     pub in_flight_messages: u64,
+
+    /// Most MiB of message bodies in flight, 1 to 4096 (bodies are kept until their commit,
+    /// to dead-letter a row the database refuses): bounds memory when bodies are large.
+    #[arg(long, env = "SQS2PG_IN_FLIGHT_MIB", value_name = "MIB",
+          default_value_t = (crate::pipeline::DEFAULT_IN_FLIGHT_BYTES / (1024 * 1024)) as u64,
+          allow_negative_numbers = true,
+          value_parser = whole_number(1, 4096))]
+    pub in_flight_mib: u64,
 
     /// Most messages per transaction, 1 to 10000, gathered across receivers (group commit).
     #[arg(long, env = "SQS2PG_BATCH_SIZE", value_name = "COUNT",

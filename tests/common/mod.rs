@@ -11,10 +11,10 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use sqs2pg::adapters::postgres::{self, Sink};
+use sqs2pg::adapters::postgres::{self, PostgresSink};
 use sqs2pg::adapters::sqs::{Queue, QueueUrls, SqsQueue, create_queues};
 use sqs2pg::domain::event::Masker;
-use sqs2pg::pipeline::{Consumer, Settings, Summary};
+use sqs2pg::pipeline::{Pipeline, Settings, Summary};
 use sqs2pg::retry::RetryPolicy;
 use sqs2pg::telemetry::http::Readiness;
 use sqs2pg::telemetry::metrics::Metrics;
@@ -109,8 +109,8 @@ impl TestDb {
         connect(&self.url).await
     }
 
-    pub fn sink(&self, connections: usize) -> Sink {
-        Sink::new(
+    pub fn sink(&self, connections: usize) -> PostgresSink {
+        PostgresSink::new(
             postgres::parse_database_url(&self.url).unwrap(),
             connections,
         )
@@ -303,28 +303,26 @@ pub fn attribute_of(message: &aws_sdk_sqs::types::Message, name: &str) -> Option
 /// Settings for an in-process consumer that drains `queues`.
 pub fn drain_settings(queues: &TestQueues) -> Settings {
     Settings {
-        concurrency: 4,
-        batch_messages: sqs2pg::pipeline::DEFAULT_BATCH_MESSAGES,
-        batch_window: sqs2pg::pipeline::DEFAULT_BATCH_WINDOW,
-        visibility_timeout: Duration::from_secs(30),
         wait_time: Duration::from_secs(1),
-        batch_timeout: sqs2pg::pipeline::DEFAULT_BATCH_TIMEOUT,
-        envelope: Default::default(),
         drain: true,
         retry: RetryPolicy {
             initial_interval: Duration::from_millis(50),
             max_interval: Duration::from_millis(500),
             max_elapsed: None,
         },
-        source_queue: queues.name.clone(),
+        ..Settings::new(queues.name.clone())
     }
 }
 
 /// An in-process consumer over any queue (the real one, or a fault-injecting wrapper).
-pub fn consumer<Q: Queue>(queue: Q, db: &TestDb, settings: Settings) -> Arc<Consumer<Q>> {
-    Arc::new(Consumer::new(
+pub fn consumer<Q: Queue>(
+    queue: Q,
+    db: &TestDb,
+    settings: Settings,
+) -> Arc<Pipeline<Q, PostgresSink>> {
+    Arc::new(Pipeline::new(
         Arc::new(queue),
-        db.sink(settings.concurrency + 2),
+        db.sink(settings.writers),
         Masker::new(HMAC_KEY.as_bytes()),
         Arc::new(Metrics::new()),
         Arc::new(Readiness::default()),
@@ -333,8 +331,11 @@ pub fn consumer<Q: Queue>(queue: Q, db: &TestDb, settings: Settings) -> Arc<Cons
 }
 
 /// Drains with an in-process consumer; fails the test if it takes longer than `limit`.
-pub async fn drain<Q: Queue>(consumer: &Arc<Consumer<Q>>, limit: Duration) -> Summary {
-    tokio::time::timeout(limit, Arc::clone(consumer).run(CancellationToken::new()))
+pub async fn drain<Q: Queue>(
+    consumer: &Arc<Pipeline<Q, PostgresSink>>,
+    limit: Duration,
+) -> Summary {
+    tokio::time::timeout(limit, consumer.run(CancellationToken::new()))
         .await
         .expect("the drain finished in time")
         .expect("the consumer ran")

@@ -441,7 +441,7 @@ pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError>
 
 /// A pool of connections that reconnects by itself after the database comes back. Every
 /// call runs under the statement deadline, and a connection whose call overran is dropped,
-/// not returned to the pool (see [`Sink::on_connection`]).
+/// not returned to the pool (see [`PostgresSink::on_connection`]).
 ///
 /// Each session also sets `idle_in_transaction_session_timeout` to the statement deadline.
 /// A connection we dropped because its address went dark may still be alive on the server,
@@ -450,12 +450,78 @@ pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError>
 /// keepalives notice (two hours by default). With the timeout the server rolls the orphan
 /// back. Our own transactions are never idle between statements, so it never cuts them.
 #[derive(Clone)]
-pub struct Sink {
+pub struct PostgresSink {
     pool: Pool,
     statement_timeout: Duration,
 }
 
-impl Sink {
+/// A failure of a [`Sink`] call: classified for retries, and describable without quoting
+/// the row it failed on (the description goes to logs and to the dead-letter queue).
+pub trait SinkFailure: Classify + std::fmt::Display + Send + Sync + 'static {
+    fn safe_detail(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SinkFailure for SinkError {
+    fn safe_detail(&self) -> String {
+        SinkError::safe_detail(self)
+    }
+}
+
+/// What the pipeline needs from the database. [`PostgresSink`] is the real one; the
+/// pipeline's unit tests use an in-memory fake.
+pub trait Sink: Send + Sync + 'static {
+    type Error: SinkFailure;
+
+    /// Inserts `rows` in one transaction; existing message ids are skipped, not errors.
+    fn insert(
+        &self,
+        rows: &[LoginRow],
+    ) -> impl Future<Output = Result<InsertOutcome, Self::Error>> + Send;
+
+    /// Which of these message copies (SQS ids) were already sent to the dead-letter queue.
+    fn dead_lettered(
+        &self,
+        sqs_message_ids: &[&str],
+    ) -> impl Future<Output = Result<HashSet<String>, Self::Error>> + Send;
+
+    /// Records that `letters` were sent to the dead-letter queue.
+    fn record_dead_letters(
+        &self,
+        letters: &[DeadLetter],
+        source_queue: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A cheap round trip, for readiness.
+    fn ping(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl Sink for PostgresSink {
+    type Error = SinkError;
+
+    async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
+        PostgresSink::insert(self, rows).await
+    }
+
+    async fn dead_lettered(&self, sqs_message_ids: &[&str]) -> Result<HashSet<String>, SinkError> {
+        PostgresSink::dead_lettered(self, sqs_message_ids).await
+    }
+
+    async fn record_dead_letters(
+        &self,
+        letters: &[DeadLetter],
+        source_queue: &str,
+    ) -> Result<(), SinkError> {
+        PostgresSink::record_dead_letters(self, letters, source_queue).await
+    }
+
+    async fn ping(&self) -> Result<(), SinkError> {
+        PostgresSink::ping(self).await
+    }
+}
+
+impl PostgresSink {
     pub fn new(database: Database, max_connections: usize) -> Self {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,

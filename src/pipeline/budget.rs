@@ -1,0 +1,222 @@
+//! The in-flight budget: how many messages, and how many bytes of their bodies, may be
+//! between receipt and settlement at once. It bounds memory, and it is the backpressure: a
+//! receiver reserves room before it polls and waits while the budget is spent, so a slow
+//! database pauses receiving instead of filling memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::adapters::sqs::ReceivedMessage;
+use crate::telemetry::events::MessagesSettled;
+use crate::telemetry::metrics::Metrics;
+
+/// What one message is charged beyond its body: ids, receipt handle, timestamps, the row.
+const OVERHEAD_BYTES: usize = 1024;
+/// A receive reserves room for this many bytes per message before it knows their size: a
+/// typical event is a few hundred bytes, and a receive that brings bigger ones waits for
+/// the difference (so the overshoot is bounded by the receives in flight).
+const RESERVED_BYTES_PER_MESSAGE: usize = 4 * 1024;
+
+/// The bytes a message is charged.
+pub fn message_bytes(message: &ReceivedMessage) -> usize {
+    message.body.len() + message.receipt_handle.len() + OVERHEAD_BYTES
+}
+
+#[derive(Debug)]
+pub struct Budget {
+    messages: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    total_messages: usize,
+    total_bytes: usize,
+    /// Messages admitted and not yet settled (reservations of polls in flight excluded).
+    admitted: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+/// Room reserved for one receive: `messages` and `bytes` permits, trimmed to what arrived.
+#[derive(Debug)]
+pub struct Reservation {
+    messages: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+}
+
+/// One admitted message's part of the budget, given back when it is dropped.
+#[derive(Debug)]
+pub struct Share {
+    _messages: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+    admitted: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.admitted.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.emit(MessagesSettled { count: 1 });
+    }
+}
+
+impl Budget {
+    pub fn new(messages: usize, bytes: usize, metrics: Arc<Metrics>) -> Self {
+        let messages = messages.max(1);
+        let bytes = bytes.max(OVERHEAD_BYTES);
+        Self {
+            messages: Arc::new(Semaphore::new(messages)),
+            bytes: Arc::new(Semaphore::new(bytes)),
+            total_messages: messages,
+            total_bytes: bytes,
+            admitted: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        }
+    }
+
+    /// Reserves room for a receive of up to `messages`, waiting while the budget is spent.
+    pub async fn reserve(&self, messages: usize, bytes: usize) -> Reservation {
+        let messages = messages.clamp(1, self.total_messages);
+        let bytes = bytes.clamp(1, self.total_bytes);
+        // Messages first: a receiver waiting for message room holds no bytes.
+        let messages = acquire(&self.messages, messages).await;
+        let bytes = acquire(&self.bytes, bytes).await;
+        Reservation { messages, bytes }
+    }
+
+    /// The reservation a receive of `messages` makes before it knows their sizes.
+    pub async fn reserve_receive(&self, messages: usize) -> Reservation {
+        self.reserve(messages, messages * (RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES))
+            .await
+    }
+
+    /// Turns a reservation into one share per message, in order: room not used goes back at
+    /// once, and bytes beyond the reservation are waited for.
+    pub async fn admit(
+        &self,
+        mut reservation: Reservation,
+        messages: &[ReceivedMessage],
+    ) -> Vec<Share> {
+        let sizes: Vec<usize> = messages
+            .iter()
+            .map(|message| message_bytes(message).min(self.total_bytes))
+            .collect();
+        let needed: usize = sizes.iter().sum();
+        let reserved = reservation.bytes.num_permits();
+        if needed > reserved {
+            // Bodies bigger than reserved: wait for the rest (or for all of it at most).
+            let extra = (needed - reserved).min(self.total_bytes.saturating_sub(reserved));
+            if extra > 0 {
+                reservation.bytes.merge(acquire(&self.bytes, extra).await);
+            }
+        }
+        let mut shares = Vec::with_capacity(messages.len());
+        for size in sizes {
+            let messages = reservation.messages.split(1);
+            let size = size.min(reservation.bytes.num_permits());
+            let bytes = reservation.bytes.split(size);
+            let (Some(messages), Some(bytes)) = (messages, bytes) else {
+                unreachable!("a reservation covers every message it was made for");
+            };
+            self.admitted.fetch_add(1, Ordering::SeqCst);
+            shares.push(Share {
+                _messages: messages,
+                _bytes: bytes,
+                admitted: Arc::clone(&self.admitted),
+                metrics: Arc::clone(&self.metrics),
+            });
+        }
+        shares
+    }
+
+    /// Messages admitted and not yet settled.
+    pub fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// Whether another receive of `messages` would find room now.
+    pub fn has_room_for(&self, messages: usize) -> bool {
+        self.messages.available_permits() >= messages
+            && self.bytes.available_permits()
+                >= messages * (RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES)
+    }
+}
+
+async fn acquire(semaphore: &Arc<Semaphore>, permits: usize) -> OwnedSemaphorePermit {
+    Arc::clone(semaphore)
+        .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
+        .await
+        .expect("the budget's semaphores are never closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn message(body_len: usize) -> ReceivedMessage {
+        let now = chrono::Utc::now();
+        ReceivedMessage {
+            sqs_message_id: "m".into(),
+            key: "m".into(),
+            receipt_handle: "r".into(),
+            body: "x".repeat(body_len),
+            sent_at: now,
+            first_received_at: now,
+            receive_count: 1,
+            group_id: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_waits_while_the_budget_is_spent_and_resumes_when_a_message_settles() {
+        let budget = Arc::new(Budget::new(10, 1 << 20, Arc::new(Metrics::new())));
+        let reservation = budget.reserve_receive(10).await;
+        let mut shares = budget.admit(reservation, &vec![message(10); 10]).await;
+        assert_eq!(budget.admitted(), 10);
+        assert!(!budget.has_room_for(1));
+
+        let waiting = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.reserve_receive(1).await })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "a spent budget must hold the receiver");
+        drop(shares.pop());
+        let reservation = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("one settled message makes room for one")
+            .unwrap();
+        assert_eq!(budget.admitted(), 9);
+        drop(reservation);
+    }
+
+    #[tokio::test]
+    async fn room_a_receive_did_not_use_goes_back_at_once() {
+        let budget = Budget::new(100, 1 << 20, Arc::new(Metrics::new()));
+        let reservation = budget.reserve_receive(10).await;
+        let shares = budget.admit(reservation, &[message(10), message(10)]).await;
+        assert_eq!(shares.len(), 2);
+        assert!(budget.has_room_for(98));
+        assert!(!budget.has_room_for(99));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn big_bodies_are_bounded_by_the_byte_budget() {
+        let total = 1 << 20;
+        let budget = Arc::new(Budget::new(1000, total, Arc::new(Metrics::new())));
+        // Four 250 KB bodies fit in a MiB, a fifth does not.
+        let first = budget.reserve_receive(4).await;
+        let held = budget.admit(first, &vec![message(250_000); 4]).await;
+        let next = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                let reservation = budget.reserve_receive(1).await;
+                budget.admit(reservation, &[message(250_000)]).await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!next.is_finished(), "the fifth body must wait for room");
+        drop(held);
+        let admitted = next.await.unwrap();
+        assert_eq!(admitted.len(), 1);
+    }
+}

@@ -1,0 +1,252 @@
+//! Visibility: every message, from its receipt to its delete or release, stays hidden from
+//! other consumers while work on it can still finish, and no longer.
+//!
+//! One task extends all messages in flight in batched calls, grouped by the timeout each
+//! needs: a message due (less than half its visibility left) is extended to the visibility
+//! timeout, or to its deadline plus a beat if that comes first, and never past SQS's
+//! 12 hours from the receive. A message past its deadline is no longer extended: its batch
+//! is being abandoned. A failed extension is counted and logged, never fatal: the worst
+//! case is a redelivery, which the idempotent insert absorbs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::postgres::Sink;
+use crate::adapters::sqs::{MAX_VISIBILITY, Queue};
+use crate::retry::{Classify, ErrorClass, RetryPolicy, Stage, retry};
+use crate::telemetry::events::{CallFailed, MessagesReleased, VisibilityExtended};
+
+use super::{Context, InFlight, Tally};
+
+/// The shortest beat, whatever the visibility timeout.
+const MIN_BEAT: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    received: Instant,
+    deadline: Instant,
+    hidden_until: Instant,
+}
+
+/// The messages in flight, by receipt handle.
+#[derive(Debug)]
+pub struct Heartbeat {
+    visibility: Duration,
+    tracked: Mutex<HashMap<String, Tracked>>,
+}
+
+impl Heartbeat {
+    pub fn new(visibility: Duration) -> Self {
+        Self {
+            visibility,
+            tracked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How often due messages are looked for: a quarter of the visibility timeout, so each
+    /// is extended with at least a quarter of it to spare.
+    pub fn beat(&self) -> Duration {
+        (self.visibility / 4).clamp(MIN_BEAT, Duration::from_secs(60))
+    }
+
+    /// Starts keeping a received message hidden until `deadline`.
+    pub fn track(&self, receipt_handle: &str, deadline: Instant) {
+        let now = Instant::now();
+        self.tracked.lock().expect("not poisoned").insert(
+            receipt_handle.to_owned(),
+            Tracked {
+                received: now,
+                deadline,
+                hidden_until: now + self.visibility,
+            },
+        );
+    }
+
+    /// Stops extending these messages (they are being deleted or released).
+    pub fn forget<'a>(&self, receipt_handles: impl IntoIterator<Item = &'a str>) {
+        let mut tracked = self.tracked.lock().expect("not poisoned");
+        for handle in receipt_handles {
+            tracked.remove(handle);
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.tracked.lock().expect("not poisoned").len()
+    }
+
+    /// The messages due for an extension now, grouped by the timeout (whole seconds) each
+    /// gets. Messages past their deadline are dropped from tracking.
+    fn due(&self, now: Instant) -> BTreeMap<u64, Vec<String>> {
+        let beat = self.beat();
+        let mut due: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut tracked = self.tracked.lock().expect("not poisoned");
+        tracked.retain(|handle, entry| {
+            if now >= entry.deadline {
+                return false;
+            }
+            if entry.hidden_until.saturating_duration_since(now) > self.visibility / 2 {
+                return true;
+            }
+            let until_deadline = entry.deadline - now;
+            let timeout = self
+                .visibility
+                .min(until_deadline + beat)
+                .min(MAX_VISIBILITY.saturating_sub(now - entry.received));
+            if timeout < Duration::from_secs(1) {
+                // The 12-hour cap: nothing more can be asked for.
+                return false;
+            }
+            due.entry(timeout.as_secs())
+                .or_default()
+                .push(handle.clone());
+            true
+        });
+        due
+    }
+
+    fn extended(&self, handles: &[String], until: Instant) {
+        let mut tracked = self.tracked.lock().expect("not poisoned");
+        for handle in handles {
+            if let Some(entry) = tracked.get_mut(handle) {
+                entry.hidden_until = until;
+            }
+        }
+    }
+}
+
+/// The heartbeat task: until `done`, extends what is due at every beat.
+pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: CancellationToken) {
+    let beat = context.heartbeat.beat();
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(beat) => {}
+        }
+        extend_due(&context).await;
+    }
+}
+
+/// One beat: extends every due message, a call per distinct timeout (the adapter splits
+/// each into batches of ten, sent concurrently).
+pub(super) async fn extend_due<Q: Queue, S: Sink>(context: &Context<Q, S>) {
+    let now = Instant::now();
+    for (seconds, handles) in context.heartbeat.due(now) {
+        let timeout = Duration::from_secs(seconds);
+        let refs: Vec<&str> = handles.iter().map(String::as_str).collect();
+        match context.queue.change_visibility(&refs, timeout).await {
+            Ok(failures) => {
+                let failed: std::collections::HashSet<usize> =
+                    failures.iter().map(|failure| failure.index).collect();
+                let extended: Vec<String> = handles
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| !failed.contains(index))
+                    .map(|(_, handle)| handle.clone())
+                    .collect();
+                context.heartbeat.extended(&extended, now + timeout);
+                context.metrics.emit(VisibilityExtended {
+                    extended: extended.len(),
+                    failed: failures.len(),
+                    error: None,
+                    class: ErrorClass::Transient,
+                });
+            }
+            Err(error) => context.metrics.emit(VisibilityExtended {
+                extended: 0,
+                failed: refs.len(),
+                error: Some(&error),
+                class: error.class(),
+            }),
+        }
+    }
+}
+
+/// Hands messages back to the queue at once (visibility 0): those received after shutdown
+/// began, and those of an abandoned batch. `why` says which, in the log. Released or not,
+/// they are settled here: one that could not be released returns after its timeout.
+pub(super) async fn release<Q: Queue, S: Sink>(
+    context: &Context<Q, S>,
+    messages: Vec<InFlight>,
+    why: &'static str,
+) {
+    if messages.is_empty() {
+        return;
+    }
+    let handles: Vec<&str> = messages
+        .iter()
+        .map(|m| m.message.receipt_handle.as_str())
+        .collect();
+    context.heartbeat.forget(handles.iter().copied());
+    let reporter = context.metrics.retry_reporter();
+    match retry(RetryPolicy::BRIEF, Stage::Release, &reporter, || {
+        context.queue.change_visibility(&handles, Duration::ZERO)
+    })
+    .await
+    {
+        Ok(failures) => {
+            let count = handles.len() - failures.len();
+            Tally::add(&context.tally.released, count);
+            context.metrics.emit(MessagesReleased { count, why });
+        }
+        Err(error) => context.metrics.emit(CallFailed {
+            stage: Stage::Release,
+            class: error.class(),
+            error: &error,
+            consequence: "Could not release messages; they return after their visibility timeout.",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_is_due_at_half_its_visibility_and_extended_by_all_of_it() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(30));
+        let start = Instant::now();
+        heartbeat.track("a", start + Duration::from_secs(120));
+        assert!(heartbeat.due(start + Duration::from_secs(14)).is_empty());
+        let due = heartbeat.due(start + Duration::from_secs(15));
+        assert_eq!(due.get(&30).map(Vec::len), Some(1), "{due:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_extension_reaches_past_the_deadline_by_more_than_a_beat() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(30));
+        let start = Instant::now();
+        heartbeat.track("a", start + Duration::from_secs(20));
+        let due = heartbeat.due(start + Duration::from_secs(16));
+        // 4 s to the deadline, plus a beat of 7.5 s: 11 s, not 30.
+        assert_eq!(due.keys().copied().collect::<Vec<_>>(), [11]);
+        // Past the deadline, the message is dropped and never extended again.
+        assert!(heartbeat.due(start + Duration::from_secs(21)).is_empty());
+        assert_eq!(heartbeat.tracked(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forgotten_messages_are_not_extended() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(30));
+        let start = Instant::now();
+        heartbeat.track("a", start + Duration::from_secs(120));
+        heartbeat.track("b", start + Duration::from_secs(120));
+        heartbeat.forget(["a"]);
+        let due = heartbeat.due(start + Duration::from_secs(20));
+        assert_eq!(due.get(&30), Some(&vec!["b".to_owned()]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extensions_stop_at_the_twelve_hour_cap() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(30));
+        let start = Instant::now();
+        let long_ago = start + MAX_VISIBILITY + Duration::from_secs(3600);
+        heartbeat.track("a", long_ago);
+        let near_cap = start + MAX_VISIBILITY - Duration::from_millis(500);
+        assert!(heartbeat.due(near_cap).is_empty());
+        assert_eq!(heartbeat.tracked(), 0);
+    }
+}

@@ -1,0 +1,84 @@
+//! Probes: readiness (the database answers, SQS answers) and the queue-depth gauges, kept
+//! fresh while nothing else touches them; and, after an abandoned batch, the wait for the
+//! database that reopens receiving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::postgres::Sink;
+use crate::adapters::sqs::Queue;
+use crate::telemetry::events::QueueDepthPolled;
+use crate::telemetry::metrics::QueueRole;
+
+use super::{Context, QUEUE_POLL_INTERVAL};
+
+/// How often readiness re-checks the database when nothing else has.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a closed database gate checks the database.
+const RECOVERY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Until `done`: pings the database every few seconds and polls the queue depths.
+pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: CancellationToken) {
+    let mut last_depth_poll: Option<Instant> = None;
+    loop {
+        let database = context.sink.ping().await;
+        context.readiness.set_database_reachable(database.is_ok());
+        if last_depth_poll.is_none_or(|at| at.elapsed() >= QUEUE_POLL_INTERVAL) {
+            last_depth_poll = Some(Instant::now());
+            let source = context.queue.depth().await;
+            let dead_letter = context.queue.dead_letter_depth().await;
+            context.readiness.set_queue_reachable(source.is_ok());
+            match (source, dead_letter) {
+                (Ok(source), Ok(dead_letter)) => {
+                    context.metrics.emit(QueueDepthPolled {
+                        role: QueueRole::Source,
+                        depth: source,
+                    });
+                    context.metrics.emit(QueueDepthPolled {
+                        role: QueueRole::DeadLetter,
+                        depth: dead_letter,
+                    });
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(message = "Could not read queue depth; the gauges keep their last values.", %error);
+                }
+            }
+        }
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+}
+
+/// After an abandoned batch closed the database gate: pings until the database answers,
+/// then reopens it, so receiving resumes.
+pub(super) async fn reopen_when_database_answers<Q: Queue, S: Sink>(context: &Context<Q, S>) {
+    let waiting_since = Instant::now();
+    let mut warned = false;
+    loop {
+        match context.sink.ping().await {
+            Ok(()) => {
+                context.readiness.set_database_reachable(true);
+                if warned {
+                    tracing::info!(
+                        message = "Database answers again; receiving resumes.",
+                        waited_s = waiting_since.elapsed().as_secs()
+                    );
+                }
+                context.database.reopen();
+                return;
+            }
+            Err(error) => {
+                context.readiness.set_database_reachable(false);
+                if !warned {
+                    warned = true;
+                    tracing::warn!(message = "Database does not answer; receiving pauses until it does.", error = %error);
+                }
+            }
+        }
+        tokio::time::sleep(RECOVERY_PROBE_INTERVAL).await;
+    }
+}

@@ -1,0 +1,343 @@
+//! Receivers: concurrent long polls that never wait on the database, only on the in-flight
+//! budget (and, after an abandoned batch, on the database answering again).
+//!
+//! Their number adapts, as Lambda's SQS poller does: a receive that comes back full adds a
+//! receiver while the budget has room, up to `receivers_max`; one that comes back empty
+//! retires its receiver, down to `receivers_min`. So an idle instance makes one long poll
+//! every 20 s, and a backlog behind a slow round trip gets as many polls in flight as it
+//! takes to hide it.
+//!
+//! Each message is transformed (unwrapped, validated, masked) as it arrives, so what
+//! reaches the batcher is a row or a dead letter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::adapters::postgres::Sink;
+use crate::adapters::sqs::{Queue, QueueError, ReceivedMessage};
+use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::domain::envelope;
+use crate::domain::event::{Envelope as MessageMeta, transform};
+use crate::retry::{Classify, ErrorClass, Stage, retry};
+use crate::telemetry::events::{CallFailed, MessagesReceived, ReceiversChanged};
+
+use super::budget::Reservation;
+use super::{Context, InFlight, PipelineError, Tally, Work, heartbeat};
+
+/// The long-poll wait in drain mode: short, so the drain notices an empty queue promptly.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+/// How long a receive in flight at a signal may still land before it is cancelled.
+const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
+
+/// The receivers polling now, between the configured bounds.
+struct Receivers<Q, S> {
+    context: Arc<Context<Q, S>>,
+    active: AtomicUsize,
+    tracker: TaskTracker,
+    to_batcher: mpsc::Sender<Vec<InFlight>>,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+}
+
+/// Starts `receivers_min` receivers on `tracker`. They stop on `stop`; the batcher's
+/// channel closes when the last is gone.
+pub(super) fn start<Q: Queue, S: Sink>(
+    context: Arc<Context<Q, S>>,
+    tracker: &TaskTracker,
+    to_batcher: mpsc::Sender<Vec<InFlight>>,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
+    let minimum = context.settings.receivers_min.max(1);
+    let receivers = Arc::new(Receivers {
+        context,
+        active: AtomicUsize::new(minimum),
+        tracker: tracker.clone(),
+        to_batcher,
+        shutdown,
+        stop,
+    });
+    receivers.context.metrics.emit(ReceiversChanged {
+        receivers: minimum,
+        why: "start",
+    });
+    for _ in 0..minimum {
+        tracker.spawn(Arc::clone(&receivers).receive_loop());
+    }
+}
+
+impl<Q: Queue, S: Sink> Receivers<Q, S> {
+    fn limits(&self) -> (usize, usize) {
+        let settings = &self.context.settings;
+        let minimum = settings.receivers_min.max(1);
+        (minimum, settings.receivers_max.max(minimum))
+    }
+
+    /// A full receive: add a receiver if below the maximum and the budget has room.
+    fn grow(self: &Arc<Self>) {
+        let (_, maximum) = self.limits();
+        let per_receive = self.context.settings.per_receive();
+        if self.stop.is_cancelled() || !self.context.budget.has_room_for(per_receive) {
+            return;
+        }
+        let grown = self
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |active| {
+                (active < maximum).then_some(active + 1)
+            });
+        if let Ok(before) = grown {
+            self.context.metrics.emit(ReceiversChanged {
+                receivers: before + 1,
+                why: "receives come back full",
+            });
+            self.tracker.spawn(Arc::clone(self).receive_loop());
+        }
+    }
+
+    /// An empty receive: retire this receiver if above the minimum. `true` if retired.
+    fn shrink(&self) -> bool {
+        let (minimum, _) = self.limits();
+        let shrunk = self
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |active| {
+                (active > minimum).then(|| active - 1)
+            });
+        if let Ok(before) = shrunk {
+            self.context.metrics.emit(ReceiversChanged {
+                receivers: before - 1,
+                why: "receives come back empty",
+            });
+        }
+        shrunk.is_ok()
+    }
+
+    async fn receive_loop(self: Arc<Self>) {
+        let context = &self.context;
+        // Consecutive empty receives that found the queue drained. One is not proof: SQS
+        // counts are approximate, and LocalStack's receive holds messages in neither count
+        // for a moment. Two, a poll apart, are.
+        let mut drained_checks = 0;
+        while !self.stop.is_cancelled() {
+            if !context.database.wait_open(&self.stop).await {
+                break;
+            }
+            let per_receive = context.settings.per_receive();
+            let reservation = tokio::select! {
+                reservation = context.budget.reserve_receive(per_receive) => reservation,
+                () = self.stop.cancelled() => break,
+            };
+            let messages = match self.receive(per_receive).await {
+                Ok(messages) => messages,
+                Err(Some(error)) => {
+                    context.metrics.emit(CallFailed {
+                        stage: Stage::Receive,
+                        class: error.class(),
+                        error: &error,
+                        consequence: "Receiving failed permanently; stopping the consumer.",
+                    });
+                    context
+                        .failure
+                        .lock()
+                        .expect("not poisoned")
+                        .get_or_insert(PipelineError::Receive(error));
+                    self.stop.cancel();
+                    break;
+                }
+                Err(None) => break, // stopped while retrying
+            };
+            if messages.is_empty() {
+                drop(reservation);
+                if context.settings.drain {
+                    if !self.stop.is_cancelled() && self.is_drained().await {
+                        drained_checks += 1;
+                        if drained_checks >= 2 && !self.stop.is_cancelled() {
+                            tracing::info!(message = "Queue drained.");
+                            self.stop.cancel();
+                        }
+                    } else {
+                        drained_checks = 0;
+                    }
+                } else if self.shrink() {
+                    break;
+                }
+                continue;
+            }
+            drained_checks = 0;
+            let full = messages.len() >= per_receive;
+            let batch = admit(context, messages, reservation).await;
+            if self.shutdown.is_cancelled() {
+                // Received after the signal and not started: hand back at once. (After a
+                // completed drain, a late receive is processed instead: the drain's promise
+                // is an empty queue.)
+                heartbeat::release(context, batch, "received during shutdown").await;
+                break;
+            }
+            if let Err(mpsc::error::SendError(batch)) = self.to_batcher.send(batch).await {
+                heartbeat::release(context, batch, "received during shutdown").await;
+                break;
+            }
+            if full {
+                self.grow();
+            }
+        }
+    }
+
+    /// One receive, retried while transient. `Err(None)` means "stopped".
+    ///
+    /// A signal cancels the long poll in flight after [`SHUTDOWN_RECEIVE_GRACE`], so an
+    /// idle instance exits within about a second instead of waiting out `wait_time` (a
+    /// rolling deploy or a scale-in waits on every pod). A receive that finds messages
+    /// answers within a round trip, so the grace lets it land and its messages are released
+    /// at once; only a poll still waiting on an empty queue is cancelled. A message that
+    /// arrives in the very instant of the cancel reappears after its visibility timeout: a
+    /// delay, never a loss. A completed drain cancels nothing: the drain's promise is an
+    /// empty queue, so a late receive is processed.
+    async fn receive(&self, max: usize) -> Result<Vec<ReceivedMessage>, Option<QueueError>> {
+        let context = &self.context;
+        let settings = &context.settings;
+        let wait = if settings.drain {
+            DRAIN_WAIT.min(settings.wait_time)
+        } else {
+            settings.wait_time
+        };
+        let reporter = context.metrics.retry_reporter();
+        let received = retry(settings.retry, Stage::Receive, &reporter, || async {
+            if self.stop.is_cancelled() {
+                return Err(ReceiveAttempt::Stopped);
+            }
+            let receive = context
+                .queue
+                .receive(max, wait, settings.visibility_timeout);
+            let given_up = async {
+                self.shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_RECEIVE_GRACE).await;
+            };
+            let result = tokio::select! {
+                result = receive => result,
+                () = given_up => return Err(ReceiveAttempt::Stopped),
+            };
+            context.readiness.set_queue_reachable(result.is_ok());
+            result.map_err(ReceiveAttempt::Failed)
+        })
+        .await;
+        match received {
+            Ok(messages) => Ok(messages),
+            Err(ReceiveAttempt::Stopped) => Err(None),
+            Err(ReceiveAttempt::Failed(error)) => Err(Some(error)),
+        }
+    }
+
+    /// Drained: nothing of ours in flight, and SQS reports nothing visible, in flight
+    /// (another consumer's, or a crashed one's waiting for its timeout) or delayed.
+    async fn is_drained(&self) -> bool {
+        if self.context.budget.admitted() > 0 {
+            return false;
+        }
+        match self.context.queue.depth().await {
+            Ok(depth) => depth.is_empty(),
+            Err(error) => {
+                tracing::warn!(message = "Could not read the queue depth; still draining.", %error);
+                false
+            }
+        }
+    }
+}
+
+/// Takes received messages into the pipeline: their budget shares, their heartbeat, their
+/// transform into a row or a dead letter.
+pub(super) async fn admit<Q: Queue, S: Sink>(
+    context: &Context<Q, S>,
+    messages: Vec<ReceivedMessage>,
+    reservation: Reservation,
+) -> Vec<InFlight> {
+    let shares = context.budget.admit(reservation, &messages).await;
+    let now = Utc::now();
+    let oldest_age = messages
+        .iter()
+        .map(|m| (now - m.sent_at).to_std().unwrap_or_default())
+        .max()
+        .unwrap_or_default();
+    let count = messages.len();
+    context
+        .tally
+        .first_received_at
+        .fetch_min(context.nanos_since_start(), Ordering::Relaxed);
+    Tally::add(&context.tally.received, count);
+    context.metrics.emit(MessagesReceived { count, oldest_age });
+    let deadline = tokio::time::Instant::now() + context.settings.batch_timeout;
+    messages
+        .into_iter()
+        .zip(shares)
+        .map(|(message, share)| {
+            context.heartbeat.track(&message.receipt_handle, deadline);
+            let work = transformed(context, &message);
+            InFlight {
+                message,
+                work,
+                deadline,
+                _share: share,
+            }
+        })
+        .collect()
+}
+
+/// The row of one message, or why it is poison: its envelope (SNS, EventBridge) is
+/// unwrapped first, and the event inside validated as if it had been sent alone. The dead
+/// letter always carries the whole original body.
+fn transformed<Q, S>(context: &Context<Q, S>, message: &ReceivedMessage) -> Work {
+    let meta = MessageMeta {
+        message_id: &message.key,
+        sent_at: message.sent_at,
+    };
+    let result = envelope::unwrap(&message.body, context.settings.envelope)
+        .map_err(|rejection| (rejection.reason(), rejection.to_string()))
+        .and_then(|inner| {
+            transform(&inner.body, meta, &context.masker)
+                .map_err(|rejection| (rejection.reason(), inner.detail(&rejection)))
+        });
+    match result {
+        Ok(row) => Work::Row(row),
+        Err((reason, detail)) => Work::Poison(dead_letter(message, reason, detail)),
+    }
+}
+
+pub(super) fn dead_letter(
+    message: &ReceivedMessage,
+    reason: DeadLetterReason,
+    detail: String,
+) -> DeadLetter {
+    DeadLetter {
+        sqs_message_id: message.sqs_message_id.clone(),
+        message_id: message.key.clone(),
+        body: message.body.clone(),
+        reason,
+        detail,
+        sent_at: message.sent_at,
+        first_received_at: message.first_received_at,
+        group_id: message.group_id.clone(),
+    }
+}
+
+/// The outcome of one receive attempt inside the retry loop.
+#[derive(Debug, thiserror::Error)]
+enum ReceiveAttempt {
+    #[error("stopped")]
+    Stopped,
+    #[error(transparent)]
+    Failed(QueueError),
+}
+
+impl Classify for ReceiveAttempt {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Stopped => ErrorClass::Permanent,
+            Self::Failed(error) => error.class(),
+        }
+    }
+}

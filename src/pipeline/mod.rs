@@ -312,6 +312,10 @@ impl DatabaseGate {
         self.open.send_replace(false)
     }
 
+    fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
+
     fn reopen(&self) {
         self.open.send_replace(true);
     }

@@ -178,6 +178,12 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                 heartbeat::release(context, batch, "received during shutdown").await;
                 break;
             }
+            if !context.database.is_open() {
+                // A poll in flight when a batch was abandoned: its messages would only be
+                // abandoned in turn.
+                heartbeat::release(context, batch, "received while the database is down").await;
+                continue;
+            }
             if let Err(mpsc::error::SendError(batch)) = self.to_batcher.send(batch).await {
                 heartbeat::release(context, batch, "received during shutdown").await;
                 break;

@@ -1,1 +1,364 @@
+//! The whole pipeline against the in-memory queue and sink, under tokio's paused clock:
+//! no servers, and hours of visibility timeouts pass in milliseconds.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::postgres::fake::FakeSink;
+use crate::adapters::sqs::fake::FakeQueue;
+use crate::domain::dead_letter::DeadLetterReason;
+use crate::domain::event::{LoginRow, Masker};
+use crate::retry::RetryPolicy;
+use crate::telemetry::http::Readiness;
+use crate::telemetry::metrics::Metrics;
+
+use super::{Pipeline, Settings, Summary};
+
+const EVENT: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+const GARBAGE: &str = r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#;
+
+fn settings() -> Settings {
+    Settings {
+        drain: true,
+        wait_time: Duration::from_secs(1),
+        retry: RetryPolicy {
+            initial_interval: Duration::from_millis(10),
+            max_interval: Duration::from_millis(100),
+            max_elapsed: None,
+        },
+        ..Settings::new("logins")
+    }
+}
+
+fn pipeline(
+    queue: &Arc<FakeQueue>,
+    sink: FakeSink,
+    settings: Settings,
+) -> Pipeline<FakeQueue, FakeSink> {
+    Pipeline::new(
+        Arc::clone(queue),
+        sink,
+        Masker::new(b"test-hmac-key-0123456789abcdef"),
+        Arc::new(Metrics::new()),
+        Arc::new(Readiness::default()),
+        settings,
+    )
+}
+
+async fn drained(pipeline: &Pipeline<FakeQueue, FakeSink>) -> Summary {
+    tokio::time::timeout(Duration::from_secs(3600), pipeline.run(CancellationToken::new()))
+        .await
+        .expect("the drain finished")
+        .expect("the pipeline ran")
+}
+
+fn sink(pipeline: &Pipeline<FakeQueue, FakeSink>) -> &FakeSink {
+    &pipeline.context.sink
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_commits_every_event_once_and_deletes_it() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 1_000]));
+    let pipeline = pipeline(&queue, FakeSink::default(), settings());
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.inserted, 1_000, "{summary}");
+    assert_eq!(summary.deleted, 1_000, "{summary}");
+    assert_eq!(summary.received, 1_000, "{summary}");
+    assert_eq!(sink(&pipeline).rows.lock().unwrap().len(), 1_000);
+    assert_eq!(queue.remaining(), 0);
+    assert_eq!(pipeline.context.budget.admitted(), 0, "everything settled");
+    assert_eq!(pipeline.context.heartbeat.tracked(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn receivers_grow_while_receives_come_back_full_and_retire_when_empty() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 3_000]));
+    let settings = Settings {
+        receivers_min: 1,
+        receivers_max: 8,
+        drain: false,
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (pipeline, shutdown) = (Arc::clone(&pipeline), shutdown.clone());
+        async move { pipeline.run(shutdown).await }
+    });
+    while queue.remaining() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        queue.most_concurrent_receives.load(Ordering::SeqCst),
+        8,
+        "a backlog brings the receivers to their maximum"
+    );
+    // Idle now: empty receives retire receivers down to the minimum.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(pipeline.metrics().receivers.get(), 1);
+    let calls_before = queue.receive_calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle_calls = queue.receive_calls.load(Ordering::SeqCst) - calls_before;
+    assert!(
+        idle_calls <= 60,
+        "an idle pipeline makes one receive per wait time: {idle_calls} in 60 s"
+    );
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.inserted, 3_000, "{summary}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn writers_are_capped_whatever_the_receive_concurrency() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 2_000]));
+    let settings = Settings {
+        receivers_max: 32,
+        writers: 3,
+        batch_messages: 20,
+        ..settings()
+    };
+    let sink = FakeSink {
+        insert_delay: Duration::from_millis(50),
+        ..FakeSink::default()
+    };
+    let pipeline = pipeline(&queue, sink, settings);
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.inserted, 2_000);
+    let most = sink_most_inserts(&pipeline);
+    assert_eq!(most, 3, "at most 3 transactions at once, and all 3 used");
+}
+
+fn sink_most_inserts(pipeline: &Pipeline<FakeQueue, FakeSink>) -> usize {
+    sink(pipeline).most_concurrent_inserts.load(Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_in_flight_budget_bounds_what_is_held_while_the_database_is_slow() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 500]));
+    let settings = Settings {
+        in_flight_messages: 50,
+        receivers_max: 16,
+        ..settings()
+    };
+    let sink = FakeSink {
+        insert_delay: Duration::from_secs(1),
+        ..FakeSink::default()
+    };
+    let pipeline = Arc::new(pipeline(&queue, sink, settings));
+    let running = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move { drained(&pipeline).await }
+    });
+    let mut most = 0;
+    while !running.is_finished() {
+        most = most.max(pipeline.context.budget.admitted());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most <= 50, "{most} messages held at once");
+    assert!(most >= 40, "the budget is used: {most}");
+    assert_eq!(running.await.unwrap().inserted, 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_row_is_isolated_and_dead_lettered_while_the_rest_commit() {
+    // Masked rows all look alike; refuse the ones whose message id ends in 7.
+    fn refused(row: &LoginRow) -> bool {
+        row.message_id.ends_with('7')
+    }
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 100]));
+    let sink = FakeSink {
+        refuse: Some(refused),
+        ..FakeSink::default()
+    };
+    let pipeline = pipeline(&queue, sink, settings());
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.inserted, 90, "{summary}");
+    assert_eq!(summary.dead_lettered, 10, "{summary}");
+    let letters = queue.dead_letters.lock().unwrap();
+    assert!(
+        letters
+            .iter()
+            .all(|letter| letter.reason == DeadLetterReason::DatabaseRejected
+                && letter.message_id.ends_with('7')
+                && letter.body == EVENT)
+    );
+    assert_eq!(queue.remaining(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_is_dead_lettered_once_even_when_it_comes_back() {
+    let queue = Arc::new(FakeQueue::with_bodies([GARBAGE, EVENT, GARBAGE]));
+    let pipeline = pipeline(&queue, FakeSink::default(), settings());
+    let first = drained(&pipeline).await;
+    assert_eq!((first.inserted, first.dead_lettered), (1, 2), "{first}");
+    assert_eq!(queue.dead_letters.lock().unwrap().len(), 2);
+
+    // The same copies again, as after a lost delete: recorded, so not sent twice.
+    let letters = queue.dead_letters.lock().unwrap().clone();
+    let again = letters
+        .iter()
+        .map(|letter| letter.sqs_message_id.clone())
+        .collect::<Vec<_>>();
+    let messages = again
+        .iter()
+        .map(|id| crate::adapters::sqs::ReceivedMessage {
+            sqs_message_id: id.clone(),
+            key: id.clone(),
+            receipt_handle: format!("{id}#again"),
+            body: GARBAGE.to_owned(),
+            sent_at: chrono::Utc::now(),
+            first_received_at: chrono::Utc::now(),
+            receive_count: 2,
+            group_id: None,
+        })
+        .collect();
+    let outcome = pipeline.process(messages).await;
+    assert_eq!(outcome.duplicates, 2, "{outcome:?}");
+    assert!(outcome.dead_lettered.is_empty());
+    assert_eq!(queue.dead_letters.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_deletes_are_retried_and_stale_handles_counted() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 30]));
+    queue
+        .faults
+        .transient_delete_refusals
+        .store(12, Ordering::SeqCst);
+    let retried = pipeline(&queue, FakeSink::default(), settings());
+    let summary = drained(&retried).await;
+    assert_eq!(summary.deleted, 30, "transient refusals are retried: {summary}");
+    assert_eq!(queue.remaining(), 0);
+    assert!(retried.metrics().retries_total(crate::retry::Stage::Delete) >= 1);
+
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 5]));
+    queue
+        .faults
+        .permanent_delete_refusals
+        .store(5, Ordering::SeqCst);
+    let stale = pipeline(&queue, FakeSink::default(), settings());
+    let messages = queue
+        .receive(10, Duration::ZERO, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let outcome = stale.process(messages).await;
+    assert_eq!((outcome.inserted, outcome.deleted, outcome.undeleted), (5, 0, 5));
+    assert_eq!(stale.metrics().delete_failures.get(), 5);
+}
+
+use crate::adapters::sqs::Queue as _;
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_batch_keeps_its_visibility_extended_and_never_past_its_deadline() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 10]));
+    let settings = Settings {
+        visibility_timeout: Duration::from_secs(30),
+        batch_timeout: Duration::from_secs(120),
+        ..settings()
+    };
+    let sink = FakeSink {
+        insert_delay: Duration::from_secs(100),
+        ..FakeSink::default()
+    };
+    let pipeline = pipeline(&queue, sink, settings);
+    let started = tokio::time::Instant::now();
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.inserted, 10, "{summary}");
+    let changes = queue.visibility_changes.lock().unwrap().clone();
+    assert!(!changes.is_empty(), "a 100 s insert needs extensions");
+    for (at, handles, timeout) in &changes {
+        assert_eq!(handles.len(), 10, "one call for the whole batch");
+        // Never hidden past the deadline (120 s after receipt) by more than a beat.
+        let hidden_until = at.duration_since(started) + *timeout;
+        assert!(
+            hidden_until <= Duration::from_secs(120 + 8 + 1),
+            "hidden until {hidden_until:?}"
+        );
+    }
+    // Never uncovered while the insert ran: each extension came before the last expired.
+    let mut hidden_until = Duration::from_secs(30);
+    for (at, _, timeout) in &changes {
+        let at = at.duration_since(started);
+        assert!(at < hidden_until, "extended at {at:?}, hidden only until {hidden_until:?}");
+        hidden_until = at + *timeout;
+    }
+    assert!(hidden_until >= Duration::from_secs(101));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_past_its_deadline_is_abandoned_released_and_receiving_waits_for_the_database()
+{
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 10]));
+    let settings = Settings {
+        batch_timeout: Duration::from_secs(20),
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    sink(&pipeline).down.store(true, Ordering::SeqCst);
+    let running = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move { drained(&pipeline).await }
+    });
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(pipeline.metrics().batches_abandoned.get(), 1);
+    // Polls in flight when the gate closed hand what they got straight back.
+    let released = pipeline.metrics().messages_released.get();
+    assert!(released >= 10, "{released}");
+    // Closed gate: no receive while the database stays down.
+    let calls = queue.receive_calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(queue.receive_calls.load(Ordering::SeqCst), calls);
+    assert_eq!(pipeline.metrics().batches_abandoned.get(), 1);
+
+    sink(&pipeline).down.store(false, Ordering::SeqCst);
+    let summary = running.await.unwrap();
+    assert_eq!(summary.inserted, 10, "{summary}");
+    assert_eq!(queue.remaining(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_received_after_the_signal_are_released_and_work_in_flight_finishes() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 10]));
+    let settings = Settings {
+        drain: false,
+        receivers_max: 1,
+        ..settings()
+    };
+    let sink = FakeSink {
+        insert_delay: Duration::from_secs(2),
+        ..FakeSink::default()
+    };
+    let pipeline = Arc::new(pipeline(&queue, sink, settings));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (pipeline, shutdown) = (Arc::clone(&pipeline), shutdown.clone());
+        async move { pipeline.run(shutdown).await }
+    });
+    // The first ten are being written; the receiver's next poll is waiting on an empty
+    // queue when the signal comes, and ten more arrive during its grace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    queue.send(vec![EVENT; 10]);
+    let summary = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("shutdown finishes the work in flight promptly")
+        .unwrap()
+        .unwrap();
+    // What was taken before the signal committed; what came after went back at once.
+    assert_eq!((summary.inserted, summary.released), (10, 10), "{summary}");
+    assert_eq!(queue.remaining(), 10);
+    assert_eq!(queue.depth().await.unwrap().in_flight, 0, "released, not hidden");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_receive_failure_is_retried() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 5]));
+    queue.faults.failing_receives.store(3, Ordering::SeqCst);
+    let pipeline = pipeline(&queue, FakeSink::default(), settings());
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.inserted, 5);
+    assert!(pipeline.metrics().retries_total(crate::retry::Stage::Receive) >= 3);
+}

@@ -12,6 +12,9 @@
 //! Errors render on one line with their cause, and only with what PostgreSQL's message and
 //! SQLSTATE say: never its DETAIL, which can quote row values.
 
+#[cfg(test)]
+pub mod fake;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! its implementation on `aws-sdk-sqs`. Tests wrap it to inject faults (lost deletes,
 //! slow calls) in front of the real LocalStack queue.
 
+#[cfg(test)]
+pub mod fake;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;

@@ -414,15 +414,12 @@ fn keda_scales_the_deployment_on_the_queue_it_consumes() {
             None => assert!(!metadata.contains_key("awsEndpoint")),
         }
         assert_eq!(metadata["scaleOnInFlight"], "true");
-        // In-flight work alone (every loop holding a full batch) must not add a pod, or
-        // the count would feed on itself.
+        // In-flight work alone (a pod's whole in-flight budget) must not add a pod, or the
+        // count would feed on itself.
         let queue_length: u64 = metadata["queueLength"].as_str().unwrap().parse().unwrap();
-        let in_flight: u64 = setting(&objects, "SQS2PG_CONCURRENCY")
+        let in_flight: u64 = setting(&objects, "SQS2PG_IN_FLIGHT_MESSAGES")
             .parse::<u64>()
-            .unwrap()
-            * setting(&objects, "SQS2PG_BATCH_SIZE")
-                .parse::<u64>()
-                .unwrap();
+            .unwrap();
         assert!(
             queue_length > in_flight,
             "{overlay}: {queue_length} <= {in_flight}"
@@ -433,10 +430,8 @@ fn keda_scales_the_deployment_on_the_queue_it_consumes() {
         let max: u64 = scaled["spec"]["maxReplicaCount"].as_u64().unwrap();
         let min: u64 = scaled["spec"]["minReplicaCount"].as_u64().unwrap();
         assert!(min <= max);
-        let per_pod = setting(&objects, "SQS2PG_CONCURRENCY")
-            .parse::<u64>()
-            .unwrap()
-            + 2;
+        // The writers' pool, and the one connection migrations take at start.
+        let per_pod = setting(&objects, "SQS2PG_WRITERS").parse::<u64>().unwrap() + 1;
         assert!(
             (max + 1) * per_pod <= 97,
             "{overlay}: {max} pods x {per_pod} connections"

@@ -243,7 +243,7 @@ fn promql_selectors_are_found_past_strings_groupings_functions_and_durations() {
     let variables = BTreeMap::from([("instance".to_owned(), ".*".to_owned())]);
     let cases: [(&str, &[&str]); 10] = [
         (
-            r#"sum by (stage, class) (rate(sqs2pg_retries_total{job="sqs2pg", stage="write"}[$__rate_interval]))"#,
+            r#"sum by (stage) (rate(sqs2pg_retries_total{job="sqs2pg", stage="write"}[$__rate_interval]))"#,
             &["sqs2pg_retries_total"],
         ),
         (

@@ -64,14 +64,16 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// Starts a batcher; returns the sender and the batches it dispatched, with the time
-    /// (since start) each was dispatched.
+    /// Each dispatched batch, with the time (since start) it was dispatched.
+    type Dispatched = Arc<Mutex<Vec<(Duration, Vec<u32>)>>>;
+
+    /// Starts a batcher; returns the sender and the batches it dispatched.
     fn batcher(
         batch_messages: usize,
         window: Duration,
     ) -> (
         mpsc::Sender<Vec<u32>>,
-        Arc<Mutex<Vec<(Duration, Vec<u32>)>>>,
+        Dispatched,
         tokio::task::JoinHandle<()>,
     ) {
         let (sender, receiver) = mpsc::channel(4);
@@ -99,7 +101,11 @@ mod tests {
         }
         drop(sender);
         task.await.unwrap();
-        assert_eq!(seen.lock().unwrap()[1].1, [6, 7], "the rest goes at the end");
+        assert_eq!(
+            seen.lock().unwrap()[1].1,
+            [6, 7],
+            "the rest goes at the end"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -113,13 +119,20 @@ mod tests {
             let seen = seen.lock().unwrap();
             assert_eq!(seen.len(), 1, "{seen:?}");
             assert_eq!(seen[0].1, [1, 2]);
-            assert_eq!(seen[0].0, Duration::from_millis(20), "from the first message");
+            assert_eq!(
+                seen[0].0,
+                Duration::from_millis(20),
+                "from the first message"
+            );
         }
         // The next batch's window starts with its own first message.
         tokio::time::sleep(Duration::from_millis(100)).await;
         sender.send(vec![3]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert_eq!(seen.lock().unwrap()[1], (Duration::from_millis(145), vec![3]));
+        assert_eq!(
+            seen.lock().unwrap()[1],
+            (Duration::from_millis(145), vec![3])
+        );
         drop(sender);
         task.await.unwrap();
     }

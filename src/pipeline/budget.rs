@@ -84,8 +84,11 @@ impl Budget {
 
     /// The reservation a receive of `messages` makes before it knows their sizes.
     pub async fn reserve_receive(&self, messages: usize) -> Reservation {
-        self.reserve(messages, messages * (RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES))
-            .await
+        self.reserve(
+            messages,
+            messages * (RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES),
+        )
+        .await
     }
 
     /// Turns a reservation into one share per message, in order: room not used goes back at
@@ -179,7 +182,10 @@ mod tests {
             tokio::spawn(async move { budget.reserve_receive(1).await })
         };
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(!waiting.is_finished(), "a spent budget must hold the receiver");
+        assert!(
+            !waiting.is_finished(),
+            "a spent budget must hold the receiver"
+        );
         drop(shares.pop());
         let reservation = tokio::time::timeout(Duration::from_secs(1), waiting)
             .await

@@ -6,7 +6,9 @@ use crate::adapters::postgres::{Sink, SinkFailure};
 use crate::adapters::sqs::{Queue, QueueError, split_by_failures};
 use crate::domain::dead_letter::DeadLetter;
 use crate::retry::{Classify, ErrorClass, Stage, retry};
-use crate::telemetry::events::{CallFailed, DeadLetterRedelivered, DeadLetterRefused, DeadLettered};
+use crate::telemetry::events::{
+    CallFailed, DeadLetterRedelivered, DeadLetterRefused, DeadLettered,
+};
 
 use super::{BatchOutcome, Context, Tally};
 
@@ -50,19 +52,25 @@ pub(super) async fn dead_letter<Q: Queue, S: Sink>(
         };
         Ok::<_, DeadLetterAttempt<S::Error>>((already, letters, failures))
     };
-    let (already, letters, failures) =
-        match retry(context.settings.retry, Stage::DeadLetter, &reporter, attempt).await {
-            Ok(attempted) => attempted,
-            Err(error) => {
-                context.metrics.emit(CallFailed {
-                    stage: Stage::DeadLetter,
-                    class: error.class(),
-                    error: &error,
-                    consequence: "Could not dead-letter the poison messages; they will come back.",
-                });
-                return Vec::new();
-            }
-        };
+    let (already, letters, failures) = match retry(
+        context.settings.retry,
+        Stage::DeadLetter,
+        &reporter,
+        attempt,
+    )
+    .await
+    {
+        Ok(attempted) => attempted,
+        Err(error) => {
+            context.metrics.emit(CallFailed {
+                stage: Stage::DeadLetter,
+                class: error.class(),
+                error: &error,
+                consequence: "Could not dead-letter the poison messages; they will come back.",
+            });
+            return Vec::new();
+        }
+    };
     let (done, to_send): (Vec<_>, Vec<_>) = poison
         .into_iter()
         .partition(|(_, letter)| already.contains(&letter.sqs_message_id));

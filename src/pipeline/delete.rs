@@ -56,7 +56,11 @@ pub(super) async fn delete<Q: Queue, S: Sink>(
             .delete(&refs)
             .await
             .map_err(DeleteAttempt::Call)?;
-        settle_round(context, &mut progress.lock().expect("not poisoned"), failures)
+        settle_round(
+            context,
+            &mut progress.lock().expect("not poisoned"),
+            failures,
+        )
     };
     let result = retry(RetryPolicy::BRIEF, Stage::Delete, &reporter, attempt).await;
     let progress = progress.into_inner().expect("not poisoned");

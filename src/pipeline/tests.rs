@@ -49,10 +49,13 @@ fn pipeline(
 }
 
 async fn drained(pipeline: &Pipeline<FakeQueue, FakeSink>) -> Summary {
-    tokio::time::timeout(Duration::from_secs(3600), pipeline.run(CancellationToken::new()))
-        .await
-        .expect("the drain finished")
-        .expect("the pipeline ran")
+    tokio::time::timeout(
+        Duration::from_secs(3600),
+        pipeline.run(CancellationToken::new()),
+    )
+    .await
+    .expect("the drain finished")
+    .expect("the pipeline ran")
 }
 
 fn sink(pipeline: &Pipeline<FakeQueue, FakeSink>) -> &FakeSink {
@@ -132,7 +135,9 @@ async fn writers_are_capped_whatever_the_receive_concurrency() {
 }
 
 fn sink_most_inserts(pipeline: &Pipeline<FakeQueue, FakeSink>) -> usize {
-    sink(pipeline).most_concurrent_inserts.load(Ordering::SeqCst)
+    sink(pipeline)
+        .most_concurrent_inserts
+        .load(Ordering::SeqCst)
 }
 
 #[tokio::test(start_paused = true)]
@@ -230,7 +235,10 @@ async fn refused_deletes_are_retried_and_stale_handles_counted() {
         .store(12, Ordering::SeqCst);
     let retried = pipeline(&queue, FakeSink::default(), settings());
     let summary = drained(&retried).await;
-    assert_eq!(summary.deleted, 30, "transient refusals are retried: {summary}");
+    assert_eq!(
+        summary.deleted, 30,
+        "transient refusals are retried: {summary}"
+    );
     assert_eq!(queue.remaining(), 0);
     assert!(retried.metrics().retries_total(crate::retry::Stage::Delete) >= 1);
 
@@ -245,7 +253,10 @@ async fn refused_deletes_are_retried_and_stale_handles_counted() {
         .await
         .unwrap();
     let outcome = stale.process(messages).await;
-    assert_eq!((outcome.inserted, outcome.deleted, outcome.undeleted), (5, 0, 5));
+    assert_eq!(
+        (outcome.inserted, outcome.deleted, outcome.undeleted),
+        (5, 0, 5)
+    );
     assert_eq!(stale.metrics().delete_failures.get(), 5);
 }
 
@@ -282,15 +293,17 @@ async fn a_slow_batch_keeps_its_visibility_extended_and_never_past_its_deadline(
     let mut hidden_until = Duration::from_secs(30);
     for (at, _, timeout) in &changes {
         let at = at.duration_since(started);
-        assert!(at < hidden_until, "extended at {at:?}, hidden only until {hidden_until:?}");
+        assert!(
+            at < hidden_until,
+            "extended at {at:?}, hidden only until {hidden_until:?}"
+        );
         hidden_until = at + *timeout;
     }
     assert!(hidden_until >= Duration::from_secs(101));
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_batch_past_its_deadline_is_abandoned_released_and_receiving_waits_for_the_database()
-{
+async fn a_batch_past_its_deadline_is_abandoned_released_and_receiving_waits_for_the_database() {
     let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 10]));
     let settings = Settings {
         batch_timeout: Duration::from_secs(20),
@@ -350,7 +363,11 @@ async fn messages_received_after_the_signal_are_released_and_work_in_flight_fini
     // What was taken before the signal committed; what came after went back at once.
     assert_eq!((summary.inserted, summary.released), (10, 10), "{summary}");
     assert_eq!(queue.remaining(), 10);
-    assert_eq!(queue.depth().await.unwrap().in_flight, 0, "released, not hidden");
+    assert_eq!(
+        queue.depth().await.unwrap().in_flight,
+        0,
+        "released, not hidden"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -360,5 +377,10 @@ async fn a_transient_receive_failure_is_retried() {
     let pipeline = pipeline(&queue, FakeSink::default(), settings());
     let summary = drained(&pipeline).await;
     assert_eq!(summary.inserted, 5);
-    assert!(pipeline.metrics().retries_total(crate::retry::Stage::Receive) >= 3);
+    assert!(
+        pipeline
+            .metrics()
+            .retries_total(crate::retry::Stage::Receive)
+            >= 3
+    );
 }

@@ -40,7 +40,8 @@ pub(super) async fn write_and_delete<Q: Queue, S: Sink>(
         .min()
         .expect("the batch is not empty");
 
-    let settled = tokio::time::timeout_at(deadline, acknowledge(context, &batch, &mut outcome)).await;
+    let settled =
+        tokio::time::timeout_at(deadline, acknowledge(context, &batch, &mut outcome)).await;
     drop(writer);
     match settled {
         Ok(acknowledged) => {
@@ -54,7 +55,10 @@ pub(super) async fn write_and_delete<Q: Queue, S: Sink>(
                 .heartbeat
                 .forget(left.iter().map(|m| m.message.receipt_handle.as_str()));
             drop(left);
-            let acknowledged = acknowledged.into_iter().map(|(_, message)| message).collect();
+            let acknowledged = acknowledged
+                .into_iter()
+                .map(|(_, message)| message)
+                .collect();
             delete::delete(context, acknowledged, &mut outcome).await;
         }
         Err(_) => {
@@ -93,7 +97,11 @@ async fn acknowledge<Q: Queue, S: Sink>(
     poison.extend(refused.into_iter().map(|(index, detail)| {
         (
             index,
-            receive::dead_letter(&batch[index].message, DeadLetterReason::DatabaseRejected, detail),
+            receive::dead_letter(
+                &batch[index].message,
+                DeadLetterReason::DatabaseRejected,
+                detail,
+            ),
         )
     }));
     acknowledged.extend(dead_letter::dead_letter(context, poison, outcome).await);
@@ -131,7 +139,13 @@ pub(super) async fn write<Q: Queue, S: Sink>(
         })
         .await;
         match result {
-            Ok((InsertOutcome { inserted, duplicates }, commit)) => {
+            Ok((
+                InsertOutcome {
+                    inserted,
+                    duplicates,
+                },
+                commit,
+            )) => {
                 let sent_at: Vec<_> = slice.iter().map(|row| row.sent_at).collect();
                 context.metrics.emit(BatchCommitted {
                     inserted,
@@ -166,4 +180,3 @@ pub(super) async fn write<Q: Queue, S: Sink>(
     }
     (committed, refused)
 }
-

@@ -63,7 +63,8 @@ impl Sink for FakeSink {
     async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, FakeError> {
         self.insert_calls.fetch_add(1, Ordering::SeqCst);
         let now = self.inserting.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_concurrent_inserts.fetch_max(now, Ordering::SeqCst);
+        self.most_concurrent_inserts
+            .fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.insert_delay).await;
         self.inserting.fetch_sub(1, Ordering::SeqCst);
         self.check_up()?;

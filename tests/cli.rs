@@ -70,7 +70,9 @@ fn help_documents_every_setting() {
         "SQS2PG_HMAC_KEY_FILE",
         "SQS2PG_METRICS_ADDR",
         "SQS2PG_VISIBILITY_TIMEOUT",
-        "SQS2PG_CONCURRENCY",
+        "SQS2PG_RECEIVERS_MAX",
+        "SQS2PG_WRITERS",
+        "SQS2PG_IN_FLIGHT_MESSAGES",
         "AWS_ENDPOINT_URL",
         "AWS_REGION",
     ] {
@@ -124,7 +126,9 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
     for (variable, value) in [
         ("SQS2PG_VISIBILITY_TIMEOUT", "soon"),
         ("SQS2PG_VISIBILITY_TIMEOUT", "0"),
-        ("SQS2PG_CONCURRENCY", "0"),
+        ("SQS2PG_RECEIVERS_MAX", "0"),
+        ("SQS2PG_WRITERS", "65"),
+        ("SQS2PG_IN_FLIGHT_MESSAGES", "9"),
         ("SQS2PG_METRICS_ADDR", "not-an-address"),
         ("SQS2PG_QUEUE_URL", "not a url"),
         ("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/q"),

@@ -2,7 +2,7 @@
 //! other consumers while work on it can still finish, and no longer.
 //!
 //! One task extends all messages in flight in batched calls, grouped by the timeout each
-//! needs: a message due (less than half its visibility left) is extended to the visibility
+//! needs: a message due (less than half its visibility and a beat left) is extended to the visibility
 //! timeout, or to its deadline plus a beat if that comes first, and never past SQS's
 //! 12 hours from the receive. A message past its deadline is no longer extended: its batch
 //! is being abandoned. A failed extension is counted and logged, never fatal: the worst
@@ -88,7 +88,9 @@ impl Heartbeat {
             if now >= entry.deadline {
                 return false;
             }
-            if entry.hidden_until.saturating_duration_since(now) > self.visibility / 2 {
+            // Due with half the visibility and a beat left, so the call goes out with at
+            // least half of it to spare, however the beats fall.
+            if entry.hidden_until.saturating_duration_since(now) > self.visibility / 2 + beat {
                 return true;
             }
             let until_deadline = entry.deadline - now;
@@ -206,12 +208,13 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_message_is_due_at_half_its_visibility_and_extended_by_all_of_it() {
+    async fn a_message_is_due_with_half_its_visibility_and_a_beat_left_and_extended_by_all_of_it() {
         let heartbeat = Heartbeat::new(Duration::from_secs(30));
         let start = Instant::now();
         heartbeat.track("a", start + Duration::from_secs(120));
-        assert!(heartbeat.due(start + Duration::from_secs(14)).is_empty());
-        let due = heartbeat.due(start + Duration::from_secs(15));
+        // A beat is 7.5 s: due once 22.5 s or less are left.
+        assert!(heartbeat.due(start + Duration::from_secs(7)).is_empty());
+        let due = heartbeat.due(start + Duration::from_secs(8));
         assert_eq!(due.get(&30).map(Vec::len), Some(1), "{due:?}");
     }
 

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::Queue;
-use crate::telemetry::events::QueueDepthPolled;
+use crate::telemetry::events::{
+    QueueDepthPolled, QueueDepthUnavailable, ReceivingPaused, ReceivingResumed,
+};
 use crate::telemetry::metrics::QueueRole;
 
 use super::{Context, QUEUE_POLL_INTERVAL};
@@ -41,9 +43,10 @@ pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: Ca
                         depth: dead_letter,
                     });
                 }
-                (Err(error), _) | (_, Err(error)) => {
-                    tracing::warn!(message = "Could not read queue depth; the gauges keep their last values.", %error);
-                }
+                (Err(error), _) | (_, Err(error)) => context.metrics.emit(QueueDepthUnavailable {
+                    error: &error,
+                    consequence: "Could not read queue depth; the gauges keep their last values.",
+                }),
             }
         }
         tokio::select! {
@@ -63,10 +66,9 @@ pub(super) async fn reopen_when_database_answers<Q: Queue, S: Sink>(context: &Co
             Ok(()) => {
                 context.readiness.set_database_reachable(true);
                 if warned {
-                    tracing::info!(
-                        message = "Database answers again; receiving resumes.",
-                        waited_s = waiting_since.elapsed().as_secs()
-                    );
+                    context.metrics.emit(ReceivingResumed {
+                        waited: waiting_since.elapsed(),
+                    });
                 }
                 context.database.reopen();
                 return;
@@ -75,7 +77,7 @@ pub(super) async fn reopen_when_database_answers<Q: Queue, S: Sink>(context: &Co
                 context.readiness.set_database_reachable(false);
                 if !warned {
                     warned = true;
-                    tracing::warn!(message = "Database does not answer; receiving pauses until it does.", error = %error);
+                    context.metrics.emit(ReceivingPaused { error: &error });
                 }
             }
         }

@@ -25,7 +25,9 @@ use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::domain::envelope;
 use crate::domain::event::{Envelope as MessageMeta, transform};
 use crate::retry::{Classify, ErrorClass, Stage, retry};
-use crate::telemetry::events::{CallFailed, MessagesReceived, ReceiversChanged};
+use crate::telemetry::events::{
+    CallFailed, MessagesReceived, QueueDepthUnavailable, QueueDrained, ReceiversChanged,
+};
 
 use super::budget::Reservation;
 use super::{Context, InFlight, PipelineError, Tally, Work, heartbeat};
@@ -157,7 +159,7 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                     if !self.stop.is_cancelled() && self.is_drained().await {
                         drained_checks += 1;
                         if drained_checks >= 2 && !self.stop.is_cancelled() {
-                            tracing::info!(message = "Queue drained.");
+                            context.metrics.emit(QueueDrained);
                             self.stop.cancel();
                         }
                     } else {
@@ -248,7 +250,10 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
         match self.context.queue.depth().await {
             Ok(depth) => depth.is_empty(),
             Err(error) => {
-                tracing::warn!(message = "Could not read the queue depth; still draining.", %error);
+                self.context.metrics.emit(QueueDepthUnavailable {
+                    error: &error,
+                    consequence: "Could not read the queue depth; still draining.",
+                });
                 false
             }
         }

@@ -411,6 +411,57 @@ impl Event for QueueDepthPolled {
     }
 }
 
+/// The queue depth could not be read; `consequence` says what that means here.
+pub struct QueueDepthUnavailable<'a> {
+    pub error: &'a dyn std::fmt::Display,
+    pub consequence: &'static str,
+}
+
+impl Event for QueueDepthUnavailable<'_> {
+    fn emit(self, _: &Metrics) {
+        tracing::warn!(message = self.consequence, error = %self.error);
+    }
+}
+
+/// After an abandoned batch the database does not answer: receiving pauses.
+pub struct ReceivingPaused<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl Event for ReceivingPaused<'_> {
+    fn emit(self, _: &Metrics) {
+        tracing::warn!(
+            message = "Database does not answer; receiving pauses until it does.",
+            error = %self.error,
+        );
+    }
+}
+
+/// The database answers again after a pause: receiving resumes.
+#[derive(Debug)]
+pub struct ReceivingResumed {
+    pub waited: Duration,
+}
+
+impl Event for ReceivingResumed {
+    fn emit(self, _: &Metrics) {
+        tracing::info!(
+            message = "Database answers again; receiving resumes.",
+            waited_s = self.waited.as_secs()
+        );
+    }
+}
+
+/// A drain found the queue empty and everything acknowledged.
+#[derive(Debug)]
+pub struct QueueDrained;
+
+impl Event for QueueDrained {
+    fn emit(self, _: &Metrics) {
+        tracing::info!(message = "Queue drained.");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,7 +79,11 @@ fn help_documents_every_setting() {
         assert!(help.contains(setting), "--help does not mention {setting}");
     }
     let run_help = text(&bare().args(["run", "--help"]).output().unwrap());
-    for setting in ["SQS2PG_RECEIVERS_MAX", "SQS2PG_WRITERS", "SQS2PG_IN_FLIGHT_MIB"] {
+    for setting in [
+        "SQS2PG_RECEIVERS_MAX",
+        "SQS2PG_WRITERS",
+        "SQS2PG_IN_FLIGHT_MIB",
+    ] {
         assert!(
             run_help.contains(&format!("env: {setting}")),
             "{setting} missing: {run_help}"

@@ -289,16 +289,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         drain = args.drain,
     );
 
+    // A FIFO group's messages can span two batches; one writer commits batches in the
+    // order they closed, so a group's rows commit in its order.
+    let writers = if sqs::is_fifo_queue_url(&args.queue.queue_url) {
+        1
+    } else {
+        args.writers as usize
+    };
     let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
-        PostgresSink::new(database, args.writers as usize),
+        PostgresSink::new(database, writers),
         Masker::new(&key),
         metrics,
         Arc::clone(&readiness),
         Settings {
             receivers_min: args.receivers_min as usize,
             receivers_max: args.receivers_max as usize,
-            writers: args.writers as usize,
+            writers,
             in_flight_messages: args.in_flight_messages as usize,
             in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
             batch_messages: args.batch_size as usize,

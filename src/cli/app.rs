@@ -277,25 +277,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .next()
         .unwrap_or_default()
         .to_owned();
+    // A FIFO group's messages can span two batches; one writer commits batches in the
+    // order they closed, so a group's rows commit in its order.
+    let writers = if queue.is_fifo() {
+        1
+    } else {
+        args.writers as usize
+    };
     tracing::info!(
         message = "Starting.",
         queue_url = %queue.queue_url(),
         dlq_url = %queue.dlq_url(),
         receivers_min = args.receivers_min,
         receivers_max = args.receivers_max,
-        writers = args.writers,
+        writers,
         in_flight_messages = args.in_flight_messages,
         visibility_timeout_s = args.visibility_timeout,
         drain = args.drain,
     );
 
-    // A FIFO group's messages can span two batches; one writer commits batches in the
-    // order they closed, so a group's rows commit in its order.
-    let writers = if sqs::is_fifo_queue_url(&args.queue.queue_url) {
-        1
-    } else {
-        args.writers as usize
-    };
     let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
         PostgresSink::new(database, writers),

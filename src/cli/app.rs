@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::postgres::{self, PostgresSink};
 use crate::adapters::sqs::{self, FifoIds, MAX_BATCH, OutgoingMessage, Queue as _, SqsQueue};
 use crate::cli::config::{
-    DatabaseArgs, DlqInspectArgs, DlqRedriveArgs, HealthcheckArgs, RunArgs, SendArgs, SetupArgs,
+    DatabaseArgs, DlqInspectArgs, DlqRedriveArgs, HealthcheckArgs, OutputFormat, RunArgs, SendArgs,
+    SetupArgs,
 };
 use crate::domain::dead_letter::{DeadLetterReason, attribute};
 use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 use crate::domain::synthetic;
-use crate::pipeline::{Pipeline, Settings};
+use crate::pipeline::{Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -333,7 +334,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 message = "Shutdown timed out with work in flight; exiting anyway. Nothing uncommitted was deleted: those messages return after their visibility timeout.",
                 timeout_s = args.shutdown_timeout,
             );
-            println!("sqs2pg: {}", consumer.summary(started.elapsed()));
+            print_summary(&consumer.summary(started.elapsed()), args.output);
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -353,8 +354,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         busy_s = summary.busy.as_secs_f64(),
         busy_messages_per_second = summary.busy_messages_per_second(),
     );
-    println!("sqs2pg: {summary}");
+    print_summary(&summary, args.output);
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(summary: &Summary, output: OutputFormat) {
+    match output {
+        OutputFormat::Text => println!("sqs2pg: {summary}"),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string(summary).expect("a summary serializes")
+        ),
+    }
 }
 
 /// First SIGTERM/SIGINT: turn unready and stop receiving; in-flight work finishes.

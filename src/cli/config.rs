@@ -45,6 +45,7 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
   SQS2PG_DLQ_NAME            dead-letter queue name for `setup` [default: <queue name>-dlq]
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
+  SQS2PG_OUTPUT              how `run` prints its closing summary: text or json [default: text]
   SQS2PG_LOG_FORMAT          text or json [default: text]
   RUST_LOG                   log filter: a level (trace, debug, info, warn, error, off) and/or
                              target=level directives [default: info]
@@ -498,6 +499,25 @@ pub struct RunArgs {
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
     #[arg(long)]
     pub drain: bool,
+
+    /// How the closing summary is printed on stdout: `text` for people, `json` (one object,
+    /// the shape in the README) for scripts.
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
+}
+
+/// How a command prints its result on stdout. Logs go to stderr either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One line for people.
+    Text,
+    /// One JSON object for scripts; its fields are documented and only ever added to.
+    Json,
 }
 
 impl RunArgs {

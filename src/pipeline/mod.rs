@@ -154,7 +154,7 @@ impl Settings {
 
 /// What a run did, printed at the end of `sqs2pg run`. Counted by the pipeline as it goes,
 /// not read back from the metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Summary {
     pub received: u64,
     pub inserted: u64,
@@ -162,16 +162,42 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub deleted: u64,
     pub released: u64,
-    #[serde(rename = "elapsed_s", serialize_with = "seconds")]
     pub elapsed: Duration,
     /// From the first message received to the last batch done: the run without its start-up,
     /// idle polls and a drain's closing checks.
-    #[serde(rename = "busy_s", serialize_with = "seconds")]
     pub busy: Duration,
 }
 
-fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64(duration.as_secs_f64())
+/// `run --output json` prints this shape; fields are only ever added.
+impl serde::Serialize for Summary {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Shape {
+            received: u64,
+            inserted: u64,
+            duplicates: u64,
+            dead_lettered: u64,
+            deleted: u64,
+            released: u64,
+            elapsed_s: f64,
+            messages_per_second: f64,
+            busy_s: f64,
+            busy_messages_per_second: f64,
+        }
+        let shape = Shape {
+            received: self.received,
+            inserted: self.inserted,
+            duplicates: self.duplicates,
+            dead_lettered: self.dead_lettered,
+            deleted: self.deleted,
+            released: self.released,
+            elapsed_s: self.elapsed.as_secs_f64(),
+            messages_per_second: self.messages_per_second(),
+            busy_s: self.busy.as_secs_f64(),
+            busy_messages_per_second: self.busy_messages_per_second(),
+        };
+        serde::Serialize::serialize(&shape, serializer)
+    }
 }
 
 impl Summary {

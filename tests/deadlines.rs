@@ -123,3 +123,44 @@ async fn run_against_a_silent_sqs_endpoint_reports_each_timeout_while_it_retries
     );
     child.kill();
 }
+
+/// A long poll may rightly stay silent for its whole wait: its attempt deadline is the wait
+/// plus SQS2PG_SQS_TIMEOUT. With the bare call deadline, every idle poll longer than it was
+/// cut and retried with a warning, and a message sent mid-poll waited for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_long_poll_outlasting_the_sqs_timeout_is_not_cut() {
+    let db = TestDb::create().await;
+    let queues = TestQueues::create().await;
+    let mut command = sqs2pg_command();
+    run_env(&mut command, &db, &queues);
+    command
+        .arg("run")
+        .env("SQS2PG_SQS_TIMEOUT", "1")
+        .env("SQS2PG_WAIT_TIME", "4")
+        .env("SQS2PG_RECEIVERS_MAX", "1")
+        .env("RUST_LOG", "info");
+    let mut child = LoggedChild::spawn(&mut command);
+    eventually(Duration::from_secs(30), "the pipeline started", || {
+        let started = child.stderr().contains("Starting.");
+        async move { started }
+    })
+    .await;
+    // Two long polls' worth of idle time, each four times the call deadline.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    queues.send(&[r#"{"user_id":"u","app_version":"1","device_type":"ios","ip":"10.0.0.1","locale":null,"device_id":"d"}"#.to_owned()]).await;
+    eventually(Duration::from_secs(10), "the message sent mid-poll", || {
+        let db = &db;
+        async move { db.row_count().await == 1 }
+    })
+    .await;
+    let stderr = child.stderr();
+    child.kill();
+    let cut = |line: &&str| {
+        let line = line.to_lowercase();
+        line.contains("timeout") && line.contains("retr")
+    };
+    assert!(
+        !stderr.lines().any(|line| cut(&line)),
+        "no idle poll was cut at the call deadline: {stderr}"
+    );
+}

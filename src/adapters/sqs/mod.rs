@@ -330,6 +330,13 @@ pub trait Queue: Send + Sync + 'static {
     /// Depth of the source queue.
     fn depth(&self) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
 
+    /// Whether the queue promises an order within each message group (a FIFO queue). Its
+    /// commits must keep that order, so the pipeline writes such a queue with one writer: a
+    /// group's messages can span two batches, and one writer commits batches as they close.
+    fn keeps_group_order(&self) -> bool {
+        false
+    }
+
     /// Depth of the dead-letter queue.
     fn dead_letter_depth(&self) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
 }
@@ -478,6 +485,10 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
+    fn keeps_group_order(&self) -> bool {
+        self.is_fifo()
+    }
+
     async fn receive(
         &self,
         max: usize,
@@ -498,6 +509,8 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
+            .customize()
+            .config_override(self.long_poll_deadline(wait))
             .send()
             .await
             .map_err(|error| QueueError::from_sdk("ReceiveMessage", error))?;

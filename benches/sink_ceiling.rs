@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                     let end = ((chunk + 1) * batch).min(messages.len());
                     let rows = transform_all(&messages[chunk * batch..end], sent_at, &masker);
+                    let rows: Vec<_> = rows.iter().collect();
                     inserted += sink.insert(&rows).await?.inserted;
                 }
             })

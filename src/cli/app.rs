@@ -24,7 +24,7 @@ use crate::domain::dead_letter::{DeadLetterReason, attribute};
 use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 use crate::domain::synthetic;
-use crate::pipeline::{Pipeline, Settings, Summary};
+use crate::pipeline::{self, Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -278,13 +278,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .next()
         .unwrap_or_default()
         .to_owned();
-    // A FIFO group's messages can span two batches; one writer commits batches in the
-    // order they closed, so a group's rows commit in its order.
-    let writers = if queue.is_fifo() {
-        1
-    } else {
-        args.writers as usize
+    let settings = Settings {
+        receivers_min: args.receivers_min as usize,
+        receivers_max: args.receivers_max as usize,
+        writers: args.writers as usize,
+        in_flight_messages: args.in_flight_messages as usize,
+        in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
+        batch_messages: args.batch_size as usize,
+        batch_window: Duration::from_millis(args.batch_window_ms),
+        visibility_timeout: args.visibility_timeout(),
+        wait_time: Duration::from_secs(args.wait_time),
+        batch_timeout: Duration::from_secs(args.batch_timeout),
+        envelope: args.envelope,
+        drain: args.drain,
+        retry: RetryPolicy::FOREVER,
+        source_queue,
     };
+    // One on a FIFO queue, whatever SQS2PG_WRITERS says: the connections actually opened.
+    let writers = pipeline::writers_for(&queue, &settings);
     tracing::info!(
         message = "Starting.",
         queue_url = %queue.queue_url(),
@@ -296,29 +307,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         visibility_timeout_s = args.visibility_timeout,
         drain = args.drain,
     );
-
     let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
         PostgresSink::new(database, writers),
         Masker::new(&key),
         metrics,
         Arc::clone(&readiness),
-        Settings {
-            receivers_min: args.receivers_min as usize,
-            receivers_max: args.receivers_max as usize,
-            writers,
-            in_flight_messages: args.in_flight_messages as usize,
-            in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
-            batch_messages: args.batch_size as usize,
-            batch_window: Duration::from_millis(args.batch_window_ms),
-            visibility_timeout: args.visibility_timeout(),
-            wait_time: Duration::from_secs(args.wait_time),
-            batch_timeout: Duration::from_secs(args.batch_timeout),
-            envelope: args.envelope,
-            drain: args.drain,
-            retry: RetryPolicy::FOREVER,
-            source_queue,
-        },
+        settings,
     ));
 
     let started = std::time::Instant::now();

@@ -361,6 +361,10 @@ struct Context<Q, S> {
     database: DatabaseGate,
     /// Transactions at a time: one permit per writer.
     writers: Arc<Semaphore>,
+    /// The heartbeat, the probes and the database watch: they outlive the stages, and stop
+    /// on `done` once all work is over.
+    background: TaskTracker,
+    done: CancellationToken,
     clock: Instant,
     failure: Mutex<Option<PipelineError>>,
 }
@@ -382,6 +386,17 @@ pub struct Pipeline<Q, S> {
     context: Arc<Context<Q, S>>,
 }
 
+/// The writers a pipeline on `queue` runs: one on a queue that keeps an order within its
+/// message groups (FIFO), whatever `settings` ask, so batches commit in the order they
+/// closed.
+pub fn writers_for(queue: &impl Queue, settings: &Settings) -> usize {
+    if queue.keeps_group_order() {
+        1
+    } else {
+        settings.writers.max(1)
+    }
+}
+
 impl<Q: Queue, S: Sink> Pipeline<Q, S> {
     pub fn new(
         queue: Arc<Q>,
@@ -397,7 +412,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
             Arc::clone(&metrics),
         );
         let heartbeat = Heartbeat::new(settings.visibility_timeout);
-        let writers = Arc::new(Semaphore::new(settings.writers.max(1)));
+        let writers = Arc::new(Semaphore::new(writers_for(&*queue, &settings)));
         Self {
             context: Arc::new(Context {
                 queue,
@@ -411,6 +426,8 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
                 tally: Tally::default(),
                 database: DatabaseGate::new(),
                 writers,
+                background: TaskTracker::new(),
+                done: CancellationToken::new(),
                 clock: Instant::now(),
                 failure: Mutex::new(None),
             }),
@@ -429,11 +446,9 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
         let context = &self.context;
         // `stop` ends receiving: on the signal, on a completed drain, or on a fatal error.
         let stop = shutdown.child_token();
-        // The heartbeat and the probes outlive the stages: they stop once all work is done.
-        let done = CancellationToken::new();
-        let background = TaskTracker::new();
-        background.spawn(heartbeat::run(Arc::clone(context), done.clone()));
-        background.spawn(probe::run(Arc::clone(context), done.clone()));
+        let background = &context.background;
+        background.spawn(heartbeat::run(Arc::clone(context), context.done.clone()));
+        background.spawn(probe::run(Arc::clone(context), context.done.clone()));
 
         let (to_batcher, from_receivers) = mpsc::channel(context.settings.receivers_max.max(1));
         let work = TaskTracker::new();
@@ -467,7 +482,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
         // The batcher returns once every receiver is gone and its last batch is handed on.
         work.close();
         work.wait().await;
-        done.cancel();
+        context.done.cancel();
         background.close();
         background.wait().await;
 

@@ -57,7 +57,7 @@ pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: Ca
 }
 
 /// After an abandoned batch closed the database gate: pings until the database answers,
-/// then reopens it, so receiving resumes.
+/// then reopens it, so receiving resumes. Gives up when the pipeline is done.
 pub(super) async fn reopen_when_database_answers<Q: Queue, S: Sink>(context: &Context<Q, S>) {
     let waiting_since = Instant::now();
     let mut warned = false;
@@ -81,6 +81,9 @@ pub(super) async fn reopen_when_database_answers<Q: Queue, S: Sink>(context: &Co
                 }
             }
         }
-        tokio::time::sleep(RECOVERY_PROBE_INTERVAL).await;
+        tokio::select! {
+            () = context.done.cancelled() => return,
+            () = tokio::time::sleep(RECOVERY_PROBE_INTERVAL) => {}
+        }
     }
 }

@@ -116,26 +116,38 @@ async fn receivers_grow_while_receives_come_back_full_and_retire_when_empty() {
 
 #[tokio::test(start_paused = true)]
 async fn writers_are_capped_whatever_the_receive_concurrency() {
-    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 2_000]));
-    let settings = Settings {
-        receivers_max: 32,
-        writers: 3,
-        batch_messages: 20,
-        ..settings()
-    };
-    let sink = FakeSink {
-        insert_delay: Duration::from_millis(50),
-        ..FakeSink::default()
-    };
-    let pipeline = pipeline(&queue, sink, settings);
-    let summary = drained(&pipeline).await;
-    assert_eq!(summary.inserted, 2_000);
-    let most = sink_most_inserts(&pipeline);
+    let queue = FakeQueue::with_bodies(vec![EVENT; 2_000]);
+    let most = most_transactions_at_once(queue, 2_000, 3).await;
     assert_eq!(most, 3, "at most 3 transactions at once, and all 3 used");
 }
 
-fn sink_most_inserts(pipeline: &Pipeline<FakeQueue, FakeSink>) -> usize {
-    sink(pipeline)
+/// A group's messages can span two batches: two writers could commit the later one first.
+#[tokio::test(start_paused = true)]
+async fn a_queue_that_keeps_group_order_gets_one_writer_whatever_the_settings() {
+    let queue = FakeQueue::fifo();
+    queue.send(vec![EVENT; 500]);
+    let most = most_transactions_at_once(queue, 500, 4).await;
+    assert_eq!(most, 1, "one transaction at a time");
+}
+
+/// Drains `queue` (`messages` long) with many receivers, `writers` writers and a slow
+/// database; returns the most transactions seen at once.
+async fn most_transactions_at_once(queue: FakeQueue, messages: u64, writers: usize) -> usize {
+    let queue = Arc::new(queue);
+    let settings = Settings {
+        receivers_max: 32,
+        writers,
+        batch_messages: 20,
+        ..settings()
+    };
+    let slow = FakeSink {
+        insert_delay: Duration::from_millis(50),
+        ..FakeSink::default()
+    };
+    let pipeline = pipeline(&queue, slow, settings);
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.inserted, messages);
+    sink(&pipeline)
         .most_concurrent_inserts
         .load(Ordering::SeqCst)
 }

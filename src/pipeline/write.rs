@@ -70,8 +70,10 @@ pub(super) async fn write_and_delete<Q: Queue, S: Sink>(
             outcome.abandoned = count;
             heartbeat::release(context, batch, "of an abandoned batch").await;
             if context.database.close() {
-                let context = Arc::clone(context);
-                tokio::spawn(async move { probe::reopen_when_database_answers(&context).await });
+                let watched = Arc::clone(context);
+                context.background.spawn(async move {
+                    probe::reopen_when_database_answers(&watched).await;
+                });
             }
         }
     }
@@ -116,10 +118,7 @@ pub(super) async fn write<Q: Queue, S: Sink>(
     rows: Vec<(usize, &LoginRow)>,
     outcome: &mut BatchOutcome,
 ) -> (Vec<usize>, Vec<(usize, String)>) {
-    let (indexes, rows): (Vec<usize>, Vec<LoginRow>) = rows
-        .into_iter()
-        .map(|(index, row)| (index, row.clone()))
-        .unzip();
+    let (indexes, rows): (Vec<usize>, Vec<&LoginRow>) = rows.into_iter().unzip();
     let mut committed = Vec::with_capacity(rows.len());
     let mut refused = Vec::new();
     let mut pending: Vec<std::ops::Range<usize>> = Vec::new();

@@ -60,7 +60,7 @@ impl FakeSink {
 impl Sink for FakeSink {
     type Error = FakeError;
 
-    async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, FakeError> {
+    async fn insert(&self, rows: &[&LoginRow]) -> Result<InsertOutcome, FakeError> {
         self.insert_calls.fetch_add(1, Ordering::SeqCst);
         let now = self.inserting.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_concurrent_inserts
@@ -79,7 +79,7 @@ impl Sink for FakeSink {
             });
         }
         if let Some(refuse) = self.refuse
-            && rows.iter().any(refuse)
+            && rows.iter().any(|row| refuse(row))
         {
             return Err(FakeError {
                 class: ErrorClass::Permanent,
@@ -92,7 +92,7 @@ impl Sink for FakeSink {
             if stored.contains_key(&row.message_id) {
                 outcome.duplicates += 1;
             } else {
-                stored.insert(row.message_id.clone(), row.clone());
+                stored.insert(row.message_id.clone(), (*row).clone());
                 outcome.inserted += 1;
             }
         }

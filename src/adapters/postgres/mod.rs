@@ -478,9 +478,10 @@ pub trait Sink: Send + Sync + 'static {
     type Error: SinkFailure;
 
     /// Inserts `rows` in one transaction; existing message ids are skipped, not errors.
+    /// Borrowed rows: a refused batch is retried in halves without copying them.
     fn insert(
         &self,
-        rows: &[LoginRow],
+        rows: &[&LoginRow],
     ) -> impl Future<Output = Result<InsertOutcome, Self::Error>> + Send;
 
     /// Which of these message copies (SQS ids) were already sent to the dead-letter queue.
@@ -503,7 +504,7 @@ pub trait Sink: Send + Sync + 'static {
 impl Sink for PostgresSink {
     type Error = SinkError;
 
-    async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
+    async fn insert(&self, rows: &[&LoginRow]) -> Result<InsertOutcome, SinkError> {
         PostgresSink::insert(self, rows).await
     }
 
@@ -587,7 +588,7 @@ impl PostgresSink {
     }
 
     /// Inserts `rows` in one transaction; existing message ids are skipped, not errors.
-    pub async fn insert(&self, rows: &[LoginRow]) -> Result<InsertOutcome, SinkError> {
+    pub async fn insert(&self, rows: &[&LoginRow]) -> Result<InsertOutcome, SinkError> {
         self.on_connection("insert", async |client| insert_on(client, rows).await)
             .await
     }
@@ -664,9 +665,10 @@ impl PostgresSink {
 /// The insert of one batch, in one transaction, on `client`.
 async fn insert_on(
     client: &mut deadpool_postgres::Object,
-    rows: &[LoginRow],
+    rows: &[&LoginRow],
 ) -> Result<InsertOutcome, SinkError> {
-    let column = |get: fn(&LoginRow) -> &str| rows.iter().map(get).collect::<Vec<&str>>();
+    let column =
+        |get: fn(&LoginRow) -> &str| rows.iter().map(|row| get(row)).collect::<Vec<&str>>();
     let message_ids = column(|row| &row.message_id);
     let user_ids = column(|row| &row.user_id);
     let device_types = column(|row| &row.device_type);

@@ -51,9 +51,19 @@ pub struct FakeQueue {
     /// Each `change_visibility` call: the handles and the timeout asked for, and when.
     pub visibility_changes: Mutex<Vec<(Instant, Vec<String>, Duration)>>,
     pub deleted: AtomicUsize,
+    /// Acts as a FIFO queue would: [`Queue::keeps_group_order`].
+    pub fifo: bool,
 }
 
 impl FakeQueue {
+    /// An empty queue that acts as a FIFO queue would.
+    pub fn fifo() -> Self {
+        Self {
+            fifo: true,
+            ..Self::default()
+        }
+    }
+
     pub fn with_bodies<S: Into<String>>(bodies: impl IntoIterator<Item = S>) -> Self {
         let queue = Self::default();
         queue.send(bodies);
@@ -129,6 +139,10 @@ fn error(operation: &'static str) -> QueueError {
 }
 
 impl Queue for FakeQueue {
+    fn keeps_group_order(&self) -> bool {
+        self.fifo
+    }
+
     async fn receive(
         &self,
         max: usize,

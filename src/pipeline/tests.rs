@@ -15,7 +15,7 @@ use crate::retry::RetryPolicy;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
 
-use super::{Pipeline, Settings, Summary};
+use super::{Pipeline, PipelineError, Settings, Summary};
 
 const EVENT: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
 const GARBAGE: &str = r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#;
@@ -58,6 +58,21 @@ async fn drained(pipeline: &Pipeline<FakeQueue, FakeSink>) -> Summary {
     .expect("the pipeline ran")
 }
 
+/// Runs `pipeline` (not draining) until the returned token is cancelled.
+fn run_until_shutdown(
+    pipeline: &Arc<Pipeline<FakeQueue, FakeSink>>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<Summary, PipelineError>>,
+) {
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (pipeline, shutdown) = (Arc::clone(pipeline), shutdown.clone());
+        async move { pipeline.run(shutdown).await }
+    });
+    (shutdown, running)
+}
+
 fn sink(pipeline: &Pipeline<FakeQueue, FakeSink>) -> &FakeSink {
     &pipeline.context.sink
 }
@@ -86,11 +101,7 @@ async fn receivers_grow_while_receives_come_back_full_and_retire_when_empty() {
         ..settings()
     };
     let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn({
-        let (pipeline, shutdown) = (Arc::clone(&pipeline), shutdown.clone());
-        async move { pipeline.run(shutdown).await }
-    });
+    let (shutdown, running) = run_until_shutdown(&pipeline);
     while queue.remaining() > 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -109,6 +120,78 @@ async fn receivers_grow_while_receives_come_back_full_and_retire_when_empty() {
         idle_calls <= 60,
         "an idle pipeline makes one receive per wait time: {idle_calls} in 60 s"
     );
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.inserted, 3_000, "{summary}");
+}
+
+/// Receivers that only wait on each other behind a saturated queue cost calls and gain
+/// nothing: a full receive that took several times the fastest adds no receiver.
+#[tokio::test(start_paused = true)]
+async fn receivers_stop_growing_when_the_queue_answers_slower_than_it_did() {
+    let most_behind = |serves_at_once: usize| async move {
+        let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 4_000]));
+        queue
+            .faults
+            .serves_at_once
+            .store(serves_at_once, Ordering::SeqCst);
+        let settings = Settings {
+            receivers_max: 16,
+            ..settings()
+        };
+        let pipeline = pipeline(&queue, FakeSink::default(), settings);
+        let summary = drained(&pipeline).await;
+        assert_eq!(summary.inserted, 4_000, "{summary}");
+        queue.most_concurrent_receives.load(Ordering::SeqCst)
+    };
+    let unlimited = most_behind(0).await;
+    let saturated = most_behind(2).await;
+    assert_eq!(unlimited, 16, "a queue that keeps up gets every receiver");
+    assert!(
+        saturated <= 8,
+        "a queue serving 2 receives at once gets {saturated} in flight, not 16"
+    );
+}
+
+/// A trickle comes back in short receives: the receivers retire to the minimum, and each
+/// waits half the batch window before polling again, so receives gather several messages.
+#[tokio::test(start_paused = true)]
+async fn a_trickle_is_received_by_the_fewest_receivers_in_few_calls() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 2_000]));
+    let settings = Settings {
+        receivers_min: 1,
+        receivers_max: 8,
+        batch_window: Duration::from_millis(40),
+        drain: false,
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    while queue.remaining() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        pipeline.metrics().receivers.get(),
+        8,
+        "the backlog grew them"
+    );
+    // 100 messages a second for 10 s, one every 10 ms.
+    let calls_before = queue.receive_calls.load(Ordering::SeqCst);
+    for _ in 0..1_000 {
+        queue.send([EVENT]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = queue.receive_calls.load(Ordering::SeqCst) - calls_before;
+    assert_eq!(
+        pipeline.metrics().receivers.get(),
+        1,
+        "short receives retired them"
+    );
+    assert!(
+        calls <= 300,
+        "1,000 messages of a trickle in {calls} receives: several per call"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     shutdown.cancel();
     let summary = running.await.unwrap().unwrap();
     assert_eq!(summary.inserted, 3_000, "{summary}");
@@ -357,11 +440,7 @@ async fn messages_received_after_the_signal_are_released_and_work_in_flight_fini
         ..FakeSink::default()
     };
     let pipeline = Arc::new(pipeline(&queue, sink, settings));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn({
-        let (pipeline, shutdown) = (Arc::clone(&pipeline), shutdown.clone());
-        async move { pipeline.run(shutdown).await }
-    });
+    let (shutdown, running) = run_until_shutdown(&pipeline);
     // The first ten are being written; the receiver's next poll is waiting on an empty
     // queue when the signal comes, and ten more arrive during its grace.
     tokio::time::sleep(Duration::from_millis(500)).await;

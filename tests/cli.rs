@@ -662,8 +662,8 @@ fn help_shows_placeholders_ranges_and_reasons() {
         assert!(run_help.contains(part), "no {part:?} in {run_help}");
     }
     let redrive_help = text(&bare().args(["dlq", "redrive", "--help"]).output().unwrap());
-    for reason in sqs2pg::domain::dead_letter::DeadLetterReason::ALL {
-        assert!(redrive_help.contains(reason.as_str()), "{redrive_help}");
+    for reason in <sqs2pg::DeadLetterReason as strum::VariantNames>::VARIANTS {
+        assert!(redrive_help.contains(reason), "{redrive_help}");
     }
     for count in ["0", "-1"] {
         let output = bare()

@@ -15,8 +15,10 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use strum::VariantNames;
 
 use crate::domain::dead_letter::DeadLetterReason;
+use crate::domain::envelope::EnvelopeMode;
 
 const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
@@ -494,7 +496,7 @@ pub struct RunArgs {
     /// events, detected by shape), `sns`, `eventbridge` (every body must be one), `none`.
     #[arg(long, env = "SQS2PG_ENVELOPE", value_name = "MODE", default_value = "auto",
           value_parser = envelope_parser())]
-    pub envelope: crate::domain::envelope::EnvelopeMode,
+    pub envelope: EnvelopeMode,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
     #[arg(long)]
@@ -635,18 +637,17 @@ fn reason_parser() -> Listed<DeadLetterReason> {
             text.parse::<DeadLetterReason>()
                 .map_err(|error| error.to_string())
         }),
-        values: DeadLetterReason::ALL.map(DeadLetterReason::as_str).into(),
+        values: DeadLetterReason::VARIANTS.to_vec(),
     }
 }
 
-fn envelope_parser() -> Listed<crate::domain::envelope::EnvelopeMode> {
-    use crate::domain::envelope::EnvelopeMode;
+fn envelope_parser() -> Listed<EnvelopeMode> {
     Listed {
         parse: setting(|text: &str| {
             text.parse::<EnvelopeMode>()
                 .map_err(|error| error.to_string())
         }),
-        values: EnvelopeMode::ALL.map(EnvelopeMode::as_str).into(),
+        values: EnvelopeMode::VARIANTS.to_vec(),
     }
 }
 
@@ -884,8 +885,8 @@ mod tests {
             .unwrap()
             .render_help()
             .to_string();
-        for reason in DeadLetterReason::ALL {
-            assert!(help.contains(reason.as_str()), "{help}");
+        for reason in DeadLetterReason::VARIANTS {
+            assert!(help.contains(reason), "{help}");
         }
     }
 

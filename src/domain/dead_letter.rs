@@ -1,10 +1,8 @@
 //! The dead-letter vocabulary: bounded reason codes and the message attributes that
 //! travel with a message into the dead-letter queue and back out on redrive.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
+use strum::VariantNames as _;
 
 /// Message attribute names. The `sqs2pg.` prefix keeps them apart from a producer's own.
 pub mod attribute {
@@ -22,8 +20,28 @@ pub mod attribute {
     pub const FIRST_RECEIVED_AT: &str = "sqs2pg.first_received_at";
 }
 
-/// Why a message was dead-lettered. A closed set: it labels metrics and DLQ messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Why a message was dead-lettered. A closed set: it labels metrics and DLQ messages, so
+/// its codes (snake case: `invalid_json`) are part of the interface.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::VariantNames,
+)]
+#[strum(
+    serialize_all = "snake_case",
+    parse_err_ty = UnknownReason,
+    parse_err_fn = UnknownReason::new
+)]
 pub enum DeadLetterReason {
     InvalidJson,
     NotAnObject,
@@ -38,53 +56,22 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    pub const ALL: [Self; 7] = [
-        Self::InvalidJson,
-        Self::NotAnObject,
-        Self::MissingField,
-        Self::WrongType,
-        Self::InvalidValue,
-        Self::InvalidEnvelope,
-        Self::DatabaseRejected,
-    ];
-
+    /// The code, as a metric label and attribute value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidJson => "invalid_json",
-            Self::NotAnObject => "not_an_object",
-            Self::MissingField => "missing_field",
-            Self::WrongType => "wrong_type",
-            Self::InvalidValue => "invalid_value",
-            Self::InvalidEnvelope => "invalid_envelope",
-            Self::DatabaseRejected => "database_rejected",
-        }
+        self.into()
     }
 }
 
-impl fmt::Display for DeadLetterReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("unknown dead-letter reason `{0}`; expected one of: {list}", list = reason_list())]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown dead-letter reason `{0}`; expected one of: {list}",
+    list = DeadLetterReason::VARIANTS.join(", ")
+)]
 pub struct UnknownReason(String);
 
-fn reason_list() -> String {
-    DeadLetterReason::ALL
-        .map(DeadLetterReason::as_str)
-        .join(", ")
-}
-
-impl FromStr for DeadLetterReason {
-    type Err = UnknownReason;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|reason| reason.as_str() == text)
-            .ok_or_else(|| UnknownReason(text.to_owned()))
+impl UnknownReason {
+    fn new(text: &str) -> Self {
+        Self(text.to_owned())
     }
 }
 
@@ -108,12 +95,15 @@ pub struct DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::IntoEnumIterator;
 
     #[test]
     fn reason_codes_round_trip() {
-        for reason in DeadLetterReason::ALL {
+        for reason in DeadLetterReason::iter() {
             assert_eq!(reason.as_str().parse::<DeadLetterReason>().unwrap(), reason);
+            assert_eq!(reason.to_string(), reason.as_str());
         }
+        assert_eq!(DeadLetterReason::InvalidJson.as_str(), "invalid_json");
         let error = "nope".parse::<DeadLetterReason>().unwrap_err().to_string();
         assert!(
             error.ends_with("invalid_json, not_an_object, missing_field, wrong_type, invalid_value, invalid_envelope, database_rejected"),

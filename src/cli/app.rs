@@ -24,6 +24,7 @@ use crate::domain::dead_letter::{DeadLetterReason, attribute};
 use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 use crate::domain::synthetic;
+use crate::error_chain::ErrorChain;
 use crate::pipeline::{Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::telemetry::http::Readiness;
@@ -626,17 +627,10 @@ pub async fn check_ready(addr: std::net::SocketAddr) -> Result<(), HealthcheckEr
         return Err(HealthcheckError::NoPort(addr));
     }
     let url = format!("http://{}/readyz", probe_addr(addr));
-    let unreachable = |error: reqwest::Error| {
-        // The causes too ("Connection refused"), on one line; the URL is said once, above.
-        let error = error.without_url();
-        let causes: Vec<String> =
-            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
-                .map(ToString::to_string)
-                .collect();
-        HealthcheckError::Unreachable {
-            url: url.clone(),
-            reason: causes.join(": "),
-        }
+    // The causes too ("Connection refused"), on one line; the URL is said once, above.
+    let unreachable = |error: reqwest::Error| HealthcheckError::Unreachable {
+        url: url.clone(),
+        reason: ErrorChain(&error.without_url()).to_string(),
     };
     let response = reqwest::Client::builder()
         .timeout(HEALTHCHECK_TIMEOUT)

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use crate::domain::dead_letter::{DeadLetter, attribute};
+use crate::error_chain::one_line;
 use crate::retry::{Classify, ErrorClass};
 
 /// The default deadline of one SQS call attempt (`SQS2PG_SQS_TIMEOUT`); a receive gets its
@@ -224,24 +225,10 @@ where
         match (service.code(), service.message()) {
             (Some(code), Some(message)) => return format!("{code}: {message}"),
             (Some(code), None) => return code.to_owned(),
-            _ => return describe_chain(service),
+            _ => return one_line(service),
         }
     }
-    describe_chain(error)
-}
-
-/// `error: cause: cause's cause …`, skipping a cause whose text is already there.
-fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let part = error.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        cause = error.source();
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    one_line(error)
 }
 
 /// No credentials at all (no provider in the chain is configured): the SDK reports it as
@@ -257,7 +244,7 @@ where
     match error {
         SdkError::DispatchFailure(failure) => {
             failure.as_connector_error().is_some_and(|c| c.is_other())
-                && describe_chain(error).contains("credential provider was not enabled")
+                && one_line(error).contains("credential provider was not enabled")
         }
         _ => false,
     }

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use sqs2pg::cli::app;
-use sqs2pg::cli::config::{Cli, Command, DlqCommand, LogFormat};
+use sqs2pg::cli::config::{Cli, LogFormat};
 use sqs2pg::error_chain::ErrorChain;
 
 #[tokio::main]
@@ -14,23 +13,12 @@ async fn main() -> ExitCode {
         eprintln!("sqs2pg: error: {}", ErrorChain(&error));
         return ExitCode::from(2);
     }
-    let result = match cli.command {
-        Command::Run(args) => app::run(args).await,
-        Command::Migrate(args) => app::migrate(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Setup(args) => app::setup(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Send(args) => app::send(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Dlq(DlqCommand::Inspect(args)) => {
-            app::dlq_inspect(args).await.map(|()| ExitCode::SUCCESS)
-        }
-        Command::Dlq(DlqCommand::Redrive(args)) => {
-            app::dlq_redrive(args).await.map(|()| ExitCode::SUCCESS)
-        }
-        Command::Healthcheck(args) => Ok(app::healthcheck(args).await),
-    };
-    result.unwrap_or_else(|error| {
-        report_fatal(cli.log_format, &error);
-        ExitCode::FAILURE
-    })
+    sqs2pg::cli::execute(cli.command)
+        .await
+        .unwrap_or_else(|error| {
+            report_fatal(cli.log_format, &error);
+            ExitCode::FAILURE
+        })
 }
 
 /// Says why the process exits, once, with its causes on one line: as a log event in JSON

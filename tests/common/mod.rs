@@ -144,7 +144,7 @@ impl TestDb {
 
 pub async fn sqs_client() -> Client {
     required_env("AWS_ENDPOINT_URL");
-    sqs2pg::cli::app::sqs_client().await.expect("SQS client")
+    sqs2pg::cli::aws::sqs_client().await.expect("SQS client")
 }
 
 /// A queue and its dead-letter queue with unique names.

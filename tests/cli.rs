@@ -651,13 +651,13 @@ fn help_shows_placeholders_ranges_and_reasons() {
     let run_help = text(&bare().args(["run", "--help"]).output().unwrap());
     assert!(!run_help.contains("<SQS2PG_"), "{run_help}");
     for part in [
-        "--visibility-timeout <SECONDS>",
+        "--visibility-timeout <DURATION>",
         "--receivers-max <COUNT>",
         "--queue-url <URL>",
-        "1 to 43200",
+        "1s to 12h",
         "1 to 256",
-        "0 to 60000",
-        "0 to 20",
+        "0 to 1m",
+        "0 to 20s",
     ] {
         assert!(run_help.contains(part), "no {part:?} in {run_help}");
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::{self, PostgresSink};
@@ -23,12 +24,13 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// `sqs2pg run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let key = args.key.load()?;
+    // The masker keeps the keyed HMAC state; the key's own bytes are wiped at once.
+    let masker = Masker::new(args.key.load()?.expose_secret());
     let database = args
         .database
         .database()?
-        .with_statement_timeout(Duration::from_secs(args.statement_timeout));
-    let client = sqs_client_for_run(Duration::from_secs(args.sqs_timeout)).await?;
+        .with_statement_timeout(args.statement_timeout);
+    let client = sqs_client_for_run(args.sqs_timeout).await?;
 
     if let Some(dlq_url) = &args.queue.dlq_url {
         sqs::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
@@ -108,14 +110,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         receivers_max = args.receivers_max,
         writers,
         in_flight_messages = args.in_flight_messages,
-        visibility_timeout_s = args.visibility_timeout,
+        visibility_timeout_s = args.visibility_timeout.as_secs(),
         drain = args.drain,
     );
 
     let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
         PostgresSink::new(database, writers),
-        Masker::new(&key),
+        masker,
         metrics,
         Arc::clone(&readiness),
         Settings {
@@ -125,10 +127,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             in_flight_messages: args.in_flight_messages as usize,
             in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
             batch_messages: args.batch_size as usize,
-            batch_window: Duration::from_millis(args.batch_window_ms),
-            visibility_timeout: args.visibility_timeout(),
-            wait_time: Duration::from_secs(args.wait_time),
-            batch_timeout: Duration::from_secs(args.batch_timeout),
+            batch_window: args.batch_window,
+            visibility_timeout: args.visibility_timeout,
+            wait_time: args.wait_time,
+            batch_timeout: args.batch_timeout,
             envelope: args.envelope,
             drain: args.drain,
             retry: RetryPolicy::FOREVER,
@@ -137,7 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let started = std::time::Instant::now();
-    let grace = Duration::from_secs(args.shutdown_timeout);
+    let grace = args.shutdown_timeout;
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
@@ -147,7 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         () = deadline => {
             tracing::error!(
                 message = "Shutdown timed out with work in flight; exiting anyway. Nothing uncommitted was deleted: those messages return after their visibility timeout.",
-                timeout_s = args.shutdown_timeout,
+                timeout_s = grace.as_secs_f64(),
             );
             print_summary(&consumer.summary(started.elapsed()), args.output);
             return Ok(ExitCode::FAILURE);

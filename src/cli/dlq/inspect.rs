@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_sqs::types::Message;
+use secrecy::ExposeSecret;
 
 use super::{Scan, message_attribute, plural};
 use crate::adapters::sqs::{self, Queue as _, SqsQueue};
@@ -15,7 +16,7 @@ use crate::domain::redact::redact;
 
 /// `sqs2pg dlq inspect`.
 pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
-    let masker = Masker::new(&args.key.load()?);
+    let masker = Masker::new(args.key.load()?.expose_secret());
     let queue = SqsQueue::connect(
         sqs_client().await?,
         args.queue.queue_url,

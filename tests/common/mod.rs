@@ -293,11 +293,9 @@ impl TestQueues {
 }
 
 pub fn attribute_of(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
-    message
-        .message_attributes()
-        .and_then(|attributes| attributes.get(name))
-        .and_then(|value| value.string_value())
-        .map(str::to_owned)
+    sqs2pg::adapters::sqs::string_attributes(message)
+        .find(|(found, _)| *found == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 /// Settings for an in-process consumer that drains `queues`.

@@ -2,8 +2,11 @@
 //! its implementation on `aws-sdk-sqs`. Tests wrap it to inject faults (lost deletes,
 //! slow calls) in front of the real LocalStack queue.
 
+mod attributes;
 #[cfg(test)]
 pub mod fake;
+
+pub use attributes::{dead_letter_attributes, string_attributes};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -20,7 +23,7 @@ use aws_sdk_sqs::types::{
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
-use crate::domain::dead_letter::{DeadLetter, attribute};
+use crate::domain::dead_letter::{DeadLetter, DeadLetterAttributes, attribute};
 use crate::error_chain::one_line;
 use crate::retry::{Classify, ErrorClass};
 
@@ -520,21 +523,7 @@ impl Queue for SqsQueue {
         let messages: Vec<OutgoingMessage> = letters
             .iter()
             .map(|letter| {
-                // Most important first: what fitting drops, it drops from the end.
-                let attributes = vec![
-                    (attribute::REASON, letter.reason.as_str().to_owned()),
-                    (attribute::ORIGINAL_MESSAGE_ID, letter.message_id.clone()),
-                    (
-                        attribute::ORIGINAL_SENT_TIMESTAMP,
-                        letter.sent_at.timestamp_millis().to_string(),
-                    ),
-                    (attribute::DETAIL, letter.detail.clone()),
-                    (attribute::SOURCE_QUEUE, source_queue.clone()),
-                    (
-                        attribute::FIRST_RECEIVED_AT,
-                        letter.first_received_at.to_rfc3339(),
-                    ),
-                ];
+                let attributes = DeadLetterAttributes::of(letter, &source_queue).encode();
                 let fitted = fit_attributes(letter.body.len(), max_bytes, &attributes);
                 if fitted != attributes {
                     tracing::warn!(

@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_sqs::types::Message;
 use secrecy::ExposeSecret;
 
-use super::{Scan, message_attribute, plural};
-use crate::adapters::sqs::{self, Queue as _, SqsQueue};
+use super::{Scan, plural};
+use crate::adapters::sqs::{self, Queue as _, SqsQueue, dead_letter_attributes};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::DlqInspectArgs;
-use crate::domain::dead_letter::{DeadLetterReason, attribute};
+use crate::domain::dead_letter::{DeadLetterAttributes, RecordedReason};
 use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 
@@ -33,16 +32,16 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
             break;
         }
         for message in fresh {
-            let (reason, ours) = shown_reason(&message);
-            let entry = by_reason.entry(reason).or_default();
+            let attributes = dead_letter_attributes(&message);
+            let entry = by_reason.entry(shown_reason(&attributes)).or_default();
             entry.0 += 1;
             if entry.1.len() < args.samples {
                 let body = redact(message.body().unwrap_or_default(), &masker);
                 // The detail of one of our reasons is built from a typed rejection: no values.
                 entry
                     .1
-                    .push(match message_attribute(&message, attribute::DETAIL) {
-                        Some(detail) if ours => format!("{body}  [{detail}]"),
+                    .push(match (&attributes.detail, attributes.known_reason()) {
+                        (Some(detail), Some(_)) => format!("{body}  [{detail}]"),
                         _ => body.to_string(),
                     });
             }
@@ -78,15 +77,12 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
 /// How `dlq inspect` names a dead letter's reason. The attribute is printed only when it is
 /// one of our codes: anyone who can send to the DLQ can set it, so any other text is data
 /// of unknown origin, and so is the detail that travels with it.
-fn shown_reason(message: &Message) -> (String, bool) {
-    match message_attribute(message, attribute::REASON) {
-        None => ("unknown (moved by SQS redrive)".to_owned(), false),
-        Some(code) => match code.parse::<DeadLetterReason>() {
-            Ok(reason) => (reason.as_str().to_owned(), true),
-            Err(_) => (
-                "unrecognized (not one of our codes; withheld)".to_owned(),
-                false,
-            ),
-        },
+fn shown_reason(attributes: &DeadLetterAttributes) -> String {
+    match &attributes.reason {
+        None => "unknown (moved by SQS redrive)".to_owned(),
+        Some(RecordedReason::Known(reason)) => reason.as_str().to_owned(),
+        Some(RecordedReason::Unrecognized(_)) => {
+            "unrecognized (not one of our codes; withheld)".to_owned()
+        }
     }
 }

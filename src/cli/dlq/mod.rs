@@ -72,15 +72,6 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// A string attribute of a message, by name.
-fn message_attribute(message: &Message, name: &str) -> Option<String> {
-    message
-        .message_attributes()
-        .and_then(|attributes| attributes.get(name))
-        .and_then(|value| value.string_value())
-        .map(str::to_owned)
-}
-
 /// `count` and the noun, singular for one: "1 message", "3 messages".
 fn plural(count: u64, noun: &str) -> String {
     if count == 1 {

@@ -3,13 +3,14 @@
 //! the DLQ after: a crash in between only makes a duplicate in the source, which the
 //! consumer skips.
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use chrono::DateTime;
 
-use super::{Scan, message_attribute, plural};
-use crate::adapters::sqs::{self, FifoIds, OutgoingMessage, SqsQueue};
+use super::{Scan, plural};
+use crate::adapters::sqs::{self, FifoIds, OutgoingMessage, SqsQueue, dead_letter_attributes};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::DlqRedriveArgs;
-use crate::domain::dead_letter::{DeadLetterReason, attribute};
+use crate::domain::dead_letter::DeadLetterAttributes;
 
 /// `sqs2pg dlq redrive`.
 pub async fn redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
@@ -29,45 +30,14 @@ pub async fn redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
         }
         let mut batch = Vec::new();
         for message in fresh {
-            let reason = message_attribute(&message, attribute::REASON)
-                .and_then(|r| r.parse::<DeadLetterReason>().ok());
-            let wanted = args.reason.is_none() || reason == args.reason;
+            let attributes = dead_letter_attributes(&message);
+            let wanted = args.reason.is_none() || attributes.known_reason() == args.reason;
             let handle = message.receipt_handle().unwrap_or_default().to_owned();
             if !wanted || redriven + batch.len() as u64 >= limit {
                 scan.leave(handle);
                 continue;
             }
-            let original_id = message_attribute(&message, attribute::ORIGINAL_MESSAGE_ID)
-                .or_else(|| message.message_id().map(str::to_owned))
-                .unwrap_or_default();
-            let sent_timestamp = message_attribute(&message, attribute::ORIGINAL_SENT_TIMESTAMP)
-                .or_else(|| {
-                    message
-                        .attributes()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                        .cloned()
-                })
-                .unwrap_or_default();
-            // Into a FIFO source: the group the message had, and the DLQ copy's id as the
-            // deduplication id, so a redrive that crashed and is run again within SQS's
-            // five minutes does not send it twice.
-            let fifo = queue.is_fifo().then(|| FifoIds {
-                group_id: message
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned()
-                    .unwrap_or_else(|| sqs::DEFAULT_GROUP_ID.to_owned()),
-                deduplication_id: message.message_id().unwrap_or_default().to_owned(),
-            });
-            let outgoing = OutgoingMessage {
-                body: message.body().unwrap_or_default().to_owned(),
-                attributes: vec![
-                    (attribute::ORIGINAL_MESSAGE_ID, original_id),
-                    (attribute::ORIGINAL_SENT_TIMESTAMP, sent_timestamp),
-                ],
-                fifo,
-            };
-            batch.push((outgoing, handle));
+            batch.push((redriven_message(&queue, &message, &attributes), handle));
         }
         let outgoing: Vec<OutgoingMessage> =
             batch.iter().map(|(message, _)| message.clone()).collect();
@@ -88,4 +58,40 @@ pub async fn redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
         queue.queue_url()
     );
     Ok(())
+}
+
+/// A dead letter as it goes back: its body unchanged, its original id and SentTimestamp
+/// (those of the copy, for one SQS itself moved there), and on a FIFO source the group it
+/// had, with the DLQ copy's id as deduplication id, so a redrive that crashed and is run
+/// again within SQS's five minutes does not send it twice.
+fn redriven_message(
+    queue: &SqsQueue,
+    message: &Message,
+    attributes: &DeadLetterAttributes,
+) -> OutgoingMessage {
+    let system = |name: MessageSystemAttributeName| {
+        message
+            .attributes()
+            .and_then(|attributes| attributes.get(&name))
+            .cloned()
+    };
+    let original_id = attributes
+        .original_message_id
+        .clone()
+        .or_else(|| message.message_id().map(str::to_owned))
+        .unwrap_or_default();
+    let sent_at = attributes.original_sent_at.or_else(|| {
+        system(MessageSystemAttributeName::SentTimestamp)
+            .and_then(|millis| millis.parse().ok())
+            .and_then(DateTime::from_timestamp_millis)
+    });
+    OutgoingMessage {
+        body: message.body().unwrap_or_default().to_owned(),
+        attributes: DeadLetterAttributes::redriven(original_id, sent_at).encode(),
+        fifo: queue.is_fifo().then(|| FifoIds {
+            group_id: system(MessageSystemAttributeName::MessageGroupId)
+                .unwrap_or_else(|| sqs::DEFAULT_GROUP_ID.to_owned()),
+            deduplication_id: message.message_id().unwrap_or_default().to_owned(),
+        }),
+    }
 }

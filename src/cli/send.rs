@@ -1,21 +1,19 @@
 //! `sqs2pg send`: realistic synthetic login events, for demos, tests and the benchmark.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::adapters::sqs::{self, FifoIds, MAX_BATCH, OutgoingMessage, SqsQueue};
+use crate::adapters::sqs::{FifoIds, MAX_BATCH, NotTaken, OutgoingMessage, SqsQueue};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::SendArgs;
 use crate::domain::synthetic;
-use crate::retry::{RetryPolicy, Stage, retry};
-use crate::telemetry::metrics::Metrics;
+use crate::retry::RetryPolicy;
+use crate::telemetry::events::log_retry;
 
 /// Batch calls in flight at once.
 const CONCURRENT_SENDS: usize = 8;
 
-/// `sqs2pg send`: sends the events in batches of ten.
+/// `sqs2pg send`: sends the events in batches of ten, each until SQS has taken it all.
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let queue = SqsQueue::new(sqs_client().await?, args.queue_url.clone(), String::new());
     let (bodies, malformed) = synthetic::generate(synthetic::Recipe {
@@ -24,13 +22,13 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         duplicate_share: args.duplicate_share,
         malformed_share: args.malformed_share,
     });
-    let metrics = Metrics::new();
     let started = std::time::Instant::now();
     futures::stream::iter(bodies.chunks(MAX_BATCH))
-        .map(|chunk| send_chunk(&queue, &metrics, chunk))
+        .map(|chunk| send_chunk(&queue, chunk))
         .buffer_unordered(CONCURRENT_SENDS)
         .try_collect::<Vec<()>>()
-        .await?;
+        .await
+        .context("sending events")?;
     println!(
         "sent {} events ({} malformed) to {} in {:.2} s",
         bodies.len(),
@@ -41,31 +39,18 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one batch, retrying the whole call and then any entries SQS refused.
-async fn send_chunk(queue: &SqsQueue, metrics: &Metrics, chunk: &[String]) -> anyhow::Result<()> {
-    let mut pending: Vec<OutgoingMessage> = chunk
+/// Sends one batch; what SQS refuses is sent again (see [`SqsQueue::send_until_taken`]).
+async fn send_chunk(queue: &SqsQueue, chunk: &[String]) -> Result<(), NotTaken> {
+    let messages: Vec<OutgoingMessage> = chunk
         .iter()
         .map(|body| OutgoingMessage {
             fifo: queue.is_fifo().then(|| event_fifo_ids(body)),
             ..OutgoingMessage::new(body.clone())
         })
         .collect();
-    for _ in 0..5 {
-        let failures = retry(
-            RetryPolicy::BRIEF,
-            Stage::Send,
-            &metrics.retry_reporter(),
-            || queue.send(&pending),
-        )
+    queue
+        .send_until_taken(&messages, RetryPolicy::BRIEF, &log_retry)
         .await
-        .context("sending events")?;
-        if failures.is_empty() {
-            return Ok(());
-        }
-        pending = sqs::split_by_failures(pending, &failures).1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("SQS kept refusing {} events", pending.len())
 }
 
 /// The FIFO ids `send` gives an event: its user id as the group, so one user's events stay

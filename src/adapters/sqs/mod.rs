@@ -5,8 +5,12 @@
 mod attributes;
 #[cfg(test)]
 pub mod fake;
+mod send;
+#[cfg(test)]
+pub(crate) mod stub;
 
 pub use attributes::{dead_letter_attributes, string_attributes};
+pub use send::NotTaken;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -6,7 +6,7 @@ mod inspect;
 mod redrive;
 
 pub use inspect::inspect;
-pub use redrive::redrive;
+pub use redrive::{RedriveIncomplete, redrive};
 
 use std::collections::HashSet;
 use std::time::Duration;

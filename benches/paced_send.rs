@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         duplicate_share: 0.1,
         malformed_share: 0.0,
     });
-    let client = sqs2pg::cli::app::sqs_client().await?;
+    let client = sqs2pg::cli::aws::sqs_client().await?;
     let queue = Arc::new(SqsQueue::new(client, queue_url, String::new()));
 
     let period = Duration::from_secs_f64(MAX_BATCH as f64 / rate);

@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("set SQS2PG_QUEUE_URL to the preloaded queue"))?;
     let target: u64 = env_or("BENCH_MESSAGES", 20_000);
     let concurrency: usize = env_or("BENCH_CONCURRENCY", 4);
-    let client = sqs2pg::cli::app::sqs_client().await?;
+    let client = sqs2pg::cli::aws::sqs_client().await?;
     let queue = Arc::new(SqsQueue::new(client, queue_url, String::new()));
     let progress = Arc::new(Progress::default());
 

@@ -15,12 +15,14 @@
 //! - [`pipeline`]: receive → batch → write → dead-letter → delete, with the heartbeat: each
 //!   stage a module, joined by bounded channels.
 //! - [`cli`]: flags and environment variables, and one module per subcommand.
+//! - [`error_chain`]: an error and its causes on one line, for every fatal error and log.
 
 #[cfg(feature = "service")]
 pub mod adapters;
 #[cfg(feature = "service")]
 pub mod cli;
 pub mod domain;
+pub mod error_chain;
 #[cfg(feature = "service")]
 pub mod pipeline;
 #[cfg(feature = "service")]

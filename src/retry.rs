@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use backoff::ExponentialBackoff;
 
-/// Whether trying again can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether trying again can help. Its name (`transient`) labels metrics and logs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorClass {
     /// The same call may succeed later: connection refused or reset, the database
     /// restarting, serialization failures, throttling, 5xx, timeouts.
@@ -17,18 +20,9 @@ pub enum ErrorClass {
     Permanent,
 }
 
-impl std::fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl ErrorClass {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Transient => "transient",
-            Self::Permanent => "permanent",
-        }
+        self.into()
     }
 }
 
@@ -37,8 +31,11 @@ pub trait Classify {
     fn class(&self) -> ErrorClass;
 }
 
-/// The step that failed, as a bounded metric label and log field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The step that failed, as a bounded metric label and log field (`dead_letter`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Stage {
     Receive,
     Write,
@@ -55,30 +52,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Self; 9] = [
-        Self::Receive,
-        Self::Write,
-        Self::Delete,
-        Self::DeadLetter,
-        Self::ExtendVisibility,
-        Self::Release,
-        Self::Send,
-        Self::Migrate,
-        Self::Connect,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Receive => "receive",
-            Self::Write => "write",
-            Self::Delete => "delete",
-            Self::DeadLetter => "dead_letter",
-            Self::ExtendVisibility => "extend_visibility",
-            Self::Release => "release",
-            Self::Send => "send",
-            Self::Migrate => "migrate",
-            Self::Connect => "connect",
-        }
+        self.into()
     }
 }
 
@@ -284,6 +259,13 @@ mod tests {
             n if n < failures => Err(Failure(ErrorClass::Transient)),
             n => Ok(n),
         }
+    }
+
+    #[test]
+    fn labels_are_snake_case() {
+        assert_eq!(Stage::ExtendVisibility.as_str(), "extend_visibility");
+        assert_eq!(Stage::DeadLetter.to_string(), "dead_letter");
+        assert_eq!(ErrorClass::Transient.as_str(), "transient");
     }
 
     #[tokio::test]

@@ -211,7 +211,7 @@ async fn healthcheck_exits_0_when_ready_and_1_with_a_reason_otherwise() {
     println!("hung server: {} in {took:?}: {stderr}", output.status);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        took >= sqs2pg::cli::app::HEALTHCHECK_TIMEOUT && took < Duration::from_secs(5),
+        took >= sqs2pg::cli::healthcheck::HEALTHCHECK_TIMEOUT && took < Duration::from_secs(5),
         "{took:?}"
     );
     assert!(stderr.contains("timed out"), "{stderr}");

@@ -1655,7 +1655,7 @@ fn the_image_is_built_once_ships_a_stripped_binary_and_checks_its_own_readiness(
     // Longer than the check's own 2 s timeout, so a hung instance fails as "not ready".
     assert!(options.contains("--timeout=5s"), "{options}");
     assert!(
-        sqs2pg::cli::app::HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
+        sqs2pg::cli::healthcheck::HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
         "the check's own timeout must undercut Docker's"
     );
     // `healthcheck` finds the server where the image makes it listen.

@@ -1,22 +1,25 @@
 //! Command-line and environment configuration. Every option has a flag and an environment
-//! variable. Help shows placeholders (`<SECONDS>`, `<URL>`) and each option's variable in
+//! variable. Help shows placeholders (`<DURATION>`, `<URL>`) and each option's variable in
 //! `[env: …]`; every error about a setting names its variable too, so the message says what
-//! to set. Secrets redact themselves in `Debug` and are never echoed in errors.
+//! to set. Secrets are `secrecy` types: redacted in `Debug`, never echoed in errors, and
+//! exposed only where they are used. Durations take humantime's forms (`30s`, `1m`,
+//! `500ms`) or a plain number in the setting's historical unit.
 
 pub use crate::telemetry::logging::LogFormat;
 use std::ffi::OsStr;
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use strum::VariantNames;
 
 use crate::domain::dead_letter::DeadLetterReason;
+use crate::domain::envelope::EnvelopeMode;
 
 const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
@@ -28,20 +31,21 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_HMAC_KEY_FILE       file holding that key instead (a trailing newline is ignored)
   SQS2PG_METRICS_ADDR        host:port of /metrics, /healthz and /readyz; :PORT is 127.0.0.1:PORT,
                              :0 a free port [default: 127.0.0.1:9898]
-  SQS2PG_VISIBILITY_TIMEOUT  seconds requested on each receive, 1 to 43200, renewed while work runs [default: 30]
+  SQS2PG_VISIBILITY_TIMEOUT  visibility requested on each receive, 1s to 12h, renewed while work runs [default: 30s]
   SQS2PG_RECEIVERS_MIN       fewest concurrent long polls, 1 to 256 [default: 1]
   SQS2PG_RECEIVERS_MAX       most concurrent long polls, added while receives come back full [default: 16]
   SQS2PG_WRITERS             concurrent database writers (connections), 1 to 64 [default: 4]
   SQS2PG_IN_FLIGHT_MESSAGES  most messages received and not yet deleted, 10 to 100000 [default: 1000]
   SQS2PG_IN_FLIGHT_MIB       most MiB of message bodies in flight, 1 to 4096 [default: 16]
   SQS2PG_BATCH_SIZE          most messages per transaction (group commit), 1 to 10000 [default: 100]
-  SQS2PG_BATCH_WINDOW_MS     ms a batch stays open after its first message, 0 to 60000 [default: 20]
-  SQS2PG_WAIT_TIME           long-poll wait in seconds, 0 to 20 [default: 20]
-  SQS2PG_SHUTDOWN_TIMEOUT    seconds to finish in-flight work after SIGTERM/SIGINT [default: 30]
+  SQS2PG_BATCH_WINDOW_MS     how long a batch stays open after its first message, 0 to 1m;
+                             a plain number is milliseconds [default: 20ms]
+  SQS2PG_WAIT_TIME           long-poll wait, 0 to 20s [default: 20s]
+  SQS2PG_SHUTDOWN_TIMEOUT    time to finish in-flight work after SIGTERM/SIGINT [default: 30s]
   SQS2PG_ENVELOPE            envelopes unwrapped around events: auto, sns, eventbridge, none [default: auto]
-  SQS2PG_BATCH_TIMEOUT       seconds a batch may stay in flight before it is released [default: 120]
-  SQS2PG_STATEMENT_TIMEOUT   deadline of each database statement and commit, seconds [default: 30]
-  SQS2PG_SQS_TIMEOUT         deadline of each SQS call attempt besides the long poll, seconds [default: 10]
+  SQS2PG_BATCH_TIMEOUT       how long a batch may stay in flight before it is released, 5s to 12h [default: 2m]
+  SQS2PG_STATEMENT_TIMEOUT   deadline of each database statement and commit, 1s to 1h [default: 30s]
+  SQS2PG_SQS_TIMEOUT         deadline of each SQS call attempt besides the long poll, 1s to 5m [default: 10s]
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
   SQS2PG_DLQ_NAME            dead-letter queue name for `setup` [default: <queue name>-dlq]
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
@@ -50,7 +54,11 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   RUST_LOG                   log filter: a level (trace, debug, info, warn, error, off) and/or
                              target=level directives [default: info]
   AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...
-                             the standard AWS SDK settings and credentials chain";
+                             the standard AWS SDK settings and credentials chain
+
+Durations (<DURATION>) are written 30s, 1m, 500ms, 1h 30m, ...; a plain number is seconds
+(milliseconds for SQS2PG_BATCH_WINDOW_MS). SQS takes whole seconds for the visibility
+timeout and the wait time.";
 
 /// sqs2pg: exactly-once ingestion of login events from SQS into PostgreSQL, with PII masked.
 #[derive(Debug, Parser)]
@@ -178,6 +186,104 @@ fn whole_number(min: u64, max: u64) -> Setting<u64> {
     })
 }
 
+/// The unit a plain number is read in: each duration setting keeps the unit it had when it
+/// took only numbers, so existing configurations mean what they meant.
+#[derive(Debug, Clone, Copy)]
+enum PlainUnit {
+    Seconds,
+    Milliseconds,
+}
+
+/// The limits of a duration setting, and whose they are (for the error: "above the most
+/// SQS allows, 12h").
+#[derive(Debug, Clone, Copy)]
+struct DurationLimits {
+    unit: PlainUnit,
+    min: Duration,
+    max: Duration,
+    /// SQS takes whole seconds only.
+    whole_seconds: bool,
+    /// Who sets the limits: "SQS allows", "sqs2pg allows".
+    set_by: &'static str,
+}
+
+impl DurationLimits {
+    const fn seconds(min: u64, max: u64) -> Self {
+        Self {
+            unit: PlainUnit::Seconds,
+            min: Duration::from_secs(min),
+            max: Duration::from_secs(max),
+            whole_seconds: false,
+            set_by: "sqs2pg allows",
+        }
+    }
+
+    /// SQS's own limits, in whole seconds.
+    const fn sqs_seconds(min: u64, max: u64) -> Self {
+        Self {
+            whole_seconds: true,
+            set_by: "SQS allows",
+            ..Self::seconds(min, max)
+        }
+    }
+
+    const fn milliseconds(min: u64, max: u64) -> Self {
+        Self {
+            unit: PlainUnit::Milliseconds,
+            min: Duration::from_millis(min),
+            max: Duration::from_millis(max),
+            ..Self::seconds(0, 0)
+        }
+    }
+
+    const fn at_least_seconds(min: u64) -> Self {
+        Self {
+            max: Duration::MAX,
+            ..Self::seconds(min, 0)
+        }
+    }
+}
+
+/// A duration within `limits`: humantime's forms (`30s`, `1m`, `500ms`, `1h 30m`), or a
+/// plain whole number in the setting's unit.
+fn parse_duration(text: &str, limits: DurationLimits) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match (text.parse::<u64>(), limits.unit) {
+        (Ok(seconds), PlainUnit::Seconds) => Duration::from_secs(seconds),
+        (Ok(millis), PlainUnit::Milliseconds) => Duration::from_millis(millis),
+        (Err(_), unit) => humantime::parse_duration(text).map_err(|_| {
+            let plain = match unit {
+                PlainUnit::Seconds => "seconds",
+                PlainUnit::Milliseconds => "milliseconds",
+            };
+            format!("expected a duration such as 30s, 1m or 500ms, or a whole number of {plain}")
+        })?,
+    };
+    let shown = |duration: Duration| humantime::format_duration(duration).to_string();
+    if limits.whole_seconds && duration.subsec_nanos() != 0 {
+        return Err("SQS takes whole seconds only".to_owned());
+    }
+    if duration < limits.min {
+        return Err(format!(
+            "below the least {}, {}",
+            limits.set_by,
+            shown(limits.min)
+        ));
+    }
+    if duration > limits.max {
+        return Err(format!(
+            "above the most {}, {}",
+            limits.set_by,
+            shown(limits.max)
+        ));
+    }
+    Ok(duration)
+}
+
+fn duration(limits: DurationLimits) -> Setting<Duration> {
+    setting(move |text| parse_duration(text, limits))
+}
+
 /// `host:port` for the metrics server. `:PORT` means `127.0.0.1:PORT` (loopback, like the
 /// default; `:0` picks a free port); a host name is resolved now, preferring IPv4.
 pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
@@ -268,6 +374,10 @@ fn queue_name_parser() -> Setting<String> {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start and moved once: boxing `run`'s settings buys nothing"
+)]
 pub enum Command {
     /// Consume the queue: mask, insert, delete. Applies migrations first.
     Run(RunArgs),
@@ -290,7 +400,7 @@ pub enum Command {
 pub struct DatabaseArgs {
     /// PostgreSQL connection string; with sslmode=require, TLS with a verified certificate.
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
-    pub database_url: Secret,
+    pub database_url: SecretString,
 
     /// PEM file of CA certificates to trust for the database (e.g. the RDS bundle), besides
     /// the system's. Needs sslmode=require in DATABASE_URL.
@@ -303,7 +413,8 @@ impl DatabaseArgs {
     pub fn database(
         &self,
     ) -> Result<crate::adapters::postgres::Database, crate::adapters::postgres::SinkError> {
-        let database = crate::adapters::postgres::parse_database_url(self.database_url.expose())?;
+        let database =
+            crate::adapters::postgres::parse_database_url(self.database_url.expose_secret())?;
         match &self.database_ca_file {
             Some(path) => database.with_ca_file(path),
             None => Ok(database),
@@ -332,7 +443,7 @@ pub struct HmacKeyArgs {
         value_name = "KEY",
         hide_env_values = true
     )]
-    pub hmac_key: Option<Secret>,
+    pub hmac_key: Option<SecretString>,
 
     /// File holding the HMAC key (a trailing newline is ignored).
     #[arg(long, env = "SQS2PG_HMAC_KEY_FILE", value_name = "FILE")]
@@ -355,10 +466,10 @@ pub enum KeyError {
 }
 
 impl HmacKeyArgs {
-    /// The key bytes, from the variable or the file.
-    pub fn load(&self) -> Result<Vec<u8>, KeyError> {
+    /// The key bytes, from the variable or the file; wiped from memory when dropped.
+    pub fn load(&self) -> Result<SecretSlice<u8>, KeyError> {
         let (setting, key) = match (&self.hmac_key, &self.hmac_key_file) {
-            (Some(key), _) => ("SQS2PG_HMAC_KEY", key.expose().as_bytes().to_vec()),
+            (Some(key), _) => ("SQS2PG_HMAC_KEY", key.expose_secret().as_bytes().to_vec()),
             (None, Some(path)) => {
                 let mut bytes = std::fs::read(path).map_err(|source| KeyError::Unreadable {
                     path: path.clone(),
@@ -371,11 +482,10 @@ impl HmacKeyArgs {
             }
             (None, None) => unreachable!("clap requires one of the two"),
         };
-        if key.len() < MIN_HMAC_KEY_BYTES {
-            return Err(KeyError::TooShort {
-                setting,
-                len: key.len(),
-            });
+        let key = SecretSlice::from(key);
+        let len = key.expose_secret().len();
+        if len < MIN_HMAC_KEY_BYTES {
+            return Err(KeyError::TooShort { setting, len });
         }
         Ok(key)
     }
@@ -396,11 +506,11 @@ pub struct RunArgs {
           value_parser = setting(parse_metrics_addr))]
     pub metrics_addr: SocketAddr,
 
-    /// Seconds requested on each receive, 1 to 43200; the heartbeat renews it while work runs.
-    #[arg(long, env = "SQS2PG_VISIBILITY_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
-          allow_negative_numbers = true,
-          value_parser = whole_number(1, 43_200))]
-    pub visibility_timeout: u64,
+    /// Visibility timeout requested on each receive, 1s to 12h in whole seconds (a plain
+    /// number is seconds); the heartbeat renews it while work runs.
+    #[arg(long, env = "SQS2PG_VISIBILITY_TIMEOUT", value_name = "DURATION", default_value = "30s",
+          allow_negative_numbers = true, value_parser = duration(VISIBILITY_TIMEOUT))]
+    pub visibility_timeout: Duration,
 
     /// Fewest concurrent long polls, 1 to 256: the receivers kept polling while the queue
     /// is idle.
@@ -449,52 +559,51 @@ pub struct RunArgs {
           value_parser = whole_number(1, 10_000))]
     pub batch_size: u64,
 
-    /// Milliseconds, 0 to 60000, a batch stays open after its first message arrived: what
-    /// batching adds to latency at most.
-    #[arg(long, env = "SQS2PG_BATCH_WINDOW_MS", value_name = "MS",
-          default_value_t = crate::pipeline::DEFAULT_BATCH_WINDOW.as_millis() as u64,
-          allow_negative_numbers = true,
-          value_parser = whole_number(0, 60_000))]
-    pub batch_window_ms: u64,
+    /// How long a batch stays open after its first message arrived, 0 to 1m (a plain number
+    /// is milliseconds): what batching adds to latency at most.
+    #[arg(long = "batch-window-ms", env = "SQS2PG_BATCH_WINDOW_MS", value_name = "DURATION",
+          default_value = "20ms", allow_negative_numbers = true,
+          value_parser = duration(BATCH_WINDOW))]
+    pub batch_window: Duration,
 
-    /// Long-poll wait of each receive, in seconds, 0 to 20.
-    #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "SECONDS", default_value_t = 20,
-          allow_negative_numbers = true,
-          value_parser = whole_number(0, 20))]
-    pub wait_time: u64,
+    /// Long-poll wait of each receive, 0 to 20s in whole seconds (a plain number is seconds).
+    #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "DURATION", default_value = "20s",
+          allow_negative_numbers = true, value_parser = duration(WAIT_TIME))]
+    pub wait_time: Duration,
 
-    /// Seconds allowed after SIGTERM/SIGINT to finish in-flight work before exiting anyway.
-    #[arg(long, env = "SQS2PG_SHUTDOWN_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
-          allow_negative_numbers = true,
-          value_parser = whole_number(0, u64::MAX))]
-    pub shutdown_timeout: u64,
+    /// Time allowed after SIGTERM/SIGINT to finish in-flight work before exiting anyway (a
+    /// plain number is seconds).
+    #[arg(long, env = "SQS2PG_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "30s",
+          allow_negative_numbers = true, value_parser = duration(SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: Duration,
 
-    /// Longest a batch may stay in flight, in seconds; past it the batch is abandoned and
-    /// its messages released for redelivery (and the heartbeat never extends beyond it).
-    #[arg(long, env = "SQS2PG_BATCH_TIMEOUT", value_name = "SECONDS",
-          default_value_t = crate::pipeline::DEFAULT_BATCH_TIMEOUT.as_secs(),
-          allow_negative_numbers = true, value_parser = whole_number(5, 43_200))]
-    pub batch_timeout: u64,
+    /// Longest a batch may stay in flight, 5s to 12h (a plain number is seconds); past it the
+    /// batch is abandoned and its messages released for redelivery (and the heartbeat never
+    /// extends beyond it).
+    #[arg(long, env = "SQS2PG_BATCH_TIMEOUT", value_name = "DURATION", default_value = "2m",
+          allow_negative_numbers = true, value_parser = duration(BATCH_TIMEOUT))]
+    pub batch_timeout: Duration,
 
-    /// Client-side deadline of each database statement, commit and connection checkout, in
-    /// seconds; past it the connection is dropped and the call retried on a fresh one.
-    #[arg(long, env = "SQS2PG_STATEMENT_TIMEOUT", value_name = "SECONDS",
-          default_value_t = crate::adapters::postgres::DEFAULT_STATEMENT_TIMEOUT.as_secs(),
-          allow_negative_numbers = true, value_parser = whole_number(1, 3_600))]
-    pub statement_timeout: u64,
+    /// Client-side deadline of each database statement, commit and connection checkout, 1s
+    /// to 1h (a plain number is seconds); past it the connection is dropped and the call
+    /// retried on a fresh one.
+    #[arg(long, env = "SQS2PG_STATEMENT_TIMEOUT", value_name = "DURATION",
+          default_value = "30s", allow_negative_numbers = true,
+          value_parser = duration(STATEMENT_TIMEOUT))]
+    pub statement_timeout: Duration,
 
-    /// Deadline of each SQS call attempt other than the long poll, in seconds (a receive
-    /// gets its wait time on top); past it the call is retried with backoff.
-    #[arg(long, env = "SQS2PG_SQS_TIMEOUT", value_name = "SECONDS",
-          default_value_t = crate::adapters::sqs::DEFAULT_SQS_TIMEOUT.as_secs(),
-          allow_negative_numbers = true, value_parser = whole_number(1, 300))]
-    pub sqs_timeout: u64,
+    /// Deadline of each SQS call attempt other than the long poll, 1s to 5m (a plain number
+    /// is seconds; a receive gets its wait time on top); past it the call is retried with
+    /// backoff.
+    #[arg(long, env = "SQS2PG_SQS_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          allow_negative_numbers = true, value_parser = duration(SQS_TIMEOUT))]
+    pub sqs_timeout: Duration,
 
     /// Envelopes to unwrap around each event: `auto` (SNS notifications and EventBridge
     /// events, detected by shape), `sns`, `eventbridge` (every body must be one), `none`.
     #[arg(long, env = "SQS2PG_ENVELOPE", value_name = "MODE", default_value = "auto",
           value_parser = envelope_parser())]
-    pub envelope: crate::domain::envelope::EnvelopeMode,
+    pub envelope: EnvelopeMode,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
     #[arg(long)]
@@ -520,11 +629,16 @@ pub enum OutputFormat {
     Json,
 }
 
-impl RunArgs {
-    pub fn visibility_timeout(&self) -> Duration {
-        Duration::from_secs(self.visibility_timeout)
-    }
-}
+/// The limits of `run`'s duration settings. SQS caps visibility at 12 hours and the long
+/// poll at 20 seconds, in whole seconds; a batch's deadline cannot outlive the visibility
+/// its heartbeat may ask for.
+const VISIBILITY_TIMEOUT: DurationLimits = DurationLimits::sqs_seconds(1, 43_200);
+const WAIT_TIME: DurationLimits = DurationLimits::sqs_seconds(0, 20);
+const BATCH_WINDOW: DurationLimits = DurationLimits::milliseconds(0, 60_000);
+const SHUTDOWN_TIMEOUT: DurationLimits = DurationLimits::at_least_seconds(0);
+const BATCH_TIMEOUT: DurationLimits = DurationLimits::seconds(5, 43_200);
+const STATEMENT_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 3_600);
+const SQS_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 300);
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
@@ -635,18 +749,17 @@ fn reason_parser() -> Listed<DeadLetterReason> {
             text.parse::<DeadLetterReason>()
                 .map_err(|error| error.to_string())
         }),
-        values: DeadLetterReason::ALL.map(DeadLetterReason::as_str).into(),
+        values: DeadLetterReason::VARIANTS.to_vec(),
     }
 }
 
-fn envelope_parser() -> Listed<crate::domain::envelope::EnvelopeMode> {
-    use crate::domain::envelope::EnvelopeMode;
+fn envelope_parser() -> Listed<EnvelopeMode> {
     Listed {
         parse: setting(|text: &str| {
             text.parse::<EnvelopeMode>()
                 .map_err(|error| error.to_string())
         }),
-        values: EnvelopeMode::ALL.map(EnvelopeMode::as_str).into(),
+        values: EnvelopeMode::VARIANTS.to_vec(),
     }
 }
 
@@ -696,29 +809,6 @@ fn parse_share(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A setting that must not be printed: `Debug` shows `<redacted>`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(Self(text.to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,14 +821,35 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let secret: Secret = "hunter2".parse().unwrap();
-        assert_eq!(format!("{secret:?}"), "<redacted>");
+        let args = Cli::try_parse_from([
+            "sqs2pg",
+            "run",
+            "--database-url",
+            "postgres://u:hunter2@h/d",
+            "--queue-url",
+            "http://h/000000000000/q",
+            "--hmac-key",
+            "0123456789abcdef-key",
+        ])
+        .unwrap();
+        let shown = format!("{args:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("0123456789abcdef-key"),
+            "{shown}"
+        );
+        assert!(shown.contains("REDACTED"), "{shown}");
+        let Command::Run(run) = args.command else {
+            panic!("not run")
+        };
+        let key = run.key.load().unwrap();
+        assert!(!format!("{key:?}").contains("0123456789abcdef-key"));
+        assert_eq!(key.expose_secret(), b"0123456789abcdef-key");
     }
 
     #[test]
     fn a_short_key_is_refused_naming_the_setting() {
         let args = HmacKeyArgs {
-            hmac_key: Some("short".parse().unwrap()),
+            hmac_key: Some("short".into()),
             hmac_key_file: None,
         };
         let error = args.load().unwrap_err().to_string();
@@ -754,7 +865,10 @@ mod tests {
             hmac_key: None,
             hmac_key_file: Some(path.clone()),
         };
-        assert_eq!(args.load().unwrap(), b"0123456789abcdef0123");
+        assert_eq!(
+            args.load().unwrap().expose_secret(),
+            b"0123456789abcdef0123"
+        );
         std::fs::remove_file(path).unwrap();
     }
 
@@ -818,8 +932,8 @@ mod tests {
         }
     }
 
-    /// The error clap prints for these arguments.
-    fn parse_error(args: &[&str]) -> String {
+    /// `run` with the required settings and these arguments.
+    fn parse_run(args: &[&str]) -> Result<Cli, clap::Error> {
         let base = [
             "sqs2pg",
             "run",
@@ -830,8 +944,12 @@ mod tests {
             "--hmac-key",
             "0123456789abcdef",
         ];
-        let args = base.iter().chain(args);
-        Cli::try_parse_from(args).unwrap_err().to_string()
+        Cli::try_parse_from(base.iter().chain(args))
+    }
+
+    /// The error clap prints for these arguments.
+    fn parse_error(args: &[&str]) -> String {
+        parse_run(args).unwrap_err().to_string()
     }
 
     #[test]
@@ -844,7 +962,13 @@ mod tests {
         );
         let error = parse_error(&["--visibility-timeout", "-5"]);
         assert!(
-            error.contains("SQS2PG_VISIBILITY_TIMEOUT") && error.contains("from 1 to 43200"),
+            error.contains("SQS2PG_VISIBILITY_TIMEOUT") && error.contains("such as 30s"),
+            "{error}"
+        );
+        let error = parse_error(&["--visibility-timeout", "50000s"]);
+        assert!(
+            error.contains("SQS2PG_VISIBILITY_TIMEOUT (--visibility-timeout)")
+                && error.contains("above the most SQS allows, 12h"),
             "{error}"
         );
         let error = Cli::try_parse_from([
@@ -884,8 +1008,8 @@ mod tests {
             .unwrap()
             .render_help()
             .to_string();
-        for reason in DeadLetterReason::ALL {
-            assert!(help.contains(reason.as_str()), "{help}");
+        for reason in DeadLetterReason::VARIANTS {
+            assert!(help.contains(reason), "{help}");
         }
     }
 
@@ -900,11 +1024,69 @@ mod tests {
         assert!(!help.contains("<SQS2PG_"), "{help}");
         assert!(!help.contains("<DATABASE_URL>"), "{help}");
         assert!(
-            help.contains("--visibility-timeout <SECONDS>")
+            help.contains("--visibility-timeout <DURATION>")
                 && help.contains("--queue-url <URL>")
                 && help.contains("1 to 256"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn durations_take_humantime_forms_and_plain_numbers_in_their_old_unit() {
+        let seconds = |text| parse_duration(text, VISIBILITY_TIMEOUT);
+        assert_eq!(seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(seconds("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(seconds(" 1m "), Ok(Duration::from_secs(60)));
+        assert_eq!(seconds("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(seconds("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(
+            seconds("50000s"),
+            Err("above the most SQS allows, 12h".to_owned())
+        );
+        assert_eq!(
+            seconds("0"),
+            Err("below the least SQS allows, 1s".to_owned())
+        );
+        assert_eq!(
+            seconds("1500ms"),
+            Err("SQS takes whole seconds only".to_owned())
+        );
+        for bad in ["soon", "-5", "5 parsecs", ""] {
+            let error = seconds(bad).unwrap_err();
+            assert!(error.contains("such as 30s, 1m or 500ms"), "{bad}: {error}");
+        }
+        let window = |text| parse_duration(text, BATCH_WINDOW);
+        assert_eq!(window("20"), Ok(Duration::from_millis(20)));
+        assert_eq!(window("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(window("1m"), Ok(Duration::from_secs(60)));
+        assert!(window("60001").unwrap_err().contains("1m"));
+        assert!(window("x").unwrap_err().contains("milliseconds"));
+        assert_eq!(
+            parse_duration("1500ms", STATEMENT_TIMEOUT),
+            Ok(Duration::from_millis(1500)),
+            "sub-second where it makes sense"
+        );
+        assert_eq!(
+            parse_duration("999999999", SHUTDOWN_TIMEOUT),
+            Ok(Duration::from_secs(999_999_999))
+        );
+    }
+
+    #[test]
+    fn duration_defaults_are_the_documented_constants() {
+        let Command::Run(run) = parse_run(&[]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(run.batch_window, crate::pipeline::DEFAULT_BATCH_WINDOW);
+        assert_eq!(run.batch_timeout, crate::pipeline::DEFAULT_BATCH_TIMEOUT);
+        assert_eq!(
+            run.statement_timeout,
+            crate::adapters::postgres::DEFAULT_STATEMENT_TIMEOUT
+        );
+        assert_eq!(run.sqs_timeout, crate::adapters::sqs::DEFAULT_SQS_TIMEOUT);
+        assert_eq!(run.visibility_timeout, Duration::from_secs(30));
+        assert_eq!(run.wait_time, Duration::from_secs(20));
+        assert_eq!(run.shutdown_timeout, Duration::from_secs(30));
     }
 
     #[test]

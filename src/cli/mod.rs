@@ -1,4 +1,37 @@
-//! The command line: flags and environment variables, and the subcommands.
+//! The command line: flags and environment variables ([`config`]), and one module per
+//! subcommand. Each subcommand is one public function taking its parsed arguments.
+//!
+//! - [`run`]: consume the queue (migrate first).
+//! - [`migrate`]: apply the migrations and exit.
+//! - [`setup`]: create the queue pair with its redrive policy.
+//! - [`send`]: send synthetic events.
+//! - [`dlq`]: `dlq inspect` and `dlq redrive`.
+//! - [`healthcheck`]: probe `/readyz` for a container runtime.
+//! - [`aws`]: the SQS client they share.
 
-pub mod app;
+pub mod aws;
 pub mod config;
+pub mod dlq;
+pub mod healthcheck;
+pub mod migrate;
+pub mod run;
+pub mod send;
+pub mod setup;
+
+use std::process::ExitCode;
+
+use config::{Command, DlqCommand};
+
+/// Runs a subcommand to its end; the exit code on success, else the error that ended it.
+pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    let done = |()| ExitCode::SUCCESS;
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Migrate(args) => migrate::migrate(args).await.map(done),
+        Command::Setup(args) => setup::setup(args).await.map(done),
+        Command::Send(args) => send::send(args).await.map(done),
+        Command::Dlq(DlqCommand::Inspect(args)) => dlq::inspect(args).await.map(done),
+        Command::Dlq(DlqCommand::Redrive(args)) => dlq::redrive(args).await.map(done),
+        Command::Healthcheck(args) => Ok(healthcheck::healthcheck(args).await),
+    }
+}

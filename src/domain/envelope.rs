@@ -22,16 +22,33 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use strum::VariantNames as _;
 
 use crate::DeadLetterReason;
 use crate::domain::event::{JsonKind, Rejection};
 
 /// Which envelopes to unwrap (`SQS2PG_ENVELOPE`, say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::VariantNames,
+)]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = UnknownEnvelopeMode,
+    parse_err_fn = UnknownEnvelopeMode::new
+)]
 pub enum EnvelopeMode {
     /// Unwrap an SNS notification or an EventBridge event when the body has that shape;
     /// any other body is the event itself.
@@ -46,36 +63,22 @@ pub enum EnvelopeMode {
 }
 
 impl EnvelopeMode {
-    pub const ALL: [Self; 4] = [Self::Auto, Self::Sns, Self::EventBridge, Self::None];
-
+    /// The mode's name, as the setting takes it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Sns => "sns",
-            Self::EventBridge => "eventbridge",
-            Self::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for EnvelopeMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown envelope mode `{0}`; expected one of: auto, sns, eventbridge, none")]
+#[error(
+    "unknown envelope mode `{0}`; expected one of: {list}",
+    list = EnvelopeMode::VARIANTS.join(", ")
+)]
 pub struct UnknownEnvelopeMode(String);
 
-impl FromStr for EnvelopeMode {
-    type Err = UnknownEnvelopeMode;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|mode| mode.as_str() == text)
-            .ok_or_else(|| UnknownEnvelopeMode(text.to_owned()))
+impl UnknownEnvelopeMode {
+    fn new(text: &str) -> Self {
+        Self(text.to_owned())
     }
 }
 
@@ -301,6 +304,7 @@ mod tests {
     use crate::domain::event::transform;
     use proptest::prelude::*;
     use serde_json::json;
+    use strum::IntoEnumIterator;
 
     fn sns(message: &str) -> String {
         json!({
@@ -327,9 +331,11 @@ mod tests {
 
     #[test]
     fn modes_round_trip_and_unknown_ones_are_refused() {
-        for mode in EnvelopeMode::ALL {
+        for mode in EnvelopeMode::iter() {
             assert_eq!(mode.as_str().parse::<EnvelopeMode>(), Ok(mode));
+            assert_eq!(mode.to_string(), mode.as_str());
         }
+        assert_eq!(EnvelopeMode::EventBridge.as_str(), "eventbridge");
         assert_eq!(EnvelopeMode::default(), EnvelopeMode::Auto);
         let error = "SNS".parse::<EnvelopeMode>().unwrap_err();
         assert!(error.to_string().contains("auto, sns, eventbridge, none"));

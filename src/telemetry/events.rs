@@ -30,52 +30,60 @@ impl Metrics {
 
 impl Event for RetryReport<'_> {
     fn emit(self, metrics: &Metrics) {
-        match self {
-            RetryReport::Retrying {
-                stage,
-                error,
-                retry_in,
-                attempts,
-                failing_for,
-                loudness,
-            } => {
-                metrics.retried(stage);
-                let retry_in_ms = retry_in.as_millis() as u64;
-                let stage = stage.as_str();
-                match loudness {
-                    Loudness::First => tracing::warn!(
-                        message = "Transient failure; retrying.",
-                        stage,
-                        error = %error,
-                        retry_in_ms,
-                    ),
-                    Loudness::Reminder => tracing::warn!(
-                        message = "Still failing; retrying.",
-                        stage,
-                        error = %error,
-                        attempts,
-                        failing_for_s = failing_for.as_secs(),
-                        retry_in_ms,
-                    ),
-                    Loudness::Quiet => tracing::debug!(
-                        message = "Transient failure; retrying.",
-                        stage,
-                        error = %error,
-                        retry_in_ms,
-                    ),
-                }
-            }
-            RetryReport::Recovered {
-                stage,
-                attempts,
-                failing_for,
-            } => tracing::info!(
-                message = "Recovered; the retried call succeeded.",
-                stage = stage.as_str(),
-                attempts,
-                failing_for_s = failing_for.as_secs_f64(),
-            ),
+        if let RetryReport::Retrying { stage, .. } = self {
+            metrics.retried(stage);
         }
+        log_retry(self);
+    }
+}
+
+/// The log line of a retry report, without metrics: for the one-shot commands (`send`, `dlq
+/// redrive`), which export none. [`Metrics::retry_reporter`] logs through this too.
+pub fn log_retry(report: RetryReport<'_>) {
+    match report {
+        RetryReport::Retrying {
+            stage,
+            error,
+            retry_in,
+            attempts,
+            failing_for,
+            loudness,
+        } => {
+            let retry_in_ms = retry_in.as_millis() as u64;
+            let stage = stage.as_str();
+            match loudness {
+                Loudness::First => tracing::warn!(
+                    message = "Transient failure; retrying.",
+                    stage,
+                    error = %error,
+                    retry_in_ms,
+                ),
+                Loudness::Reminder => tracing::warn!(
+                    message = "Still failing; retrying.",
+                    stage,
+                    error = %error,
+                    attempts,
+                    failing_for_s = failing_for.as_secs(),
+                    retry_in_ms,
+                ),
+                Loudness::Quiet => tracing::debug!(
+                    message = "Transient failure; retrying.",
+                    stage,
+                    error = %error,
+                    retry_in_ms,
+                ),
+            }
+        }
+        RetryReport::Recovered {
+            stage,
+            attempts,
+            failing_for,
+        } => tracing::info!(
+            message = "Recovered; the retried call succeeded.",
+            stage = stage.as_str(),
+            attempts,
+            failing_for_s = failing_for.as_secs_f64(),
+        ),
     }
 }
 

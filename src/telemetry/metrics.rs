@@ -10,6 +10,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use strum::IntoEnumIterator;
 
 use crate::adapters::sqs::QueueDepth;
 use crate::domain::dead_letter::DeadLetterReason;
@@ -133,20 +134,12 @@ metrics! {
         "sqs2pg_build_info", "Always 1; labels carry the build.", &["version"]);
 }
 
-/// Which queue a depth gauge describes.
-#[derive(Debug, Clone, Copy)]
+/// Which queue a depth gauge describes: its `queue` label (`dead_letter`).
+#[derive(Debug, Clone, Copy, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub enum QueueRole {
     Source,
     DeadLetter,
-}
-
-impl QueueRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Source => "source",
-            Self::DeadLetter => "dead_letter",
-        }
-    }
 }
 
 impl Metrics {
@@ -157,20 +150,20 @@ impl Metrics {
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for reason in DeadLetterReason::ALL {
+        for reason in DeadLetterReason::iter() {
             metrics
                 .messages_dead_lettered
                 .with_label_values(&[reason.as_str()]);
         }
-        for stage in Stage::ALL {
+        for stage in Stage::iter() {
             metrics.retries.with_label_values(&[stage.as_str()]);
-            for class in [ErrorClass::Transient, ErrorClass::Permanent] {
+            for class in ErrorClass::iter() {
                 metrics
                     .errors
                     .with_label_values(&[stage.as_str(), class.as_str()]);
             }
         }
-        for role in [QueueRole::Source, QueueRole::DeadLetter] {
+        for role in QueueRole::iter() {
             metrics.set_queue_depth(role, QueueDepth::default());
         }
         metrics
@@ -222,7 +215,7 @@ impl Metrics {
             ("delayed", depth.delayed),
         ] {
             self.queue_messages
-                .with_label_values(&[role.as_str(), state])
+                .with_label_values(&[role.into(), state])
                 .set(value as i64);
         }
     }

@@ -144,7 +144,7 @@ impl TestDb {
 
 pub async fn sqs_client() -> Client {
     required_env("AWS_ENDPOINT_URL");
-    sqs2pg::cli::app::sqs_client().await.expect("SQS client")
+    sqs2pg::cli::aws::sqs_client().await.expect("SQS client")
 }
 
 /// A queue and its dead-letter queue with unique names.
@@ -293,11 +293,9 @@ impl TestQueues {
 }
 
 pub fn attribute_of(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
-    message
-        .message_attributes()
-        .and_then(|attributes| attributes.get(name))
-        .and_then(|value| value.string_value())
-        .map(str::to_owned)
+    sqs2pg::adapters::sqs::string_attributes(message)
+        .find(|(found, _)| *found == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 /// Settings for an in-process consumer that drains `queues`.

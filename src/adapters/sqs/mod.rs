@@ -2,8 +2,15 @@
 //! its implementation on `aws-sdk-sqs`. Tests wrap it to inject faults (lost deletes,
 //! slow calls) in front of the real LocalStack queue.
 
+mod attributes;
 #[cfg(test)]
 pub mod fake;
+mod send;
+#[cfg(test)]
+pub(crate) mod stub;
+
+pub use attributes::{dead_letter_attributes, string_attributes};
+pub use send::NotTaken;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -20,7 +27,8 @@ use aws_sdk_sqs::types::{
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
-use crate::domain::dead_letter::{DeadLetter, attribute};
+use crate::domain::dead_letter::{DeadLetter, DeadLetterAttributes, attribute};
+use crate::error_chain::one_line;
 use crate::retry::{Classify, ErrorClass};
 
 /// The default deadline of one SQS call attempt (`SQS2PG_SQS_TIMEOUT`); a receive gets its
@@ -224,24 +232,10 @@ where
         match (service.code(), service.message()) {
             (Some(code), Some(message)) => return format!("{code}: {message}"),
             (Some(code), None) => return code.to_owned(),
-            _ => return describe_chain(service),
+            _ => return one_line(service),
         }
     }
-    describe_chain(error)
-}
-
-/// `error: cause: cause's cause …`, skipping a cause whose text is already there.
-fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let part = error.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        cause = error.source();
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    one_line(error)
 }
 
 /// No credentials at all (no provider in the chain is configured): the SDK reports it as
@@ -257,7 +251,7 @@ where
     match error {
         SdkError::DispatchFailure(failure) => {
             failure.as_connector_error().is_some_and(|c| c.is_other())
-                && describe_chain(error).contains("credential provider was not enabled")
+                && one_line(error).contains("credential provider was not enabled")
         }
         _ => false,
     }
@@ -546,21 +540,7 @@ impl Queue for SqsQueue {
         let messages: Vec<OutgoingMessage> = letters
             .iter()
             .map(|letter| {
-                // Most important first: what fitting drops, it drops from the end.
-                let attributes = vec![
-                    (attribute::REASON, letter.reason.as_str().to_owned()),
-                    (attribute::ORIGINAL_MESSAGE_ID, letter.message_id.clone()),
-                    (
-                        attribute::ORIGINAL_SENT_TIMESTAMP,
-                        letter.sent_at.timestamp_millis().to_string(),
-                    ),
-                    (attribute::DETAIL, letter.detail.clone()),
-                    (attribute::SOURCE_QUEUE, source_queue.clone()),
-                    (
-                        attribute::FIRST_RECEIVED_AT,
-                        letter.first_received_at.to_rfc3339(),
-                    ),
-                ];
+                let attributes = DeadLetterAttributes::of(letter, &source_queue).encode();
                 let fitted = fit_attributes(letter.body.len(), max_bytes, &attributes);
                 if fitted != attributes {
                     tracing::warn!(

@@ -1,0 +1,200 @@
+//! `sqs2pg run`: migrate, then consume until a signal (or, with `--drain`, an empty queue).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::postgres::{self, PostgresSink};
+use crate::adapters::sqs::{self, SqsQueue};
+use crate::cli::aws::sqs_client_for_run;
+use crate::cli::config::{OutputFormat, RunArgs};
+use crate::cli::migrate::applied_migrations;
+use crate::domain::event::Masker;
+use crate::pipeline::{self, Pipeline, Settings, Summary};
+use crate::retry::{RetryPolicy, Stage, retry};
+use crate::telemetry::http::Readiness;
+use crate::telemetry::metrics::Metrics;
+
+/// How long `run` keeps retrying at start while the database or SQS is unreachable.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// `sqs2pg run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // The masker keeps the keyed HMAC state; the key's own bytes are wiped at once.
+    let masker = Masker::new(args.key.load()?.expose_secret());
+    let database = args
+        .database
+        .database()?
+        .with_statement_timeout(args.statement_timeout);
+    let client = sqs_client_for_run(args.sqs_timeout).await?;
+
+    if let Some(dlq_url) = &args.queue.dlq_url {
+        sqs::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
+    }
+    // Cheap checks before side effects: a busy metrics port fails before any migration.
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    // Signals are handled from here on: /healthz answers from the next step, so a
+    // supervisor may stop the process while it is still starting.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(handle_signals(shutdown.clone(), Arc::clone(&readiness)));
+    let server_stop = CancellationToken::new();
+    let (metrics_addr, server) = crate::telemetry::http::serve(
+        args.metrics_addr,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+        server_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("binding SQS2PG_METRICS_ADDR {}", args.metrics_addr))?;
+    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", addr = %metrics_addr);
+
+    let startup = RetryPolicy {
+        max_elapsed: Some(STARTUP_PATIENCE),
+        ..RetryPolicy::FOREVER
+    };
+    let starting = async {
+        let report = retry(startup, Stage::Migrate, &metrics.retry_reporter(), || {
+            postgres::migrate(&database)
+        })
+        .await
+        .context("applying migrations at start")?;
+        // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
+        // with the same patience as the database.
+        let queue = retry(startup, Stage::Connect, &metrics.retry_reporter(), || {
+            SqsQueue::connect(
+                client.clone(),
+                args.queue.queue_url.clone(),
+                args.queue.dlq_url.clone(),
+            )
+        })
+        .await
+        .context("finding the dead-letter queue")?;
+        anyhow::Ok((report, queue))
+    };
+    // A signal while starting (perhaps retrying an unreachable database) stops at once:
+    // nothing has been received yet, and a dropped migration rolls back.
+    let (report, queue) = tokio::select! {
+        started = starting => started?,
+        () = shutdown.cancelled() => {
+            tracing::info!(message = "Stopped while starting; nothing was received.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let Some(applied) = applied_migrations(&report) {
+        tracing::info!(message = "Applied migrations.", migrations = %applied);
+    }
+    let source_queue = args
+        .queue
+        .queue_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let settings = Settings {
+        receivers_min: args.receivers_min as usize,
+        receivers_max: args.receivers_max as usize,
+        writers: args.writers as usize,
+        in_flight_messages: args.in_flight_messages as usize,
+        in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
+        batch_messages: args.batch_size as usize,
+        batch_window: args.batch_window,
+        visibility_timeout: args.visibility_timeout,
+        wait_time: args.wait_time,
+        batch_timeout: args.batch_timeout,
+        envelope: args.envelope,
+        drain: args.drain,
+        retry: RetryPolicy::FOREVER,
+        source_queue,
+    };
+    // One on a FIFO queue, whatever SQS2PG_WRITERS says: the connections actually opened.
+    let writers = pipeline::writers_for(&queue, &settings);
+    tracing::info!(
+        message = "Starting.",
+        queue_url = %queue.queue_url(),
+        dlq_url = %queue.dlq_url(),
+        receivers_min = args.receivers_min,
+        receivers_max = args.receivers_max,
+        writers,
+        in_flight_messages = args.in_flight_messages,
+        visibility_timeout_s = args.visibility_timeout.as_secs(),
+        drain = args.drain,
+    );
+    let consumer = Arc::new(Pipeline::new(
+        Arc::new(queue),
+        PostgresSink::new(database, writers),
+        masker,
+        metrics,
+        Arc::clone(&readiness),
+        settings,
+    ));
+
+    let started = std::time::Instant::now();
+    let grace = args.shutdown_timeout;
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = consumer.run(shutdown.clone()) => result,
+        () = deadline => {
+            tracing::error!(
+                message = "Shutdown timed out with work in flight; exiting anyway. Nothing uncommitted was deleted: those messages return after their visibility timeout.",
+                timeout_s = grace.as_secs_f64(),
+            );
+            print_summary(&consumer.summary(started.elapsed()), args.output);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    readiness.begin_shutdown();
+    server_stop.cancel();
+    let _ = server.await;
+    let summary = result?;
+    tracing::info!(
+        message = "Stopped.",
+        inserted = summary.inserted,
+        duplicates = summary.duplicates,
+        dead_lettered = summary.dead_lettered,
+        received = summary.received,
+        deleted = summary.deleted,
+        elapsed_s = summary.elapsed.as_secs_f64(),
+        messages_per_second = summary.messages_per_second(),
+        busy_s = summary.busy.as_secs_f64(),
+        busy_messages_per_second = summary.busy_messages_per_second(),
+    );
+    print_summary(&summary, args.output);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(summary: &Summary, output: OutputFormat) {
+    match output {
+        OutputFormat::Text => println!("sqs2pg: {summary}"),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string(summary).expect("a summary serializes")
+        ),
+    }
+}
+
+/// First SIGTERM/SIGINT: turn unready and stop receiving; in-flight work finishes.
+/// Second: exit at once, which is still safe because nothing uncommitted was deleted.
+async fn handle_signals(shutdown: CancellationToken, readiness: Arc<Readiness>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+    readiness.begin_shutdown();
+    shutdown.cancel();
+    tracing::info!(
+        message = "Shutting down: finishing in-flight batches. Signal again to exit at once."
+    );
+    tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+    tracing::warn!(
+        message = "Second signal: exiting now. Uncommitted messages return after their visibility timeout."
+    );
+    std::process::exit(130);
+}

@@ -9,8 +9,6 @@
 //! (Debian's `prometheus` package, which `scripts/services.sh up` installs) plus the
 //! PostgreSQL and LocalStack of `scripts/services.sh up`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::fs::File;
@@ -18,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use promql_parser::label::{METRIC_NAME, MatchOp, Matcher};
 use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
@@ -1068,8 +1066,9 @@ fn the_dockerfile_builds_the_locked_release_binary_into_a_slim_image_run_by_a_us
     for needed in ["Cargo.toml", "Cargo.lock", "src", "migrations"] {
         assert!(copied.contains(needed), "the build does not copy {needed}");
     }
-    // Cargo refuses a manifest whose declared targets are missing, so every target that
-    // Cargo.toml declares must be in the image too (a [[bench]] once broke the build).
+    // Cargo refuses a manifest whose declared targets it cannot find, so every target that
+    // `cargo build --release` looks for must be in the image too (a [[bench]] once broke
+    // the build).
     for target in declared_target_paths() {
         let top = target.split('/').next().unwrap();
         assert!(
@@ -1079,8 +1078,11 @@ fn the_dockerfile_builds_the_locked_release_binary_into_a_slim_image_run_by_a_us
     }
 }
 
-/// Source paths of the [[bin]], [[bench]], [[test]] and [[example]] targets that
-/// Cargo.toml declares, explicit or by Cargo's default layout.
+/// Source paths that `cargo build --release` looks for among the targets Cargo.toml
+/// declares: every [[bin]]'s, and every [[bench]]'s, [[test]]'s and [[example]]'s whose path
+/// Cargo infers from the default layout (it checks those as it reads the manifest). A test,
+/// bench or example with an explicit `path` is only read when it is built, so the image
+/// needs no `tests/` for `[[test]] path = "tests/api/main.rs"`.
 fn declared_target_paths() -> Vec<String> {
     let mut paths = Vec::new();
     let mut section = String::new();
@@ -1095,7 +1097,8 @@ fn declared_target_paths() -> Vec<String> {
             _ => return,
         };
         match (path.take(), name.take()) {
-            (Some(path), _) => paths.push(path),
+            (Some(path), _) if section == "[[bin]]" => paths.push(path),
+            (Some(_), _) => {}
             (None, Some(name)) => paths.push(format!("{default_dir}/{name}.rs")),
             (None, None) => {}
         }

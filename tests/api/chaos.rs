@@ -11,8 +11,6 @@
 //! Process logs (JSON) go to a temporary folder that is deleted when the test passes and kept
 //! (its path printed) when it fails or when `SQS2PG_CHAOS_KEEP_LOGS` is set.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
@@ -21,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use futures::StreamExt;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -3,11 +3,9 @@
 //! and retried or given up on, never waited on in silence. The frozen-connection faults
 //! mid-run are in tests/chaos.rs.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

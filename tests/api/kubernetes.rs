@@ -9,8 +9,6 @@
 //! SIGTERM, as a scale-in or a node drain does) are here too; they need the services of
 //! `scripts/services.sh up`. The static checks need only kubectl.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -21,7 +19,7 @@ use clap::CommandFactory;
 use serde::Deserialize;
 use serde_json::Value;
 
-use common::*;
+use crate::helpers::*;
 
 const OVERLAYS: [&str; 2] = ["aws", "local"];
 const ALERTS: &str = "dashboards/prometheus/alerts.yml";

@@ -2,12 +2,10 @@
 //! dead-letter queue, poison inside message groups, the order rows of one group commit in,
 //! and the tools (`setup --fifo`, `send`, `dlq redrive`) on FIFO queues.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use sqs2pg::adapters::sqs::{FifoIds, OutgoingMessage};
 use sqs2pg::domain::dead_letter::attribute;
 

@@ -6,14 +6,12 @@
 //! whole notification), on a FIFO pair, and both. Also: dead letters near SQS's size limit,
 //! and dead-letter sends that must be split by bytes.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::helpers::*;
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
-use common::*;
 use serde_json::{Map, Value, json};
 use sqs2pg::adapters::sqs::{Queue, ReceivedMessage, SqsQueue};
 use sqs2pg::domain::dead_letter::attribute;

@@ -1,14 +1,12 @@
 //! Core ingestion against real LocalStack and PostgreSQL: rows, digests, redeliveries,
 //! poison, and a database outage.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use sqs2pg::domain::dead_letter::attribute;
 use sqs2pg::domain::synthetic::{Recipe, generate};
 
@@ -287,7 +285,7 @@ async fn with_postgres_down_nothing_is_deleted_and_rows_appear_once_it_is_back()
     )
     .await;
     assert_eq!(
-        common::metric_value(consumer.metrics(), "sqs2pg_messages_deleted_total") as u64,
+        metric_value(consumer.metrics(), "sqs2pg_messages_deleted_total") as u64,
         0
     );
     assert!(
@@ -459,7 +457,7 @@ async fn receives_are_gathered_into_batches_no_larger_than_the_cap() {
         settings.batch_window = Duration::from_secs(2);
         let consumer = consumer(queues.sqs_queue(), &db, settings);
         let summary = drain(&consumer, Duration::from_secs(60)).await;
-        let batches = common::metric_value(consumer.metrics(), "sqs2pg_batch_size_messages") as u64;
+        let batches = metric_value(consumer.metrics(), "sqs2pg_batch_size_messages") as u64;
         let largest_possible = batches as f64 * cap as f64;
         println!("cap {cap}: {summary}; {batches} batches");
         assert_eq!(summary.inserted, 200);

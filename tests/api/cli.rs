@@ -1,12 +1,10 @@
 //! The binary as a user meets it: help, settings errors, idempotent setup and migrate,
 //! and the summary of a drain.
 
-mod common;
-
 use std::process::Output;
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 
 fn text(output: &Output) -> String {
     format!(

@@ -1,12 +1,10 @@
 //! The HTTP endpoints of a running consumer: /healthz, /readyz (database and SQS reachable,
 //! not shutting down) and /metrics.
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 
 /// A running `sqs2pg run`, killed on drop if still alive.
 struct Running {

@@ -8,14 +8,12 @@
 //! coincidence. (A dead letter's *body* is the original message and holds the raw values
 //! by design: redrive re-sends it. It is not checked.)
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use serde_json::{Value, json};
 use sqs2pg::domain::event::Masker;
 

@@ -1,12 +1,10 @@
 //! The dead-letter queue tools: `dlq inspect` masks PII; `dlq redrive` keeps the original
 //! message id, so an ingested message stays deduplicated and poison returns to the DLQ once.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::helpers::*;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use common::*;
 use sqs2pg::domain::dead_letter::attribute;
 
 fn string(value: &str) -> MessageAttributeValue {

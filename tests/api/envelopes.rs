@@ -4,12 +4,10 @@
 //! dead-lettered with the whole original body, byte for byte, and a reason that says where
 //! it failed.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use sqs2pg::domain::dead_letter::attribute;
 use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::Masker;

@@ -1,12 +1,10 @@
 //! TLS to PostgreSQL: `sslmode=require` connects over TLS and verifies the server's
 //! certificate, against the system's roots and SQS2PG_DATABASE_CA_FILE.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use crate::helpers::*;
 use std::time::Duration;
 
 /// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost.

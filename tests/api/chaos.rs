@@ -5,16 +5,14 @@
 //!
 //! Every test prints its figures (messages, faults, duplicates prevented, elapsed). The short
 //! form runs by default; `SQS2PG_CHAOS_HEAVY=1` runs more messages and more kills, and
-//! `SQS2PG_CHAOS_SEED=<n>` replays the random kill moments of an earlier run. The tests take
-//! turns: several of them depend on timing, and the machine has two cores.
+//! `SQS2PG_CHAOS_SEED=<n>` replays the random kill moments of an earlier run. Each runs alone
+//! (`Test::alone`): several of them depend on timing, and the machine has two cores.
 //!
-//! Process logs (JSON) go to a temporary folder that is deleted when the test passes and kept
-//! (its path printed) when it fails or when `SQS2PG_CHAOS_KEEP_LOGS` is set.
+//! The processes log JSON to the test's folder (`target/test-logs/<test>/`), kept when it
+//! fails or with `SQS2PG_KEEP_TEST_LOGS=1`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,12 +21,8 @@ use crate::helpers::*;
 use futures::StreamExt;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sqs2pg::domain::dead_letter::attribute;
 use sqs2pg::domain::event::{Envelope, Masker, transform};
 use sqs2pg::domain::synthetic::{Recipe, generate};
-
-/// One test at a time.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The service's default filter, plus the consumer's debug line that counts skipped
 /// duplicates (so killed runs, which print no summary, still report them).
@@ -253,29 +247,6 @@ impl DeadLetterCopies {
 // ---------------------------------------------------------------------------------------------
 // The service as a process
 
-/// Where a test's process logs go: deleted if the test passes, kept if it fails.
-struct Logs {
-    dir: PathBuf,
-}
-
-impl Logs {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique(&format!("sqs2pg-chaos-{test}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self { dir }
-    }
-}
-
-impl Drop for Logs {
-    fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("SQS2PG_CHAOS_KEEP_LOGS").is_some() {
-            eprintln!("process logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 /// The counts of `sqs2pg: rows inserted: ..., ...`, the last line of a clean run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct RunSummary {
@@ -313,149 +284,54 @@ impl RunSummary {
     }
 }
 
-/// A running `sqs2pg`, killed (SIGKILL) and reaped on drop, even when an assertion failed.
-struct Service {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    status: Option<ExitStatus>,
+/// `sqs2pg <args>` with the test services' environment, JSON logs at [`LOG_FILTER`], plus
+/// whatever `configure` sets.
+fn start_service(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) -> Process {
+    let mut command = sqs2pg_command();
+    command
+        .env("RUST_LOG", LOG_FILTER)
+        .env("SQS2PG_LOG_FORMAT", "json");
+    configure(&mut command);
+    Process::spawn(logs, name, &mut command)
 }
 
-impl Service {
-    /// `sqs2pg <args>` with the test services' environment plus whatever `configure` sets.
-    fn spawn(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) -> Self {
-        let stdout = logs.dir.join(format!("{name}.stdout"));
-        let stderr = logs.dir.join(format!("{name}.stderr"));
-        let mut command = sqs2pg_command();
-        command
-            .env("RUST_LOG", LOG_FILTER)
-            .env("SQS2PG_LOG_FORMAT", "json");
-        configure(&mut command);
-        command
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap());
-        let child = command.spawn().expect("start sqs2pg");
-        Self {
-            name: name.to_owned(),
-            child,
-            stdout,
-            stderr,
-            status: None,
-        }
-    }
-
-    /// `sqs2pg run <args>` on `queues` into `db`.
-    fn run(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, args: &[&str]) -> Self {
-        Self::spawn(logs, name, |command| {
-            run_env(command, db, queues);
-            command.arg("run").args(args);
-        })
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("poll the child");
-        }
-        self.status
-    }
-
-    /// Waits up to `limit` for the process to exit by itself.
-    async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if started.elapsed() >= limit {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits for a clean exit (status 0) and returns the printed summary.
-    async fn finish(&mut self, limit: Duration) -> RunSummary {
-        let status = self.wait(limit).await;
-        assert!(
-            status.is_some_and(|status| status.success()),
-            "{} did not exit 0 within {limit:?} (status: {status:?}); last log lines:\n{}",
-            self.name,
-            self.log_tail()
-        );
-        self.summary()
-    }
-
-    fn assert_alive(&mut self, during: &str) {
-        if let Some(status) = self.exited() {
-            panic!(
-                "{} exited ({status}) during {during}; last log lines:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-    }
-
-    fn kill9(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill(); // SIGKILL
-            self.status = Some(self.child.wait().expect("reap the child"));
-        }
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.child.id());
-    }
-
-    fn summary(&self) -> RunSummary {
-        let stdout = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        RunSummary::parse(&stdout)
-            .unwrap_or_else(|| panic!("{} printed no summary: {stdout:?}", self.name))
-    }
-
-    /// The JSON log events whose message is `message`.
-    fn events(&self, message: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.stderr)
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.contains(message))
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|event| event["fields"]["message"] == message)
-            .collect()
-    }
-
-    /// Messages skipped as already committed, from the logs (so also for a killed run).
-    fn logged_duplicates(&self) -> u64 {
-        self.events("Skipped redelivered messages.")
-            .iter()
-            .filter_map(|event| event["fields"]["duplicates"].as_u64())
-            .sum()
-    }
-
-    fn retries_logged(&self) -> usize {
-        self.events("Transient failure; retrying.").len()
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(25)..].join("\n")
-    }
+/// `sqs2pg run <args>` on `queues` into `db`.
+fn run(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, args: &[&str]) -> Process {
+    start_service(logs, name, |command| {
+        run_env(command, db, queues);
+        command.arg("run").args(args);
+    })
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// Waits for a clean exit (status 0) and returns the printed summary.
+async fn finish(service: &mut Process, limit: Duration) -> RunSummary {
+    let status = service.exit_within(limit).await;
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "{} did not exit 0 within {limit:?} (status: {status:?}); last log lines:\n{}",
+        service.name(),
+        service.stderr_tail(25)
+    );
+    summary(service)
+}
+
+fn summary(service: &Process) -> RunSummary {
+    let stdout = service.stdout();
+    RunSummary::parse(&stdout)
+        .unwrap_or_else(|| panic!("{} printed no summary: {stdout:?}", service.name()))
+}
+
+/// Messages skipped as already committed, from the logs (so also for a killed run).
+fn logged_duplicates(service: &Process) -> u64 {
+    service
+        .log_events("Skipped redelivered messages.")
+        .iter()
+        .filter_map(|event| event["fields"]["duplicates"].as_u64())
+        .sum()
+}
+
+fn retries_logged(service: &Process) -> usize {
+    service.log_events("Transient failure; retrying.").len()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,8 +354,8 @@ async fn rows_beyond(db: &TestDb, rows: i64, what: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility_timeout() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("heartbeat");
+    let test = Test::alone().await;
+    let logs = &test.logs;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_with(2));
     let work = Workload::send(&queues, 50, 11, 0.0).await;
     let hold = Duration::from_secs(15);
@@ -490,8 +366,8 @@ async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility
         .await
         .unwrap();
     let locked = Instant::now();
-    let mut service = Service::run(
-        &logs,
+    let mut service = run(
+        logs,
         "consumer",
         &db,
         &queues,
@@ -522,7 +398,7 @@ async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility
     .await;
     let mut polls = 0;
     while locked.elapsed() < hold {
-        service.assert_alive("the lock");
+        service.assert_running("the lock");
         let now = queues.depth().await;
         assert_eq!(
             (now.visible, now.in_flight),
@@ -536,10 +412,10 @@ async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility
     locker.batch_execute("COMMIT").await.unwrap();
     let held = locked.elapsed();
 
-    let summary = service.finish(Duration::from_secs(60)).await;
+    let summary = finish(&mut service, Duration::from_secs(60)).await;
     let letters = DeadLetterCopies::read(&queues).await;
     let extension_failures =
-        service.events("Failed to extend visibility; trying again at the next beat.");
+        service.log_events("Failed to extend visibility; trying again at the next beat.");
     println!(
         "heartbeat: {} messages, lock held {held:.1?} with visibility timeout 2 s and \
          maxReceiveCount 2; in flight throughout ({polls} polls); {summary:?}; \
@@ -574,22 +450,23 @@ async fn heartbeat_holds_every_message_through_a_lock_longer_than_the_visibility
 /// bounded here (at most one batch per kill), not hidden.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_at_random_moments_loses_nothing_and_doubles_no_row() {
-    let _turn = TURN.lock().await;
+    let test = Test::alone().await;
     // SQS's own redrive must not fire however often a message is caught in flight by a kill:
     // the consumer's dead-lettering is under test, and a valid message moved by SQS would be lost.
     let queues = TestQueues::create_with(100).await;
-    kill_nine_at_random_moments(queues, "kill -9", 50..500, "3").await;
+    kill_nine_at_random_moments(&test.logs, queues, "kill -9", 50..500, "3").await;
 }
 
 /// The same on a FIFO queue with a FIFO DLQ, where each dead letter carries a deduplication
 /// id: the window above closes, and the DLQ holds each poison message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_on_a_fifo_queue_dead_letters_each_poison_message_exactly_once() {
-    let _turn = TURN.lock().await;
+    let test = Test::alone().await;
     // A kill leaves the groups it held blocked until their visibility timeout: runs last
     // longer than that, so each kill still lands on a consumer at work.
     let queues = TestQueues::create_fifo_with(100).await;
-    let letters = kill_nine_at_random_moments(queues, "kill -9 (FIFO)", 1_200..2_500, "1").await;
+    let letters =
+        kill_nine_at_random_moments(&test.logs, queues, "kill -9 (FIFO)", 1_200..2_500, "1").await;
     assert_eq!(
         letters.duplicates(),
         0,
@@ -600,6 +477,7 @@ async fn kill_minus_nine_on_a_fifo_queue_dead_letters_each_poison_message_exactl
 /// Kills `sqs2pg run --drain` with SIGKILL at random moments until `kills_wanted` kills have
 /// landed, then lets a last run finish, and checks every promise; returns the DLQ's copies.
 async fn kill_nine_at_random_moments(
+    logs: &Logs,
     queues: TestQueues,
     label: &str,
     kill_after_ms: std::ops::Range<u64>,
@@ -613,7 +491,6 @@ async fn kill_nine_at_random_moments(
     };
     let seed = seed();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let logs = Logs::new("kill9");
     let db = TestDb::create().await;
     let mut work = Workload::send(&queues, initial, seed, 0.05).await;
     println!("{label}: seed {seed} (SQS2PG_CHAOS_SEED replays the kill moments)");
@@ -633,26 +510,26 @@ async fn kill_nine_at_random_moments(
             work.send_more(&queues, top_up, seed.wrapping_add(top_ups), 0.05)
                 .await;
         }
-        let mut service = Service::run(
-            &logs,
+        let mut service = run(
+            logs,
             &format!("run-{}", runs.len() + 1),
             &db,
             &queues,
             &["--drain", "--visibility-timeout", visibility_timeout],
         );
         let delay = Duration::from_millis(rng.random_range(kill_after_ms.clone()));
-        match service.wait(delay).await {
+        match service.exit_within(delay).await {
             Some(status) => {
                 assert!(
                     status.success(),
                     "{} failed ({status}):\n{}",
-                    service.name,
-                    service.log_tail()
+                    service.name(),
+                    service.stderr_tail(25)
                 );
                 drained_early += 1;
             }
             None => {
-                service.kill9();
+                service.kill();
                 kill_times.push(unix_millis());
                 kills += 1;
                 let rows = db.row_count().await;
@@ -666,20 +543,20 @@ async fn kill_nine_at_random_moments(
     }
     let rows_after_kills = db.row_count().await;
 
-    let mut last = Service::run(
-        &logs,
+    let mut last = run(
+        logs,
         "final",
         &db,
         &queues,
         &["--drain", "--visibility-timeout", visibility_timeout],
     );
-    let summary = last.finish(Duration::from_secs(300)).await;
+    let summary = finish(&mut last, Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
     runs.push(last);
 
     let letters = DeadLetterCopies::read(&queues).await;
     let recorded = db.count("SELECT count(*) FROM dead_letters").await;
-    let duplicates_prevented: u64 = runs.iter().map(Service::logged_duplicates).sum();
+    let duplicates_prevented: u64 = runs.iter().map(logged_duplicates).sum();
     // How long before the nearest later kill each repeated copy was sent: the send-to-record
     // window of the limitation above, if that is what made it.
     let gaps: Vec<i64> = letters
@@ -742,9 +619,9 @@ async fn kill_nine_at_random_moments(
 /// consumer keeps its batches in flight, retries, and finishes by itself, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("postgres-down");
-    let postgres = tokio::task::block_in_place(PrivatePostgres::start);
+    let test = Test::alone().await;
+    let logs = &test.logs;
+    let postgres = tokio::task::block_in_place(|| PrivatePostgres::start(logs));
     let admin_url = postgres.admin_url();
     let (db, queues) = tokio::join!(TestDb::create_on(&admin_url), TestQueues::create());
     let count = if heavy() { 10_000 } else { 3_000 };
@@ -752,8 +629,8 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
     let outage_for = Duration::from_secs(12);
 
     let started = Instant::now();
-    let mut service = Service::run(
-        &logs,
+    let mut service = run(
+        logs,
         "consumer",
         &db,
         &queues,
@@ -764,7 +641,7 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
     let outage = Instant::now();
     let mut in_flight_during = 0;
     while outage.elapsed() < outage_for {
-        service.assert_alive("the database outage");
+        service.assert_running("the database outage");
         in_flight_during = in_flight_during.max(queues.depth().await.in_flight);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -777,7 +654,7 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
     );
     let recovered_in = rows_beyond(&db, rows_at_restart, "a new row after the restart").await;
 
-    let summary = service.finish(Duration::from_secs(180)).await;
+    let summary = finish(&mut service, Duration::from_secs(180)).await;
     let letters = DeadLetterCopies::read(&queues).await;
     println!(
         "postgres down: {} messages ({} poison); database down {down_for:.1?} after \
@@ -786,7 +663,7 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
          (duplicates prevented: {}); dead-letter queue: {} copies; elapsed {:.1?}",
         work.sent,
         work.poison.len(),
-        service.retries_logged(),
+        retries_logged(&service),
         summary.duplicates,
         letters.raw,
         started.elapsed()
@@ -800,7 +677,7 @@ async fn postgres_stopped_mid_drain_the_consumer_recovers_by_itself() {
         0,
         "each poison message dead-lettered once"
     );
-    assert!(service.retries_logged() > 0, "the outage was noticed");
+    assert!(retries_logged(&service) > 0, "the outage was noticed");
 }
 
 /// A proxy in front of `db`'s PostgreSQL, and `db`'s URL through it.
@@ -818,14 +695,14 @@ async fn proxied(db: &TestDb) -> (TcpProxy, String) {
 /// connections and finish on fresh ones, instead of being held in flight forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retried() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("pg-frozen");
+    let test = Test::alone().await;
+    let logs = &test.logs;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let work = Workload::send(&queues, 3_000, 37, 0.02).await;
     let (proxy, proxied_url) = proxied(&db).await;
 
     let started = Instant::now();
-    let mut service = Service::spawn(&logs, "consumer", |command| {
+    let mut service = start_service(logs, "consumer", |command| {
         run_env(command, &db, &queues);
         command
             .env("DATABASE_URL", &proxied_url)
@@ -835,9 +712,9 @@ async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retrie
     rows_beyond(&db, 299, "the first 300 rows").await;
     proxy.freeze();
     let frozen_at = db.row_count().await;
-    let summary = service.finish(Duration::from_secs(120)).await;
+    let summary = finish(&mut service, Duration::from_secs(120)).await;
     let letters = DeadLetterCopies::read(&queues).await;
-    let timeouts = service.events("Transient failure; retrying.").len();
+    let timeouts = service.log_events("Transient failure; retrying.").len();
     println!(
         "pg frozen: {} messages; connections frozen after {frozen_at} rows; {timeouts} \
          retries logged; {summary:?}; {} connections through the proxy; elapsed {:.1?}",
@@ -850,7 +727,7 @@ async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retrie
     letters.assert_exactly_the_poison(&work);
     assert!(
         service
-            .stderr_text()
+            .stderr()
             .contains("did not answer within 2s; its connection was dropped"),
         "the timeout was logged, naming what happens next"
     );
@@ -862,13 +739,13 @@ async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retrie
 /// answers again everything lands exactly once, with nothing valid in the DLQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("pg-silent");
+    let test = Test::alone().await;
+    let logs = &test.logs;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let work = Workload::send(&queues, 2_000, 41, 0.02).await;
     let (proxy, proxied_url) = proxied(&db).await;
 
-    let mut service = Service::spawn(&logs, "consumer", |command| {
+    let mut service = start_service(logs, "consumer", |command| {
         run_env(command, &db, &queues);
         command
             .env("DATABASE_URL", &proxied_url)
@@ -881,7 +758,7 @@ async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight
     let silent = Instant::now();
     eventually(Duration::from_secs(30), "a batch abandoned", || {
         let abandoned = !service
-            .events("Batch exceeded SQS2PG_BATCH_TIMEOUT; abandoning it and releasing its messages for redelivery.")
+            .log_events("Batch exceeded SQS2PG_BATCH_TIMEOUT; abandoning it and releasing its messages for redelivery.")
             .is_empty();
         async move { abandoned }
     })
@@ -890,7 +767,7 @@ async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight
     tokio::time::sleep(Duration::from_secs(3)).await;
     let in_flight_while_silent = queues.depth().await.in_flight;
     proxy.unswallow();
-    let summary = service.finish(Duration::from_secs(120)).await;
+    let summary = finish(&mut service, Duration::from_secs(120)).await;
     let letters = DeadLetterCopies::read(&queues).await;
     println!(
         "pg silent: {} messages; first batch abandoned {abandoned_after:.1?} after the \
@@ -903,7 +780,7 @@ async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight
     );
     assert!(
         !service
-            .events("Database does not answer; receiving pauses until it does.")
+            .log_events("Database does not answer; receiving pauses until it does.")
             .is_empty(),
         "the loops waited for the database"
     );
@@ -920,7 +797,7 @@ async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight
 /// found in `dead_letters` and only deleted, so the DLQ holds each exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_deletes_bring_messages_back_and_nothing_is_doubled() {
-    let _turn = TURN.lock().await;
+    let _test = Test::alone().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_with(50));
     let count = if heavy() { 1_000 } else { 300 };
     let work = Workload::send(&queues, count, 41, 0.1).await;
@@ -997,7 +874,7 @@ async fn lost_deletes_bring_messages_back_and_nothing_is_doubled() {
 /// send a second copy: the record is read before every attempt, not once before them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_send_retried_past_the_visibility_timeout_is_not_sent_twice() {
-    let _turn = TURN.lock().await;
+    let _test = Test::alone().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let work = Workload {
         sent: 1,
@@ -1047,8 +924,8 @@ async fn a_dead_letter_send_retried_past_the_visibility_timeout_is_not_sent_twic
 /// closed, open connections reset) and started again on the same port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("sqs-down");
+    let test = Test::alone().await;
+    let logs = &test.logs;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let count = if heavy() { 10_000 } else { 3_000 };
     let work = Workload::send(&queues, count, 51, 0.02).await;
@@ -1057,7 +934,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
     let outage_for = Duration::from_secs(12);
 
     let started = Instant::now();
-    let mut service = Service::spawn(&logs, "consumer", |command| {
+    let mut service = start_service(logs, "consumer", |command| {
         run_env(command, &db, &queues);
         command.env("AWS_ENDPOINT_URL", proxy.url()).args([
             "run",
@@ -1077,7 +954,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
     let outage = Instant::now();
     let rows_at_cut = db.row_count().await;
     while outage.elapsed() < outage_for {
-        service.assert_alive("the SQS outage");
+        service.assert_running("the SQS outage");
         assert!(
             tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
                 .await
@@ -1095,7 +972,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
     let down_for = outage.elapsed();
     let recovered_in = rows_beyond(&db, rows_after_outage, "a new row after SQS is back").await;
 
-    let summary = service.finish(Duration::from_secs(180)).await;
+    let summary = finish(&mut service, Duration::from_secs(180)).await;
     let letters = DeadLetterCopies::read(&queues).await;
     println!(
         "sqs down: {} messages ({} poison); SQS unreachable {down_for:.1?} ({rows_at_cut} rows \
@@ -1104,7 +981,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
          dead-letter queue: {} copies of {} messages ({} raw duplicates); elapsed {:.1?}",
         work.sent,
         work.poison.len(),
-        service.retries_logged(),
+        retries_logged(&service),
         summary.duplicates,
         letters.raw,
         letters.by_original.len(),
@@ -1121,7 +998,7 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
         letters.duplicates() <= 40,
         "DLQ duplicates beyond the batches in flight at the cut"
     );
-    assert!(service.retries_logged() > 0, "the outage was noticed");
+    assert!(retries_logged(&service) > 0, "the outage was noticed");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1129,19 +1006,19 @@ async fn sqs_unreachable_mid_drain_the_consumer_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_consumer_processes_on_one_queue_write_each_row_once() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("three");
+    let test = Test::alone().await;
+    let logs = &test.logs;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let count = if heavy() { 6_000 } else { 1_500 };
     let work = Workload::send(&queues, count, 61, 0.02).await;
 
     let started = Instant::now();
-    let mut services: Vec<Service> = (1..=3)
-        .map(|n| Service::run(&logs, &format!("consumer-{n}"), &db, &queues, &["--drain"]))
+    let mut services: Vec<Process> = (1..=3)
+        .map(|n| run(logs, &format!("consumer-{n}"), &db, &queues, &["--drain"]))
         .collect();
     let mut summaries = Vec::new();
     for service in &mut services {
-        summaries.push(service.finish(Duration::from_secs(180)).await);
+        summaries.push(finish(service, Duration::from_secs(180)).await);
     }
     let elapsed = started.elapsed();
     let letters = DeadLetterCopies::read(&queues).await;
@@ -1181,15 +1058,15 @@ async fn three_consumer_processes_on_one_queue_write_each_row_once() {
 /// after the signal, and exits 0, leaving nothing invisible and losing nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_drain_exits_zero_leaving_nothing_in_flight() {
-    let _turn = TURN.lock().await;
-    let logs = Logs::new("sigterm");
+    let test = Test::alone().await;
+    let logs = &test.logs;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let count = if heavy() { 4_000 } else { 1_000 };
     let work = Workload::send(&queues, count, 71, 0.0).await;
 
     let started = Instant::now();
-    let mut service = Service::run(
-        &logs,
+    let mut service = run(
+        logs,
         "consumer",
         &db,
         &queues,
@@ -1197,20 +1074,20 @@ async fn sigterm_mid_drain_exits_zero_leaving_nothing_in_flight() {
     );
     rows_beyond(&db, 99, "the first 100 rows").await;
     let in_flight_at_signal = queues.depth().await.in_flight;
-    service.terminate();
+    service.signal(Signal::SIGTERM);
     let signalled = Instant::now();
-    let status = service.wait(Duration::from_secs(35)).await;
+    let status = service.exit_within(Duration::from_secs(35)).await;
     let stopped_in = signalled.elapsed();
     let after = queues.depth().await;
     let rows = db.row_count().await;
     assert!(
         status.is_some_and(|status| status.code() == Some(0)),
         "exit status 0 within 35 s after SIGTERM, got {status:?}; last log lines:\n{}",
-        service.log_tail()
+        service.stderr_tail(25)
     );
-    let summary = service.summary();
+    let summary = summary(&service);
     let released: u64 = service
-        .events("Released messages for redelivery.")
+        .log_events("Released messages for redelivery.")
         .iter()
         .filter_map(|event| event["fields"]["count"].as_u64())
         .sum();
@@ -1238,8 +1115,8 @@ async fn sigterm_mid_drain_exits_zero_leaving_nothing_in_flight() {
     assert_eq!(summary.deleted, rows as u64);
 
     // What was left is intact: a drain finishes it, exactly once.
-    let mut rest = Service::run(&logs, "rest", &db, &queues, &["--drain"]);
-    let rest_summary = rest.finish(Duration::from_secs(120)).await;
+    let mut rest = run(logs, "rest", &db, &queues, &["--drain"]);
+    let rest_summary = finish(&mut rest, Duration::from_secs(120)).await;
     println!("sigterm: the rest: {rest_summary:?}");
     assert_eq!(rest_summary.duplicates, 0);
     assert_exactly_once(&db, &work).await;

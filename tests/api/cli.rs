@@ -1,34 +1,23 @@
 //! The binary as a user meets it: help, settings errors, idempotent setup and migrate,
 //! and the summary of a drain.
 
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::helpers::*;
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// The binary with a clean environment (no settings leaking in from the test's own).
-fn bare() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sqs2pg"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
+/// Runs a command that ends at once (help, a refused setting).
+fn quick(logs: &Logs, command: &mut Command) -> Output {
+    Process::output(logs, command, Duration::from_secs(30))
 }
 
 /// Every environment variable any subcommand reads is in `--help`'s environment list and
 /// in the README's configuration table: the two places a user looks.
 #[test]
 fn every_setting_is_documented_in_help_and_readme() {
+    let test = Test::shared_blocking();
     use clap::CommandFactory;
-    let command = sqs2pg::cli::config::Cli::command();
+    let command = Cli::command();
     let mut settings = std::collections::BTreeSet::new();
     let mut pending = vec![&command];
     while let Some(command) = pending.pop() {
@@ -40,7 +29,7 @@ fn every_setting_is_documented_in_help_and_readme() {
         pending.extend(command.get_subcommands());
     }
     assert!(settings.contains("SQS2PG_BATCH_TIMEOUT"), "{settings:?}");
-    let help = text(&bare().arg("--help").output().unwrap());
+    let help = text(&quick(&test.logs, bare_sqs2pg_command().arg("--help")));
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for setting in &settings {
@@ -57,7 +46,8 @@ fn every_setting_is_documented_in_help_and_readme() {
 
 #[test]
 fn help_documents_every_setting() {
-    let output = bare().arg("--help").output().unwrap();
+    let test = Test::shared_blocking();
+    let output = quick(&test.logs, bare_sqs2pg_command().arg("--help"));
     assert!(output.status.success());
     let help = text(&output);
     for setting in [
@@ -76,7 +66,10 @@ fn help_documents_every_setting() {
     ] {
         assert!(help.contains(setting), "--help does not mention {setting}");
     }
-    let run_help = text(&bare().args(["run", "--help"]).output().unwrap());
+    let run_help = text(&quick(
+        &test.logs,
+        bare_sqs2pg_command().args(["run", "--help"]),
+    ));
     for setting in [
         "SQS2PG_RECEIVERS_MAX",
         "SQS2PG_WRITERS",
@@ -91,21 +84,24 @@ fn help_documents_every_setting() {
 
 #[test]
 fn a_missing_setting_fails_at_start_naming_it() {
-    let output = bare()
-        .arg("run")
-        .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
-        .env("SQS2PG_HMAC_KEY", HMAC_KEY)
-        .output()
-        .unwrap();
+    let test = Test::shared_blocking();
+    let output = quick(
+        &test.logs,
+        bare_sqs2pg_command()
+            .arg("run")
+            .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+            .env("SQS2PG_HMAC_KEY", HMAC_KEY),
+    );
     assert!(!output.status.success());
     assert!(text(&output).contains("DATABASE_URL"), "{}", text(&output));
 
-    let output = bare()
-        .arg("run")
-        .env("DATABASE_URL", "postgres://x@h/db")
-        .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
-        .output()
-        .unwrap();
+    let output = quick(
+        &test.logs,
+        bare_sqs2pg_command()
+            .arg("run")
+            .env("DATABASE_URL", "postgres://x@h/db")
+            .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q"),
+    );
     assert!(!output.status.success());
     assert!(
         text(&output).contains("SQS2PG_HMAC_KEY"),
@@ -116,8 +112,9 @@ fn a_missing_setting_fails_at_start_naming_it() {
 
 #[test]
 fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
+    let test = Test::shared_blocking();
     let base = || {
-        let mut command = bare();
+        let mut command = bare_sqs2pg_command();
         command
             .arg("run")
             .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/db")
@@ -142,7 +139,7 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
         ("SQS2PG_WAIT_TIME", "-1"),
         ("SQS2PG_BATCH_WINDOW_MS", "60001"),
     ] {
-        let output = base().env(variable, value).output().unwrap();
+        let output = quick(&test.logs, base().env(variable, value));
         assert!(!output.status.success(), "{variable}={value} was accepted");
         assert!(
             text(&output).contains(variable),
@@ -151,7 +148,7 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
         );
     }
 
-    let output = base().env("SQS2PG_HMAC_KEY", "tooshort").output().unwrap();
+    let output = quick(&test.logs, base().env("SQS2PG_HMAC_KEY", "tooshort"));
     assert!(!output.status.success());
     assert!(
         text(&output).contains("SQS2PG_HMAC_KEY"),
@@ -164,10 +161,10 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
         text(&output)
     );
 
-    let output = base()
-        .env("DATABASE_URL", "postgres://user:hunter2@host:notaport/db")
-        .output()
-        .unwrap();
+    let output = quick(
+        &test.logs,
+        base().env("DATABASE_URL", "postgres://user:hunter2@host:notaport/db"),
+    );
     assert!(!output.status.success());
     assert!(text(&output).contains("DATABASE_URL"), "{}", text(&output));
     assert!(
@@ -176,7 +173,7 @@ fn an_invalid_setting_fails_at_start_naming_it_without_echoing_secrets() {
         text(&output)
     );
 
-    let output = base().env_remove("AWS_REGION").output().unwrap();
+    let output = quick(&test.logs, base().env_remove("AWS_REGION"));
     assert!(!output.status.success());
     assert!(text(&output).contains("AWS_REGION"), "{}", text(&output));
 }
@@ -205,9 +202,11 @@ fn max_receive_count(policy: &serde_json::Value) -> String {
 
 #[tokio::test]
 async fn setup_is_idempotent_and_changes_an_existing_queue_only_when_asked() {
+    let test = Test::shared().await;
     let name = unique("setup");
     let setup = |args: &[&str]| {
-        output_within(
+        Process::output(
+            &test.logs,
             sqs2pg_command()
                 .args(["setup", "--queue-name", &name])
                 .args(args),
@@ -277,6 +276,7 @@ async fn setup_is_idempotent_and_changes_an_existing_queue_only_when_asked() {
 
 #[tokio::test]
 async fn setup_does_not_attach_a_dead_letter_queue_to_a_queue_that_has_none() {
+    let test = Test::shared().await;
     let name = unique("bare");
     let client = sqs_client().await;
     let queue_url = client
@@ -287,7 +287,8 @@ async fn setup_does_not_attach_a_dead_letter_queue_to_a_queue_that_has_none() {
         .unwrap()
         .queue_url
         .unwrap();
-    let output = output_within(
+    let output = Process::output(
+        &test.logs,
         sqs2pg_command().args(["setup", "--queue-name", &name]),
         Duration::from_secs(60),
     );
@@ -302,9 +303,11 @@ async fn setup_does_not_attach_a_dead_letter_queue_to_a_queue_that_has_none() {
 
 #[tokio::test]
 async fn migrate_is_idempotent() {
+    let test = Test::shared().await;
     let db = TestDb::create().await; // already migrated once
     // In-process migrations just ran on this runtime; the child must not wait for their lock.
-    let output = output_within(
+    let output = Process::output(
+        &test.logs,
         sqs2pg_command().arg("migrate").env("DATABASE_URL", &db.url),
         Duration::from_secs(30),
     );
@@ -314,6 +317,7 @@ async fn migrate_is_idempotent() {
 
 #[tokio::test]
 async fn run_drain_prints_a_summary_and_exits_zero() {
+    let test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     queues
         .send(&[SAMPLE.to_owned(), GARBAGE.to_owned(), SAMPLE.to_owned()])
@@ -324,7 +328,7 @@ async fn run_drain_prints_a_summary_and_exits_zero() {
         .env_remove("RUST_LOG");
     run_env(&mut command, &db, &queues);
     command.env_remove("SQS2PG_DLQ_URL"); // found through the redrive policy
-    let output = output_within(&mut command, Duration::from_secs(120));
+    let output = Process::output(&test.logs, &mut command, Duration::from_secs(120));
     assert!(output.status.success(), "{}", text(&output));
 
     // Logs: JSON lines only, the summary as fields, no dependency's file paths, and no
@@ -368,6 +372,7 @@ async fn run_drain_prints_a_summary_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_waits_for_sqs_at_start_instead_of_failing() {
+    let test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     queues.send(&[SAMPLE.to_owned(), GARBAGE.to_owned()]).await;
     let proxy = TcpProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap()).await;
@@ -379,7 +384,9 @@ async fn run_waits_for_sqs_at_start_instead_of_failing() {
         .env("AWS_ENDPOINT_URL", proxy.url());
     run_env(&mut command, &db, &queues);
     command.env_remove("SQS2PG_DLQ_URL"); // so the start must ask SQS for the redrive target
-    let running = std::thread::spawn(move || output_within(&mut command, Duration::from_secs(90)));
+    let logs = test.logs.clone();
+    let running =
+        std::thread::spawn(move || Process::output(&logs, &mut command, Duration::from_secs(90)));
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.resume().await;
@@ -397,10 +404,6 @@ async fn run_waits_for_sqs_at_start_instead_of_failing() {
 /// A queue URL that passes validation; nothing listens there.
 const NOWHERE_QUEUE: &str = "http://127.0.0.1:1/000000000000/nowhere";
 
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// The URL of a database that does not exist on the test cluster.
 fn missing_database_url() -> String {
     with_database(
@@ -410,9 +413,10 @@ fn missing_database_url() -> String {
 }
 
 /// `args` with `database_url`, timed; it must exit within 10 s.
-fn start_against(database_url: &str, args: &[&str]) -> (Output, Duration) {
+fn start_against(logs: &Logs, database_url: &str, args: &[&str]) -> (Output, Duration) {
     let started = std::time::Instant::now();
-    let output = output_within(
+    let output = Process::output(
+        logs,
         sqs2pg_command()
             .args(args)
             .env_remove("RUST_LOG")
@@ -425,9 +429,10 @@ fn start_against(database_url: &str, args: &[&str]) -> (Output, Duration) {
 
 #[test]
 fn a_missing_database_fails_at_once_with_postgresql_s_message() {
+    let test = Test::shared_blocking();
     let url = missing_database_url();
     for args in [&["migrate"][..], &["run", "--drain"][..]] {
-        let (output, took) = start_against(&url, args);
+        let (output, took) = start_against(&test.logs, &url, args);
         let stderr = stderr_of(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
@@ -442,7 +447,8 @@ fn a_missing_database_fails_at_once_with_postgresql_s_message() {
 
 #[tokio::test]
 async fn a_wrong_password_fails_at_once_with_postgresql_s_message_and_never_the_password() {
-    let pg = PrivatePostgres::start_with_passwords();
+    let test = Test::shared().await;
+    let pg = PrivatePostgres::start_with_passwords(&test.logs);
     connect(&pg.admin_url())
         .await
         .batch_execute("CREATE ROLE app LOGIN SUPERUSER PASSWORD 'right-password-1'")
@@ -450,7 +456,7 @@ async fn a_wrong_password_fails_at_once_with_postgresql_s_message_and_never_the_
         .unwrap();
     let url = |password: &str| format!("postgres://app:{password}@127.0.0.1:{}/postgres", pg.port);
     for args in [&["migrate"][..], &["run", "--drain"][..]] {
-        let (output, took) = start_against(&url("hunter2-wrong"), args);
+        let (output, took) = start_against(&test.logs, &url("hunter2-wrong"), args);
         let all = text(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {all}");
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
@@ -463,14 +469,17 @@ async fn a_wrong_password_fails_at_once_with_postgresql_s_message_and_never_the_
         assert!(!all.contains("hunter2"), "the password was echoed: {all}");
     }
     // The same URL with the right password works: it was the password.
-    let (output, _) = start_against(&url("right-password-1"), &["migrate"]);
+    let (output, _) = start_against(&test.logs, &url("right-password-1"), &["migrate"]);
     assert!(output.status.success(), "{}", text(&output));
 }
 
 #[test]
 fn a_refused_database_port_is_retried_saying_refused() {
+    let test = Test::shared_blocking();
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
-    let mut child = LoggedChild::spawn(
+    let mut child = Process::spawn(
+        &test.logs,
+        "run",
         sqs2pg_command()
             .args(["run", "--drain"])
             .env_remove("RUST_LOG")
@@ -478,9 +487,9 @@ fn a_refused_database_port_is_retried_saying_refused() {
             .env("SQS2PG_QUEUE_URL", NOWHERE_QUEUE),
     );
     std::thread::sleep(Duration::from_secs(3));
-    let still_running = child.child.try_wait().unwrap().is_none();
+    let still_running = child.exited().is_none();
     // A signal while starting stops it at once, cleanly: nothing was received.
-    child.signal("TERM");
+    child.signal(Signal::SIGTERM);
     let status = child.wait_within(Duration::from_secs(5));
     let stderr = child.stderr();
     assert!(still_running, "a refused port is transient: {stderr}");
@@ -494,6 +503,7 @@ fn a_refused_database_port_is_retried_saying_refused() {
 
 #[tokio::test]
 async fn aws_errors_are_one_short_line_naming_the_setting() {
+    let test = Test::shared().await;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let missing_queue = format!("{endpoint}/000000000000/{}", unique("missing"));
     let refused_endpoint = format!("http://127.0.0.1:{}", free_port());
@@ -541,7 +551,7 @@ async fn aws_errors_are_one_short_line_naming_the_setting() {
                 command.env(name, value);
             }
         }
-        let output = output_within(&mut command, Duration::from_secs(30));
+        let output = Process::output(&test.logs, &mut command, Duration::from_secs(30));
         let stderr = stderr_of(&output);
         assert!(!output.status.success(), "{case}: {stderr}");
         let message = stderr.trim();
@@ -569,7 +579,9 @@ fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn in_json_mode_a_fatal_error_is_one_json_line() {
+    let test = Test::shared_blocking();
     let (output, _) = start_against(
+        &test.logs,
         &missing_database_url(),
         &["--log-format", "json", "run", "--drain"],
     );
@@ -588,9 +600,11 @@ fn in_json_mode_a_fatal_error_is_one_json_line() {
 
 #[test]
 fn the_metrics_address_is_bound_before_anything_else() {
+    let test = Test::shared_blocking();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = output_within(
+    let output = Process::output(
+        &test.logs,
         sqs2pg_command()
             .args(["run", "--drain"])
             .env("DATABASE_URL", missing_database_url())
@@ -609,8 +623,10 @@ fn the_metrics_address_is_bound_before_anything_else() {
 
 #[test]
 fn a_bare_port_and_a_host_name_are_metrics_addresses() {
+    let test = Test::shared_blocking();
     for addr in [":0".to_owned(), format!("localhost:{}", free_port())] {
-        let output = output_within(
+        let output = Process::output(
+            &test.logs,
             sqs2pg_command()
                 .args(["run", "--drain"])
                 .env_remove("RUST_LOG")
@@ -629,8 +645,10 @@ fn a_bare_port_and_a_host_name_are_metrics_addresses() {
 
 #[test]
 fn an_invalid_rust_log_is_refused_at_start_naming_it() {
+    let test = Test::shared_blocking();
     for filter in ["bogus=[", "verbose"] {
-        let output = output_within(
+        let output = Process::output(
+            &test.logs,
             sqs2pg_command()
                 .arg("migrate")
                 .env("RUST_LOG", filter)
@@ -646,7 +664,11 @@ fn an_invalid_rust_log_is_refused_at_start_naming_it() {
 
 #[test]
 fn help_shows_placeholders_ranges_and_reasons() {
-    let run_help = text(&bare().args(["run", "--help"]).output().unwrap());
+    let test = Test::shared_blocking();
+    let run_help = text(&quick(
+        &test.logs,
+        bare_sqs2pg_command().args(["run", "--help"]),
+    ));
     assert!(!run_help.contains("<SQS2PG_"), "{run_help}");
     for part in [
         "--visibility-timeout <DURATION>",
@@ -659,15 +681,18 @@ fn help_shows_placeholders_ranges_and_reasons() {
     ] {
         assert!(run_help.contains(part), "no {part:?} in {run_help}");
     }
-    let redrive_help = text(&bare().args(["dlq", "redrive", "--help"]).output().unwrap());
-    for reason in <sqs2pg::DeadLetterReason as strum::VariantNames>::VARIANTS {
+    let redrive_help = text(&quick(
+        &test.logs,
+        bare_sqs2pg_command().args(["dlq", "redrive", "--help"]),
+    ));
+    for reason in <DeadLetterReason as strum::VariantNames>::VARIANTS {
         assert!(redrive_help.contains(reason), "{redrive_help}");
     }
     for count in ["0", "-1"] {
-        let output = bare()
-            .args(["send", "--queue-url", NOWHERE_QUEUE, "--count", count])
-            .output()
-            .unwrap();
+        let output = quick(
+            &test.logs,
+            bare_sqs2pg_command().args(["send", "--queue-url", NOWHERE_QUEUE, "--count", count]),
+        );
         assert!(!output.status.success());
         let message = text(&output);
         assert!(
@@ -679,8 +704,10 @@ fn help_shows_placeholders_ranges_and_reasons() {
 
 #[tokio::test]
 async fn json_lines_from_dependencies_name_their_target_without_file_paths() {
+    let test = Test::shared().await;
     let db = TestDb::create().await; // migrated: refinery says so through the `log` bridge
-    let output = output_within(
+    let output = Process::output(
+        &test.logs,
         sqs2pg_command()
             .args(["--log-format", "json", "migrate"])
             .env("RUST_LOG", "info,refinery_core=info")

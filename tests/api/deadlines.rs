@@ -7,14 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// How long until `child` logs a line that `is_report` accepts; it must still be running
 /// then, retrying rather than given up.
 async fn first_report_while_retrying(
-    child: &mut LoggedChild,
+    child: &mut Process,
     what: &str,
     is_report: impl Fn(&str) -> bool,
 ) -> Duration {
@@ -26,7 +22,7 @@ async fn first_report_while_retrying(
     .await;
     let first_report = started.elapsed();
     assert!(
-        child.child.try_wait().unwrap().is_none(),
+        child.exited().is_none(),
         "still retrying: {}",
         child.stderr()
     );
@@ -37,10 +33,12 @@ async fn first_report_while_retrying(
 /// accepts and stays silent used to hang `migrate` forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_against_a_silent_database_fails_at_its_connect_timeout() {
-    let silent = SilentServer::start().await;
+    let test = Test::shared().await;
+    let silent = TcpProxy::silent().await;
     let started = Instant::now();
     let output = tokio::task::block_in_place(|| {
-        output_within(
+        Process::output(
+            &test.logs,
             sqs2pg_command().arg("migrate").env(
                 "DATABASE_URL",
                 format!(
@@ -52,7 +50,7 @@ async fn migrate_against_a_silent_database_fails_at_its_connect_timeout() {
         )
     });
     let elapsed = started.elapsed();
-    let stderr = stderr(&output);
+    let stderr = stderr_of(&output);
     println!(
         "migrate against a silent database: exit {:?} after {elapsed:.1?}",
         output.status.code()
@@ -68,9 +66,12 @@ async fn migrate_against_a_silent_database_fails_at_its_connect_timeout() {
 /// `run` keeps retrying a silent database at start, and says so at each attempt's deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_against_a_silent_database_reports_each_connect_timeout_while_it_retries() {
-    let silent = SilentServer::start().await;
+    let test = Test::shared().await;
+    let silent = TcpProxy::silent().await;
     let queues = TestQueues::create().await;
-    let mut child = LoggedChild::spawn(
+    let mut child = Process::spawn(
+        &test.logs,
+        "run",
         sqs2pg_command()
             .arg("run")
             .env(
@@ -96,9 +97,12 @@ async fn run_against_a_silent_database_reports_each_connect_timeout_while_it_ret
 /// and is logged as it is retried, instead of the SDK's silent attempts of 30 s each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_against_a_silent_sqs_endpoint_reports_each_timeout_while_it_retries() {
-    let silent = SilentServer::start().await;
+    let test = Test::shared().await;
+    let silent = TcpProxy::silent().await;
     let db = TestDb::create().await;
-    let mut child = LoggedChild::spawn(
+    let mut child = Process::spawn(
+        &test.logs,
+        "run",
         sqs2pg_command()
             .arg("run")
             .env("DATABASE_URL", &db.url)
@@ -127,6 +131,7 @@ async fn run_against_a_silent_sqs_endpoint_reports_each_timeout_while_it_retries
 /// cut and retried with a warning, and a message sent mid-poll waited for the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_long_poll_outlasting_the_sqs_timeout_is_not_cut() {
+    let test = Test::shared().await;
     let db = TestDb::create().await;
     let queues = TestQueues::create().await;
     let mut command = sqs2pg_command();
@@ -137,7 +142,7 @@ async fn an_idle_long_poll_outlasting_the_sqs_timeout_is_not_cut() {
         .env("SQS2PG_WAIT_TIME", "4")
         .env("SQS2PG_RECEIVERS_MAX", "1")
         .env("RUST_LOG", "info");
-    let mut child = LoggedChild::spawn(&mut command);
+    let mut child = Process::spawn(&test.logs, "run", &mut command);
     eventually(Duration::from_secs(30), "the pipeline started", || {
         let started = child.stderr().contains("Starting.");
         async move { started }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use sqs2pg::domain::dead_letter::attribute;
 
 fn string(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
@@ -47,16 +46,9 @@ async fn put_with_attributes(queues: &TestQueues, body: &str, attributes: &[(&st
         .unwrap();
 }
 
-fn output_text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
+    let test = Test::shared().await;
     let queues = TestQueues::create().await;
     let leaky = SAMPLE.replace("\"device_type\": \"android\"", "\"device_type\": 7");
     put_dead_letter(&queues, &leaky, "id-1", "wrong_type").await;
@@ -67,8 +59,8 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
     command
         .args(["dlq", "inspect"])
         .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-    let output = output_within(&mut command, Duration::from_secs(120));
-    let text = output_text(&output);
+    let output = Process::output(&test.logs, &mut command, Duration::from_secs(120));
+    let text = text(&output);
     println!("{text}");
     assert!(output.status.success(), "{text}");
     assert!(text.contains("3 messages"), "{text}");
@@ -98,6 +90,7 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
 /// Every shape a raw value can hide in, through the real binary: nothing raw comes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_never_shows_a_raw_value_whatever_the_body() {
+    let test = Test::shared().await;
     let queues = TestQueues::create().await;
     let sns = serde_json::json!({
         "Type": "Notification",
@@ -223,8 +216,8 @@ async fn inspect_never_shows_a_raw_value_whatever_the_body() {
     command
         .args(["dlq", "inspect", "--samples", "50"])
         .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-    let output = output_within(&mut command, Duration::from_secs(120));
-    let text = output_text(&output);
+    let output = Process::output(&test.logs, &mut command, Duration::from_secs(120));
+    let text = text(&output);
     println!("{text}");
     assert!(output.status.success(), "{text}");
     for secret in secrets {
@@ -265,6 +258,7 @@ async fn inspect_never_shows_a_raw_value_whatever_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_keeps_the_original_id_so_ingested_messages_stay_deduplicated() {
+    let test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     // One valid message is ingested normally...
     let ids = queues.send(&[SAMPLE.to_owned()]).await;
@@ -288,28 +282,16 @@ async fn redrive_keeps_the_original_id_so_ingested_messages_stay_deduplicated() 
             .args(["dlq", "redrive"])
             .args(extra)
             .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-        output_within(&mut command, Duration::from_secs(120))
+        Process::output(&test.logs, &mut command, Duration::from_secs(120))
     };
     let output = redrive(&["--reason", "missing_field"]);
-    assert!(output.status.success(), "{}", output_text(&output));
-    assert!(
-        output_text(&output).contains("redriven: 1"),
-        "{}",
-        output_text(&output)
-    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("redriven: 1"), "{}", text(&output));
     // --limit bounds the count.
     let output = redrive(&["--limit", "1"]);
-    assert!(
-        output_text(&output).contains("redriven: 1"),
-        "{}",
-        output_text(&output)
-    );
+    assert!(text(&output).contains("redriven: 1"), "{}", text(&output));
     let output = redrive(&[]);
-    assert!(
-        output_text(&output).contains("redriven: 1"),
-        "{}",
-        output_text(&output)
-    );
+    assert!(text(&output).contains("redriven: 1"), "{}", text(&output));
     assert_eq!(queues.sqs_queue_dead_letter_visible().await, 0);
 
     let second = drain(
@@ -351,21 +333,23 @@ async fn redrive_keeps_the_original_id_so_ingested_messages_stay_deduplicated() 
 
 #[test]
 fn an_unknown_reason_is_refused() {
-    let output = sqs2pg_command()
-        .args([
+    let test = Test::shared_blocking();
+    let output = Process::output(
+        &test.logs,
+        sqs2pg_command().args([
             "dlq",
             "redrive",
             "--reason",
             "bogus",
             "--queue-url",
             "http://127.0.0.1:1/q",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        Duration::from_secs(30),
+    );
     assert!(!output.status.success());
     assert!(
-        output_text(&output).contains("unknown dead-letter reason"),
+        text(&output).contains("unknown dead-letter reason"),
         "{}",
-        output_text(&output)
+        text(&output)
     );
 }

@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::helpers::*;
-use sqs2pg::domain::dead_letter::attribute;
 use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::Masker;
 
@@ -45,6 +44,7 @@ async fn rows(db: &TestDb) -> HashMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_to_an_sns_topic_land_once_and_enveloped_poison_keeps_its_envelope() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let sns = sns_client().await;
     let topic_arn = sns
@@ -154,6 +154,7 @@ async fn events_published_to_an_sns_topic_land_once_and_enveloped_poison_keeps_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventbridge_events_land_once_and_a_broken_envelope_is_dead_lettered_as_such() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let wrap = |detail: serde_json::Value| {
         serde_json::json!({
@@ -189,6 +190,7 @@ async fn eventbridge_events_land_once_and_a_broken_envelope_is_dead_lettered_as_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_envelopes_off_an_sns_notification_is_poison() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let notification = serde_json::json!({
         "Type": "Notification",
@@ -198,7 +200,7 @@ async fn with_envelopes_off_an_sns_notification_is_poison() {
     })
     .to_string();
     queues.send(&[notification, event(2).to_string()]).await;
-    let settings = sqs2pg::pipeline::Settings {
+    let settings = Settings {
         envelope: EnvelopeMode::None,
         ..drain_settings(&queues)
     };

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use sqs2pg::adapters::sqs::{FifoIds, OutgoingMessage};
-use sqs2pg::domain::dead_letter::attribute;
 
 const GROUPS: usize = 5;
 const PER_GROUP: usize = 60;
@@ -71,6 +70,7 @@ async fn send_groups(queues: &TestQueues) -> HashMap<String, Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_queue_drains_with_poison_in_its_groups_and_rows_commit_in_group_order() {
+    let test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
     let poison = send_groups(&queues).await;
     let poison_count: usize = poison.values().map(Vec::len).sum();
@@ -80,7 +80,7 @@ async fn a_fifo_queue_drains_with_poison_in_its_groups_and_rows_commit_in_group_
         let mut command = sqs2pg_command();
         run_env(&mut command, &db, &queues);
         command.args(["run", "--drain", "--batch-size", "10"]);
-        output_within(&mut command, Duration::from_secs(180))
+        Process::output(&test.logs, &mut command, Duration::from_secs(180))
     });
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -148,6 +148,7 @@ async fn a_fifo_queue_drains_with_poison_in_its_groups_and_rows_commit_in_group_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_queue_with_a_standard_dead_letter_queue_is_refused_at_start() {
+    let test = Test::shared().await;
     let (db, fifo, standard) = tokio::join!(
         TestDb::create(),
         TestQueues::create_fifo(),
@@ -159,7 +160,7 @@ async fn a_fifo_queue_with_a_standard_dead_letter_queue_is_refused_at_start() {
         command
             .env("SQS2PG_DLQ_URL", &standard.urls.dlq_url)
             .args(["run", "--drain"]);
-        output_within(&mut command, Duration::from_secs(60))
+        Process::output(&test.logs, &mut command, Duration::from_secs(60))
     });
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -175,10 +176,12 @@ async fn a_fifo_queue_with_a_standard_dead_letter_queue_is_refused_at_start() {
 /// dead letters back into it keeps each message's group and original id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_send_and_redrive_work_on_fifo_queues() {
+    let test = Test::shared().await;
     let db = TestDb::create().await;
     let name = unique("setup");
     let setup = tokio::task::block_in_place(|| {
-        output_within(
+        Process::output(
+            &test.logs,
             sqs2pg_command().args(["setup", "--fifo", "--queue-name", &name]),
             Duration::from_secs(60),
         )
@@ -201,7 +204,8 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
     assert!(dlq_url.ends_with(&format!("{name}-dlq.fifo")), "{dlq_url}");
 
     let send = tokio::task::block_in_place(|| {
-        output_within(
+        Process::output(
+            &test.logs,
             sqs2pg_command().args([
                 "send",
                 "--count",
@@ -228,7 +232,7 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
                 .env("SQS2PG_QUEUE_URL", &queue_url)
                 .args(["run", "--drain"])
                 .args(extra);
-            output_within(&mut command, Duration::from_secs(120))
+            Process::output(&test.logs, &mut command, Duration::from_secs(120))
         })
     };
     let first = run(&[]);
@@ -242,7 +246,8 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
 
     let dlq = |command: &str| {
         tokio::task::block_in_place(|| {
-            output_within(
+            Process::output(
+                &test.logs,
                 sqs2pg_command()
                     .env("SQS2PG_QUEUE_URL", &queue_url)
                     .args(["dlq", command]),

@@ -7,14 +7,12 @@
 //! and dead-letter sends that must be split by bytes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use serde_json::{Map, Value, json};
 use sqs2pg::adapters::sqs::{Queue, ReceivedMessage, SqsQueue};
-use sqs2pg::domain::dead_letter::attribute;
 use sqs2pg::domain::event::{
     MAX_APP_VERSION_CHARS, MAX_DEVICE_ID_CHARS, MAX_DEVICE_TYPE_CHARS, MAX_LOCALE_CHARS,
     MAX_USER_ID_CHARS, Masker,
@@ -735,6 +733,7 @@ async fn hostile_corpus_ends_once_and_normal_traffic_flows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffic_still_flows() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Bare).await;
 }
@@ -744,6 +743,7 @@ async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffi
 /// Cases near the size limit are sized by the notification, so their event is shorter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_in_an_sns_notification_ends_as_the_bare_body_does() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Sns).await;
 }
@@ -752,6 +752,7 @@ async fn every_hostile_body_in_an_sns_notification_ends_as_the_bare_body_does() 
 /// group): the same outcomes, and no group is left stuck behind its poison.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_on_a_fifo_queue_ends_as_on_a_standard_one() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Bare).await;
 }
@@ -759,6 +760,7 @@ async fn every_hostile_body_on_a_fifo_queue_ends_as_on_a_standard_one() {
 /// Both at once: SNS notifications on a FIFO pair (an SNS FIFO topic feeds a FIFO queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_in_an_sns_notification_on_a_fifo_queue_ends_as_the_bare_body_does() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Sns).await;
 }
@@ -769,6 +771,7 @@ async fn every_hostile_body_in_an_sns_notification_on_a_fifo_queue_ends_as_the_b
 /// SQS moves it without a reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_the_limit_of_a_256_kib_queue_poison_is_still_dead_lettered_once() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let max_bytes = 256 * 1024;
     set_max_message_bytes(&queues, max_bytes).await;
@@ -834,136 +837,6 @@ async fn near_the_limit_of_a_256_kib_queue_poison_is_still_dead_lettered_once() 
     );
 }
 
-/// An HTTP proxy in front of LocalStack that records every SendMessageBatch call and can
-/// refuse the first one whose request holds a marker, as SQS refuses a whole batch.
-struct SqsProxy {
-    url: String,
-    state: Arc<ProxyState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    upstream: String,
-    http: reqwest::Client,
-    /// (request bytes, entries) of each SendMessageBatch call.
-    send_batches: Mutex<Vec<(usize, usize)>>,
-    refuse_marker: Mutex<Option<String>>,
-}
-
-impl SqsProxy {
-    async fn start() -> Self {
-        let state = Arc::new(ProxyState {
-            upstream: std::env::var("AWS_ENDPOINT_URL")
-                .unwrap()
-                .trim_end_matches('/')
-                .to_owned(),
-            ..ProxyState::default()
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state(Arc::clone(&state));
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { url, state, task }
-    }
-
-    /// An SQS client that goes through the proxy.
-    fn client(&self, queues: &TestQueues) -> aws_sdk_sqs::Client {
-        aws_sdk_sqs::Client::from_conf(
-            queues
-                .client
-                .config()
-                .to_builder()
-                .endpoint_url(&self.url)
-                .build(),
-        )
-    }
-
-    fn send_batches(&self) -> Vec<(usize, usize)> {
-        self.state.send_batches.lock().unwrap().clone()
-    }
-}
-
-impl Drop for SqsProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn forward(
-    axum::extract::State(state): axum::extract::State<Arc<ProxyState>>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if target.ends_with(".SendMessageBatch") {
-        let entries = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|request| request["Entries"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        state
-            .send_batches
-            .lock()
-            .unwrap()
-            .push((body.len(), entries));
-        let text = String::from_utf8_lossy(&body);
-        let refuse = {
-            let mut marker = state.refuse_marker.lock().unwrap();
-            marker
-                .take_if(|marker| text.contains(marker.as_str()))
-                .is_some()
-        };
-        if refuse {
-            return (
-                axum::http::StatusCode::BAD_REQUEST,
-                [
-                    ("content-type", "application/x-amz-json-1.0"),
-                    (
-                        "x-amzn-query-error",
-                        "AWS.SimpleQueueService.BatchRequestTooLong;Sender",
-                    ),
-                ],
-                r#"{"__type": "com.amazonaws.sqs#BatchRequestTooLong", "message": "refused by the test proxy"}"#,
-            )
-                .into_response();
-        }
-    }
-    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
-    let mut upstream = state
-        .http
-        .request(parts.method, format!("{}{path}", state.upstream))
-        .body(body);
-    for (name, value) in &parts.headers {
-        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let response = upstream.send().await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap();
-    let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
-    *out.status_mut() = status;
-    for (name, value) in &headers {
-        if name != axum::http::header::CONTENT_LENGTH
-            && name != axum::http::header::TRANSFER_ENCODING
-        {
-            out.headers_mut().insert(name, value.clone());
-        }
-    }
-    out
-}
-
 /// A poison body of about `bytes` bytes (user_id far over its limit), tagged to tell apart.
 fn big_poison(bytes: usize, tag: &str) -> String {
     let body = with("user_id", "u".repeat(bytes).into());
@@ -972,6 +845,7 @@ fn big_poison(bytes: usize, tag: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_byte_sized_sends() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let bodies: Vec<String> = (0..10)
         .map(|i| big_poison(200_000, &format!("poison-{i}")))
@@ -1019,6 +893,7 @@ async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_byte_si
 /// and only the failed ones come back, so nothing is dead-lettered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_send_failing_after_an_earlier_call_went_through_duplicates_nothing() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let bodies = vec![
         big_poison(150_000, "first"),
@@ -1026,7 +901,7 @@ async fn a_dead_letter_send_failing_after_an_earlier_call_went_through_duplicate
     ];
     let ids = send_all(&queues, &bodies).await;
     let proxy = SqsProxy::start().await;
-    *proxy.state.refuse_marker.lock().unwrap() = Some("REFUSE-THIS-ONE".to_owned());
+    proxy.refuse_first_batch_holding("REFUSE-THIS-ONE");
     let through_proxy = SqsQueue::new(
         proxy.client(&queues),
         queues.urls.queue_url.clone(),

@@ -12,6 +12,7 @@ use sqs2pg::domain::synthetic::{Recipe, generate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_events_give_hundred_rows_with_independently_computed_digests() {
+    let test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, _) = generate(Recipe {
         count: 100,
@@ -53,7 +54,10 @@ async fn hundred_events_give_hundred_rows_with_independently_computed_digests() 
         .iter()
         .map(|e| e["device_id"].as_str().unwrap().to_owned())
         .collect();
-    let (ip_digests, device_digests) = (independent_digests(&ips), independent_digests(&devices));
+    let (ip_digests, device_digests) = (
+        independent_digests(&test.logs, &ips),
+        independent_digests(&test.logs, &devices),
+    );
 
     let client = db.client().await;
     let rows = client
@@ -113,6 +117,7 @@ async fn hundred_events_give_hundred_rows_with_independently_computed_digests() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_once_with_its_reason_and_never_blocks_the_queue() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let not_json = r#"{"user_id": "truncated"#.to_owned();
     let bad_ip = SAMPLE.replace("199.172.111.135", "999.0.0.1");
@@ -174,6 +179,7 @@ async fn poison_is_dead_lettered_once_with_its_reason_and_never_blocks_the_queue
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_redelivered_after_its_visibility_expired_gives_one_row() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     queues.send(&[SAMPLE.to_owned()]).await;
     // The first delete is held past the 1 s visibility timeout and the heartbeat is
@@ -205,6 +211,7 @@ async fn a_message_redelivered_after_its_visibility_expired_gives_one_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_delete_brings_the_message_back_and_it_is_skipped_as_a_duplicate() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, _) = generate(Recipe {
         count: 5,
@@ -238,7 +245,8 @@ async fn a_lost_delete_brings_the_message_back_and_it_is_skipped_as_a_duplicate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgres_down_nothing_is_deleted_and_rows_appear_once_it_is_back() {
-    let postgres = PrivatePostgres::start();
+    let test = Test::shared().await;
+    let postgres = PrivatePostgres::start(&test.logs);
     let admin_url = postgres.admin_url();
     let (db, queues) = tokio::join!(TestDb::create_on(&admin_url), TestQueues::create());
     let (bodies, _) = generate(Recipe {
@@ -311,6 +319,7 @@ async fn with_postgres_down_nothing_is_deleted_and_rows_appear_once_it_is_back()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_database_refuses_is_isolated_and_dead_lettered_while_the_rest_commit() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     db.client()
         .await
@@ -358,6 +367,7 @@ async fn a_row_the_database_refuses_is_isolated_and_dead_lettered_while_the_rest
 /// all 20 messages still wait; the drain must go on until the queue really is empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_is_not_fooled_by_one_empty_reading() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, _) = generate(Recipe {
         count: 20,
@@ -394,6 +404,7 @@ async fn a_drain_is_not_fooled_by_one_empty_reading() {
 /// reset it to zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_message_gauge_is_not_hidden_by_another_loops_empty_receive() {
+    let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     queues.send(&[SAMPLE.to_owned()]).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // the message is now 2 s old
@@ -441,6 +452,7 @@ async fn the_oldest_message_gauge_is_not_hidden_by_another_loops_empty_receive()
 /// `batch_messages`, and never more, and every message still becomes exactly one row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receives_are_gathered_into_batches_no_larger_than_the_cap() {
+    let _test = Test::shared().await;
     let (bodies, _) = generate(Recipe {
         count: 200,
         seed: 5,

@@ -10,7 +10,6 @@
 //! `scripts/services.sh up`. The static checks need only kubectl.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,18 +66,15 @@ const SQS_SCALER_KEYS: &[&str] = &[
     "scaleOnDelayed",
 ];
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `kubectl kustomize` of an overlay, as JSON values.
-fn render(overlay: &str) -> Vec<Value> {
+/// `kubectl kustomize` of an overlay, as JSON values (kubectl: `scripts/kubernetes.sh
+/// install` installs it).
+fn render(logs: &Logs, overlay: &str) -> Vec<Value> {
     let dir = repo().join("deploy/kubernetes/overlays").join(overlay);
-    let output = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("kubectl (scripts/kubernetes.sh install installs it)");
+    let output = Process::output(
+        logs,
+        Command::new("kubectl").arg("kustomize").arg(&dir),
+        Duration::from_secs(60),
+    );
     assert!(
         output.status.success(),
         "kubectl kustomize {}: {}",
@@ -142,7 +138,7 @@ fn env_value(objects: &[Value], name: &str) -> String {
 /// What `sqs2pg run` accepts from the environment: its arguments' `env`, the global ones,
 /// and the variables read outside clap.
 fn accepted_variables() -> BTreeSet<String> {
-    let mut cli = sqs2pg::cli::config::Cli::command();
+    let mut cli = Cli::command();
     cli.build();
     let run = cli.find_subcommand("run").expect("a run subcommand");
     let mut accepted: BTreeSet<String> = run
@@ -162,7 +158,7 @@ fn accepted_variables() -> BTreeSet<String> {
 
 /// `run`'s default for an option, from clap.
 fn run_default(variable: &str) -> String {
-    let cli = sqs2pg::cli::config::Cli::command();
+    let cli = Cli::command();
     let run = cli.find_subcommand("run").unwrap();
     let arg = run
         .get_arguments()
@@ -197,9 +193,10 @@ fn port_number(objects: &[Value], port: &Value) -> u64 {
 
 #[test]
 fn every_variable_the_manifests_set_is_one_the_binary_reads() {
+    let test = Test::shared_blocking();
     let accepted = accepted_variables();
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = render(&test.logs, overlay);
         let set = env(&objects);
         let unknown: Vec<&String> = set
             .keys()
@@ -268,6 +265,7 @@ fn every_variable_the_manifests_set_is_one_the_binary_reads() {
 
 #[test]
 fn probes_and_scrape_hit_the_binarys_endpoints_on_its_port() {
+    let test = Test::shared_blocking();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // The binary's own server, to ask whether a path exists (404) or not.
     let (addr, _server) = runtime.block_on(async {
@@ -291,7 +289,7 @@ fn probes_and_scrape_hit_the_binarys_endpoints_on_its_port() {
     };
     assert_eq!(status("/nonexistent"), 404, "the 404 check can fail");
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = render(&test.logs, overlay);
         let metrics_addr: std::net::SocketAddr =
             setting(&objects, "SQS2PG_METRICS_ADDR").parse().unwrap();
         assert!(
@@ -358,8 +356,9 @@ fn probes_and_scrape_hit_the_binarys_endpoints_on_its_port() {
 
 #[test]
 fn the_grace_period_outlasts_the_shutdown_timeout() {
+    let test = Test::shared_blocking();
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = render(&test.logs, overlay);
         let timeout: u64 = setting(&objects, "SQS2PG_SHUTDOWN_TIMEOUT")
             .parse()
             .unwrap();
@@ -378,8 +377,9 @@ fn the_grace_period_outlasts_the_shutdown_timeout() {
 
 #[test]
 fn keda_scales_the_deployment_on_the_queue_it_consumes() {
+    let test = Test::shared_blocking();
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = render(&test.logs, overlay);
         let deployment = one(&objects, "Deployment");
         assert!(
             deployment["spec"].get("replicas").is_none(),
@@ -477,6 +477,7 @@ fn keda_scales_the_deployment_on_the_queue_it_consumes() {
 
 #[test]
 fn the_pods_run_unprivileged_as_the_images_user_with_bounded_resources() {
+    let test = Test::shared_blocking();
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     let uid: u64 = dockerfile
         .split("--uid ")
@@ -485,7 +486,7 @@ fn the_pods_run_unprivileged_as_the_images_user_with_bounded_resources() {
         .and_then(|uid| uid.parse().ok())
         .expect("the Dockerfile creates its user with --uid");
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = render(&test.logs, overlay);
         let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(pod["securityContext"]["runAsUser"], uid);
@@ -507,9 +508,10 @@ fn the_pods_run_unprivileged_as_the_images_user_with_bounded_resources() {
 
 #[test]
 fn the_prometheus_rule_holds_the_projects_alert_rules() {
+    let test = Test::shared_blocking();
     let alerts = yaml_file(ALERTS);
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = render(&test.logs, overlay);
         let rule = one(&objects, "PrometheusRule");
         assert!(
             rule["spec"]["groups"] == alerts["groups"],
@@ -529,15 +531,12 @@ fn the_prometheus_rule_holds_the_projects_alert_rules() {
 // ---------------------------------------------------------------------------------------
 // Scale-in and node drain: SIGTERM to some of several pods
 
-/// One chaos test at a time: they depend on timing, and the machine has two cores.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// What the manifests give each pod (and the binary's default).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `sqs2pg run` as a pod runs it: JSON logs, its own metrics port, the default long poll.
-fn pod(db: &TestDb, queues: &TestQueues, metrics_port: u16) -> LoggedChild {
-    LoggedChild::spawn(&mut pod_command(db, queues, metrics_port))
+fn pod(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, metrics_port: u16) -> Process {
+    Process::spawn(logs, name, &mut pod_command(db, queues, metrics_port))
 }
 
 /// `sqs2pg run` as the Deployment runs it (JSON logs, the manifests' shutdown timeout).
@@ -570,7 +569,7 @@ async fn wait_ready(port: u16, limit: Duration) {
 /// what they released, and every valid event is one row, none twice, nothing left invisible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() {
-    let _turn = TURN.lock().await;
+    let test = Test::alone().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, malformed) =
         sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
@@ -596,7 +595,11 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     assert_eq!(ids.len() - valid.len(), malformed as usize);
 
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut pods: Vec<LoggedChild> = ports.iter().map(|&p| pod(&db, &queues, p)).collect();
+    let mut pods: Vec<Process> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, &port)| pod(&test.logs, &format!("pod-{}", n + 1), &db, &queues, port))
+        .collect();
     let started = Instant::now();
     for &port in &ports {
         wait_ready(port, Duration::from_secs(60)).await;
@@ -609,8 +612,8 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     )
     .await;
     let at_signal = (db.row_count().await, queues.depth().await);
-    for victim in &pods[..2] {
-        victim.signal("TERM");
+    for victim in &mut pods[..2] {
+        victim.signal(Signal::SIGTERM);
     }
     let signalled = Instant::now();
     let mut exits = Vec::new();
@@ -625,17 +628,8 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     }
     let released: u64 = pods[..2]
         .iter()
-        .flat_map(|victim| {
-            victim
-                .stderr()
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|event| {
-                    event["fields"]["message"] == "Released messages received during shutdown."
-                })
-                .filter_map(|event| event["fields"]["count"].as_u64())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|victim| victim.log_events("Released messages received during shutdown."))
+        .filter_map(|event| event["fields"]["count"].as_u64())
         .sum();
 
     // The survivor finishes the queue: every valid row, every poison message recorded.
@@ -654,7 +648,7 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     })
     .await;
     let drained_in = started.elapsed();
-    survivor.signal("TERM");
+    survivor.signal(Signal::SIGTERM);
     let status = survivor.wait_within(SHUTDOWN_TIMEOUT + Duration::from_secs(5));
     assert!(status.success(), "the survivor exited {status}");
 
@@ -692,14 +686,14 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
 /// long poll out: every rollout and scale-in waits on it, pod by pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
-    let _turn = TURN.lock().await;
+    let test = Test::alone().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let port = free_port();
-    let mut idle = pod(&db, &queues, port);
+    let mut idle = pod(&test.logs, "idle-pod", &db, &queues, port);
     wait_ready(port, Duration::from_secs(60)).await;
     // Well into the first long poll of every loop.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    idle.signal("TERM");
+    idle.signal(Signal::SIGTERM);
     let signalled = Instant::now();
     let status = idle.wait_within(Duration::from_secs(25));
     let took = signalled.elapsed();
@@ -717,7 +711,7 @@ async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
 /// measures how long that takes, with a 10 s visibility timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
-    let _turn = TURN.lock().await;
+    let test = Test::alone().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, _) = sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
         count: 3_000,
@@ -728,10 +722,14 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
     queues.send(&bodies).await;
     let visibility = Duration::from_secs(10);
     let port = free_port();
-    let mut victim = LoggedChild::spawn(pod_command(&db, &queues, port).env(
-        "SQS2PG_VISIBILITY_TIMEOUT",
-        visibility.as_secs().to_string(),
-    ));
+    let mut victim = Process::spawn(
+        &test.logs,
+        "victim",
+        pod_command(&db, &queues, port).env(
+            "SQS2PG_VISIBILITY_TIMEOUT",
+            visibility.as_secs().to_string(),
+        ),
+    );
     eventually(Duration::from_secs(60), "the first rows", || async {
         db.row_count().await > 200
     })
@@ -771,12 +769,12 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
         "back within the visibility timeout"
     );
     // Another pod finishes the queue: each event once.
-    let mut survivor = pod(&db, &queues, free_port());
+    let mut survivor = pod(&test.logs, "survivor", &db, &queues, free_port());
     eventually(Duration::from_secs(120), "every event's row", || async {
         db.row_count().await == bodies.len() as i64
     })
     .await;
-    survivor.signal("TERM");
+    survivor.signal(Signal::SIGTERM);
     assert!(survivor.wait_within(SHUTDOWN_TIMEOUT).success());
     assert_eq!(
         db.count("SELECT count(DISTINCT message_id) FROM user_logins")

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -35,14 +35,6 @@ const SECRETS: [&str; 7] = [
     DB_PASSWORD,
     AWS_SECRET,
 ];
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Fails listing every secret found in `haystack` (with some context around the first hit).
 fn assert_no_secrets(place: &str, haystack: &str) {
@@ -208,22 +200,10 @@ fn valid_with_raw_ip(valid: &[String]) -> i64 {
         .count() as i64
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// The value of an unlabelled metric in a Prometheus text page.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Runs `sqs2pg run --drain` at `rust_log` in `format` over valid events and poison holding
 /// the distinctive values, scraping the endpoints while it runs; then checks that no secret
 /// is in its stdout, stderr, endpoints, dead-letter attributes or dead-letter record.
-async fn run_and_check_for_leaks(format: &str, rust_log: &str, fifo: bool) {
+async fn run_and_check_for_leaks(logs: &Logs, format: &str, rust_log: &str, fifo: bool) {
     let queues = async {
         if fifo {
             TestQueues::create_fifo().await
@@ -284,28 +264,27 @@ async fn run_and_check_for_leaks(format: &str, rust_log: &str, fifo: bool) {
     run_env(&mut command, &db, &queues);
     command.env("DATABASE_URL", &database_url);
     let started = Instant::now();
-    let mut child = LoggedChild::spawn(&mut command);
+    let mut child = Process::spawn(logs, "run", &mut command);
 
     // Scrape once everything but the delayed message is processed.
     let mut pages = Vec::new();
     loop {
-        if let Some((200, page)) = get(&format!("{base}/metrics")).await
-            && metric(&page, "sqs2pg_messages_received_total")
+        if let Some((200, page)) = http_get(&format!("{base}/metrics")).await
+            && scraped_value(&page, "sqs2pg_messages_received_total")
                 .is_some_and(|received| received >= bodies.len() as f64)
         {
             pages.push(("/metrics", page));
             break;
         }
         assert!(
-            child.child.try_wait().unwrap().is_none()
-                && started.elapsed() < Duration::from_secs(30),
+            child.exited().is_none() && started.elapsed() < Duration::from_secs(30),
             "sqs2pg exited or took too long before the endpoints were scraped; stderr:\n{}",
             &child.stderr().chars().take(3000).collect::<String>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for path in ["/healthz", "/readyz"] {
-        let (status, page) = get(&format!("{base}{path}")).await.expect(path);
+        let (status, page) = http_get(&format!("{base}{path}")).await.expect(path);
         assert_eq!(status, 200, "{path}: {page}");
         pages.push((path, page));
     }
@@ -437,20 +416,24 @@ async fn set_queue_delay(queues: &TestQueues, seconds: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
-    run_and_check_for_leaks("text", "trace", false).await;
+    let test = Test::shared().await;
+    run_and_check_for_leaks(&test.logs, "text", "trace", false).await;
 }
 
 /// The same traffic on a FIFO pair: dead letters keep their group and carry a
 /// deduplication id; none of it, nor anything logged on the way, holds a raw value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_on_a_fifo_queue() {
-    run_and_check_for_leaks("text", "trace", true).await;
+    let test = Test::shared().await;
+    run_and_check_for_leaks(&test.logs, "text", "trace", true).await;
 }
 
 /// The most specific directives for the SDK's payload-logging modules must not lift the cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_in_json() {
+    let test = Test::shared().await;
     run_and_check_for_leaks(
+        &test.logs,
         "json",
         "trace,aws_smithy_runtime=trace,aws_smithy_runtime::client::orchestrator=trace,aws_smithy_runtime::client::orchestrator::http=trace",
         false,
@@ -460,6 +443,7 @@ async fn nothing_leaks_with_every_crate_logging_at_trace_in_json() {
 
 #[test]
 fn help_never_shows_the_database_password_or_the_key() {
+    let test = Test::shared_blocking();
     let url = format!("postgres://sqs2pg:{DB_PASSWORD}@db.internal:5432/logins");
     for args in [
         &["--help"][..],
@@ -474,7 +458,8 @@ fn help_never_shows_the_database_password_or_the_key() {
         &["dlq", "inspect", "--help"],
         &["dlq", "redrive", "--help"],
     ] {
-        let output = output_within(
+        let output = Process::output(
+            &test.logs,
             sqs2pg_command()
                 .args(args)
                 .env("DATABASE_URL", &url)
@@ -498,12 +483,10 @@ fn help_never_shows_the_database_password_or_the_key() {
     }
 }
 
-/// The binary with only the settings given (nothing inherited from the test's environment).
+/// `sqs2pg run` with only the settings given (nothing inherited from the test's environment).
 fn bare() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sqs2pg"));
+    let mut command = bare_sqs2pg_command();
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_REGION", "us-east-1")
         .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/db")
@@ -512,9 +495,9 @@ fn bare() -> Command {
 }
 
 /// Runs `command`, which must fail within a few seconds; returns its output.
-fn fails_fast(command: &mut Command, what: &str) -> String {
+fn fails_fast(logs: &Logs, command: &mut Command, what: &str) -> String {
     let started = Instant::now();
-    let output = output_within(command, Duration::from_secs(10));
+    let output = Process::output(logs, command, Duration::from_secs(10));
     let text = text(&output);
     assert!(!output.status.success(), "{what} was accepted: {text}");
     assert!(
@@ -528,13 +511,18 @@ fn fails_fast(command: &mut Command, what: &str) -> String {
 
 #[test]
 fn start_up_errors_name_the_setting_and_never_echo_the_key() {
-    let message = fails_fast(&mut bare(), "no key");
+    let test = Test::shared_blocking();
+    let message = fails_fast(&test.logs, &mut bare(), "no key");
     for name in ["SQS2PG_HMAC_KEY", "SQS2PG_HMAC_KEY_FILE"] {
         assert!(message.contains(name), "{name} is named: {message}");
     }
 
     let short = &KEY[..15];
-    let message = fails_fast(bare().env("SQS2PG_HMAC_KEY", short), "a 15-byte key");
+    let message = fails_fast(
+        &test.logs,
+        bare().env("SQS2PG_HMAC_KEY", short),
+        "a 15-byte key",
+    );
     assert!(message.contains("SQS2PG_HMAC_KEY"), "{message}");
     assert!(
         message.contains("16 bytes"),
@@ -547,6 +535,7 @@ fn start_up_errors_name_the_setting_and_never_echo_the_key() {
     let short_file = dir.join("short.key");
     std::fs::write(&short_file, format!("{short}\n")).unwrap();
     let message = fails_fast(
+        &test.logs,
         bare().env("SQS2PG_HMAC_KEY_FILE", &short_file),
         "a file with a 15-byte key",
     );
@@ -556,6 +545,7 @@ fn start_up_errors_name_the_setting_and_never_echo_the_key() {
 
     for path in [dir.join("missing.key"), dir.clone()] {
         let message = fails_fast(
+            &test.logs,
             bare().env("SQS2PG_HMAC_KEY_FILE", &path),
             "an unreadable key file",
         );
@@ -570,6 +560,7 @@ fn start_up_errors_name_the_setting_and_never_echo_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_file_is_used_in_place_of_the_variable() {
+    let test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     queues.send(&[SAMPLE.to_owned()]).await;
     let path = std::env::temp_dir().join(unique("sqs2pg-key"));
@@ -580,8 +571,9 @@ async fn a_key_file_is_used_in_place_of_the_variable() {
         .env_remove("SQS2PG_HMAC_KEY")
         .env("SQS2PG_HMAC_KEY_FILE", &path);
     run_env(&mut command, &db, &queues);
-    let output =
-        tokio::task::block_in_place(|| output_within(&mut command, Duration::from_secs(60)));
+    let output = tokio::task::block_in_place(|| {
+        Process::output(&test.logs, &mut command, Duration::from_secs(60))
+    });
     std::fs::remove_file(&path).unwrap();
     assert!(output.status.success(), "{}", text(&output));
     let digest: String = db
@@ -600,7 +592,9 @@ async fn a_key_file_is_used_in_place_of_the_variable() {
 
 #[test]
 fn database_url_errors_never_echo_the_password() {
+    let test = Test::shared_blocking();
     let message = fails_fast(
+        &test.logs,
         bare().env("SQS2PG_HMAC_KEY", KEY).env(
             "DATABASE_URL",
             format!("postgres://user:{DB_PASSWORD}@host:notaport/db"),
@@ -615,6 +609,7 @@ fn database_url_errors_never_echo_the_password() {
 /// database client's own logs are in) must not hold the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_retried_without_logging_the_password() {
+    let test = Test::shared().await;
     let port = free_port();
     let mut command = sqs2pg_command();
     command
@@ -627,7 +622,7 @@ async fn an_unreachable_database_is_retried_without_logging_the_password() {
         .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
         .env("RUST_LOG", "trace");
     let started = Instant::now();
-    let mut child = LoggedChild::spawn(&mut command);
+    let mut child = Process::spawn(&test.logs, "run", &mut command);
     eventually(Duration::from_secs(20), "a few seconds of retries", || {
         let retries = child
             .stderr()
@@ -637,10 +632,7 @@ async fn an_unreachable_database_is_retried_without_logging_the_password() {
         async move { retries >= 2 && elapsed >= Duration::from_secs(3) }
     })
     .await;
-    assert!(
-        child.child.try_wait().unwrap().is_none(),
-        "still retrying, not given up"
-    );
+    assert!(child.exited().is_none(), "still retrying, not given up");
     child.kill();
     let (stdout, stderr) = (child.stdout(), child.stderr());
     println!(
@@ -702,7 +694,10 @@ fn listeners(pid: u32, port: u16) -> Vec<IpAddr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_listens_on_loopback_by_default() {
-    let help = text(&output_within(
+    // Alone: any `sqs2pg run` of another test without SQS2PG_METRICS_ADDR binds this port.
+    let test = Test::alone().await;
+    let help = text(&Process::output(
+        &test.logs,
         sqs2pg_command().args(["run", "--help"]),
         Duration::from_secs(10),
     ));
@@ -723,17 +718,17 @@ async fn the_metrics_endpoint_listens_on_loopback_by_default() {
         .env_remove("SQS2PG_METRICS_ADDR")
         .env("SQS2PG_WAIT_TIME", "1");
     run_env(&mut command, &db, &queues);
-    let mut child = LoggedChild::spawn(&mut command);
+    let mut child = Process::spawn(&test.logs, "run", &mut command);
     eventually(Duration::from_secs(30), "/healthz on port 9898", || async {
         matches!(
-            get(&format!("http://127.0.0.1:{PORT}/healthz")).await,
+            http_get(&format!("http://127.0.0.1:{PORT}/healthz")).await,
             Some((200, _))
         )
     })
     .await;
-    let bound = listeners(child.child.id(), PORT);
+    let bound = listeners(child.id(), PORT);
     println!("sqs2pg listens on port {PORT} at {bound:?}");
-    child.signal("TERM");
+    child.signal(Signal::SIGTERM);
     let status = tokio::task::block_in_place(|| child.wait_within(Duration::from_secs(30)));
     assert!(status.success(), "{}", child.stderr());
     assert!(!bound.is_empty(), "the listener was found in /proc/net");

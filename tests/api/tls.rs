@@ -2,7 +2,7 @@
 //! certificate, against the system's roots and SQS2PG_DATABASE_CA_FILE.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::helpers::*;
 use std::time::Duration;
@@ -13,17 +13,17 @@ struct Certificates {
 }
 
 impl Certificates {
-    fn generate() -> Self {
+    fn generate(logs: &Logs) -> Self {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(".run")
             .join(unique("certs"));
         std::fs::create_dir_all(&dir).unwrap();
         let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("openssl");
+            let output = Process::output(
+                logs,
+                Command::new("openssl").args(args).current_dir(&dir),
+                Duration::from_secs(60),
+            );
             assert!(
                 output.status.success(),
                 "openssl {args:?}: {}",
@@ -93,18 +93,12 @@ impl Drop for Certificates {
     }
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
-    let certificates = Certificates::generate();
+    let test = Test::shared().await;
+    let certificates = Certificates::generate(&test.logs);
     let postgres = PrivatePostgres::start_tls_only(
+        &test.logs,
         &certificates.path("server.crt"),
         &certificates.path("server.key"),
     );
@@ -117,7 +111,7 @@ async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
         if let Some(ca) = ca {
             command.env("SQS2PG_DATABASE_CA_FILE", ca);
         }
-        output_within(&mut command, Duration::from_secs(120))
+        Process::output(&test.logs, &mut command, Duration::from_secs(120))
     };
 
     // The server refuses plain text, so a success below can only be TLS.
@@ -166,7 +160,7 @@ async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
         .env("DATABASE_URL", &tls_url)
         .env("SQS2PG_DATABASE_CA_FILE", &ca)
         .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url);
-    let output = output_within(&mut command, Duration::from_secs(120));
+    let output = Process::output(&test.logs, &mut command, Duration::from_secs(120));
     assert!(output.status.success(), "{}", text(&output));
     println!(
         "over TLS: {}",
@@ -178,10 +172,11 @@ async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
     );
 
     // Read back with psql (libpq's sslmode=require encrypts without verifying).
-    let count = Command::new("psql")
-        .args([tls_url.as_str(), "-Atc", "SELECT count(*) FROM user_logins"])
-        .output()
-        .unwrap();
+    let count = Process::output(
+        &test.logs,
+        Command::new("psql").args([tls_url.as_str(), "-Atc", "SELECT count(*) FROM user_logins"]),
+        Duration::from_secs(60),
+    );
     assert_eq!(
         String::from_utf8_lossy(&count.stdout).trim(),
         "2",

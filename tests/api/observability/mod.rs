@@ -11,9 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -22,7 +21,6 @@ use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
 use sqs2pg::adapters::sqs::Queue;
-use sqs2pg::domain::dead_letter::attribute;
 use sqs2pg::domain::synthetic::{Recipe, generate};
 use sqs2pg::telemetry::metrics::{Metrics, names};
 
@@ -41,10 +39,6 @@ const DATASOURCE_UID: &str = "prometheus";
 
 // ---------------------------------------------------------------------------------------
 // Files
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
@@ -672,17 +666,14 @@ fn every_alert_is_documented_and_unit_tested_both_firing_and_silent() {
     println!("{} alerts, each tested firing and silent", names_seen.len());
 }
 
-fn promtool(args: &[&str]) -> String {
-    let output = Command::new("promtool")
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run promtool ({error}): install Debian's prometheus package \
-                 (`scripts/services.sh install` does)"
-            )
-        });
+/// `promtool <args>` in the checkout (Debian's prometheus package has it, and
+/// `scripts/services.sh install` installs that).
+fn promtool(logs: &Logs, args: &[&str]) -> String {
+    let output = Process::output(
+        logs,
+        Command::new("promtool").args(args).current_dir(repo()),
+        Duration::from_secs(60),
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -699,14 +690,15 @@ fn promtool(args: &[&str]) -> String {
 
 #[test]
 fn promtool_accepts_the_rules_and_the_config_and_the_rule_unit_tests_pass() {
-    let checked = promtool(&["check", "rules", ALERTS]);
+    let test = Test::shared_blocking();
+    let checked = promtool(&test.logs, &["check", "rules", ALERTS]);
     assert!(
         checked.contains(&format!("SUCCESS: {} rules found", alert_rules().len())),
         "{checked}"
     );
-    let tested = promtool(&["test", "rules", ALERT_TESTS]);
+    let tested = promtool(&test.logs, &["test", "rules", ALERT_TESTS]);
     assert!(tested.contains("SUCCESS"), "{tested}");
-    promtool(&["check", "config", PROMETHEUS_CONFIG]);
+    promtool(&test.logs, &["check", "config", PROMETHEUS_CONFIG]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1127,179 +1119,6 @@ fn declared_target_paths() -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // A real Prometheus scraping a real consumer.
 
-/// A folder under .run/ for one test's files; deleted at the end unless the test failed.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn create(prefix: &str) -> Self {
-        let path = repo().join(".run").join(unique(prefix));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// A child process that is killed when dropped; its output goes to a log file, whose end
-/// is printed if the test fails.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut command: Command, dir: &WorkDir) -> Self {
-        let log = dir.0.join(format!("{name}.log"));
-        let file = File::create(&log).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        Self { name, child, log }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "{} exited early ({status}); its log ends with:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM {}", self.child.id());
-    }
-
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {limit:?}; its log ends with:\n{}",
-                self.name,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} log ({}) ---\n{}",
-                self.name,
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-    }
-}
-
-/// The HTTP API of a Prometheus server.
-struct PrometheusApi {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl PrometheusApi {
-    fn new(port: u16) -> Self {
-        Self {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// `data` of a successful API answer, or what went wrong.
-    async fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
-        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)
-            .map_err(|error| error.to_string())?;
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|error| error.to_string())?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|error| format!("HTTP {status}: {error}"))?;
-        if body["status"] == "success" {
-            Ok(body["data"].clone())
-        } else {
-            Err(format!(
-                "HTTP {status}: {} {}",
-                body["errorType"], body["error"]
-            ))
-        }
-    }
-
-    async fn query(&self, expr: &str) -> Result<Value, String> {
-        self.get("/api/v1/query", &[("query", expr)]).await
-    }
-
-    /// The value of a query that returns one series, if it does.
-    async fn value(&self, expr: &str) -> Option<f64> {
-        let data = self.query(expr).await.ok()?;
-        match data["result"].as_array()?.as_slice() {
-            [one] => one["value"][1].as_str()?.parse().ok(),
-            _ => None,
-        }
-    }
-
-    async fn ready(&self) -> bool {
-        self.client
-            .get(format!("{}/-/ready", self.base))
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success())
-    }
-}
-
-/// How many series (or values) a query answered.
-fn series_count(data: &Value) -> usize {
-    match data["resultType"].as_str() {
-        Some("vector" | "matrix") => data["result"].as_array().map_or(0, Vec::len),
-        Some("scalar" | "string") => 1,
-        _ => 0,
-    }
-}
-
 /// What Prometheus has scraped from the consumer.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Scraped {
@@ -1349,6 +1168,7 @@ const EVENTS: u64 = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_alert_query() {
+    let test = Test::shared().await;
     let started = Instant::now();
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let (bodies, malformed) = generate(Recipe {
@@ -1361,12 +1181,11 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
     let valid = EVENTS - malformed;
     queues.send(&bodies).await;
 
-    let work = WorkDir::create("observability");
     let metrics_port = free_port();
     let prometheus_port = std::iter::repeat_with(free_port)
         .find(|port| *port != metrics_port)
         .unwrap();
-    let config = work.0.join("prometheus.yml");
+    let config = test.logs.file("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -1380,14 +1199,17 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
     let mut command = Command::new("prometheus");
     command.args([
         format!("--config.file={}", config.display()),
-        format!("--storage.tsdb.path={}", work.0.join("data").display()),
+        format!(
+            "--storage.tsdb.path={}",
+            test.logs.file("prometheus-data").display()
+        ),
         format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
     ]);
-    let mut prometheus = Process::spawn("prometheus", command, &work);
+    let mut prometheus = Process::spawn(&test.logs, "prometheus", &mut command);
     let api = PrometheusApi::new(prometheus_port);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !api.ready().await {
-        prometheus.assert_running();
+        prometheus.assert_running("its start");
         assert!(Instant::now() < deadline, "Prometheus did not become ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1407,14 +1229,14 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
         "20",
     ]);
     let consumer_started = Instant::now();
-    let mut consumer = Process::spawn("sqs2pg", command, &work);
+    let mut consumer = Process::spawn(&test.logs, "sqs2pg", &mut command);
 
     // Until Prometheus has scraped the final figures: every row, every dead letter, and
     // the queue-depth gauges (polled every 15 s by the service) showing both queues settled.
     let deadline = Instant::now() + Duration::from_secs(90);
     let scraped = loop {
-        consumer.assert_running();
-        prometheus.assert_running();
+        consumer.assert_running("the drain");
+        prometheus.assert_running("the drain");
         let rows = db.row_count().await as u64;
         let source = queues.source_total().await;
         let dead_letters = queues
@@ -1552,15 +1374,23 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
         .collect();
     // SIGTERM: a clean exit, whose own summary agrees with what Prometheus scraped.
     let stopping = Instant::now();
-    consumer.terminate();
-    let status = consumer.wait_exit(Duration::from_secs(45)).await;
+    consumer.signal(Signal::SIGTERM);
+    let status = consumer
+        .exit_within(Duration::from_secs(45))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "sqs2pg did not exit within 45 s of SIGTERM; its stderr ends with:\n{}",
+                consumer.stderr_tail(40)
+            )
+        });
     let shutdown = stopping.elapsed();
     assert!(
         status.success(),
-        "sqs2pg exited with {status} after SIGTERM; its log ends with:\n{}",
-        consumer.log_tail()
+        "sqs2pg exited with {status} after SIGTERM; its stderr ends with:\n{}",
+        consumer.stderr_tail(40)
     );
-    let log = std::fs::read_to_string(&consumer.log).unwrap();
+    let log = format!("{}{}", consumer.stdout(), consumer.stderr());
     for figure in [
         format!("rows inserted: {inserted},"),
         format!("dead-lettered: {dead_lettered},"),
@@ -1569,14 +1399,14 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
         assert!(
             log.contains(&figure),
             "the exit summary does not say {figure:?}:\n{}",
-            consumer.log_tail()
+            consumer.stderr_tail(40)
         );
     }
 
     // Prometheus notices: `up` drops to 0 and SQS2PGConsumerDown goes pending.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        prometheus.assert_running();
+        prometheus.assert_running("the consumer's exit");
         let down = api.value(&format!("up{{job=\"{JOB}\"}}")).await == Some(0.0);
         let alerts = api.get("/api/v1/alerts", &[]).await.expect("alerts API");
         let pending = alerts["alerts"]
@@ -1658,7 +1488,7 @@ fn the_image_is_built_once_ships_a_stripped_binary_and_checks_its_own_readiness(
     // Longer than the check's own 2 s timeout, so a hung instance fails as "not ready".
     assert!(options.contains("--timeout=5s"), "{options}");
     assert!(
-        sqs2pg::cli::healthcheck::HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
+        HEALTHCHECK_TIMEOUT < Duration::from_secs(5),
         "the check's own timeout must undercut Docker's"
     );
     // `healthcheck` finds the server where the image makes it listen.

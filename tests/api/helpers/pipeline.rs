@@ -1,0 +1,56 @@
+//! An in-process consumer: the real pipeline on the real queue (or a fault-injecting
+//! wrapper of it) and the real database, in the test's own process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqs2pg::adapters::postgres::PostgresSink;
+use sqs2pg::adapters::sqs::Queue;
+use sqs2pg::domain::event::Masker;
+use sqs2pg::retry::RetryPolicy;
+use sqs2pg::telemetry::http::Readiness;
+use sqs2pg::telemetry::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+
+use super::{HMAC_KEY, Pipeline, Settings, Summary, TestDb, TestQueues};
+
+/// Settings for an in-process consumer that drains `queues`.
+pub fn drain_settings(queues: &TestQueues) -> Settings {
+    Settings {
+        wait_time: Duration::from_secs(1),
+        drain: true,
+        retry: RetryPolicy {
+            initial_interval: Duration::from_millis(50),
+            max_interval: Duration::from_millis(500),
+            max_elapsed: None,
+        },
+        ..Settings::new(queues.name.clone())
+    }
+}
+
+/// An in-process consumer over any queue (the real one, or a fault-injecting wrapper).
+pub fn consumer<Q: Queue>(
+    queue: Q,
+    db: &TestDb,
+    settings: Settings,
+) -> Arc<Pipeline<Q, PostgresSink>> {
+    Arc::new(Pipeline::new(
+        Arc::new(queue),
+        db.sink(settings.writers),
+        Masker::new(HMAC_KEY.as_bytes()),
+        Arc::new(Metrics::new()),
+        Arc::new(Readiness::default()),
+        settings,
+    ))
+}
+
+/// Drains with an in-process consumer; fails the test if it takes longer than `limit`.
+pub async fn drain<Q: Queue>(
+    consumer: &Arc<Pipeline<Q, PostgresSink>>,
+    limit: Duration,
+) -> Summary {
+    tokio::time::timeout(limit, consumer.run(CancellationToken::new()))
+        .await
+        .expect("the drain finished in time")
+        .expect("the consumer ran")
+}

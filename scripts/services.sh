@@ -52,7 +52,6 @@ install() {
   command -v psql >/dev/null || missing+=(postgresql-client-15)
   { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
   command -v curl >/dev/null || missing+=(curl)
-  command -v openssl >/dev/null || missing+=(openssl) # the TLS test mints certificates
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"

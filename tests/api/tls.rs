@@ -3,93 +3,51 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use crate::helpers::*;
 use std::time::Duration;
 
-/// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost.
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+use crate::helpers::*;
+
+/// A throwaway CA, and a server certificate it signed for 127.0.0.1 and localhost, as PEM
+/// files in the test's folder.
 struct Certificates {
-    dir: PathBuf,
+    ca: PathBuf,
+    server_certificate: PathBuf,
+    server_key: PathBuf,
 }
 
 impl Certificates {
     fn generate(logs: &Logs) -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".run")
-            .join(unique("certs"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let output = Process::output(
-                logs,
-                Command::new("openssl").args(args).current_dir(&dir),
-                Duration::from_secs(60),
-            );
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "sqs2pg test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let ca_certificate = ca.self_signed(&ca_key).expect("the CA's certificate");
+        let issuer = Issuer::new(ca, ca_key);
+
+        let mut server = CertificateParams::new(["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("an IP address and a DNS name");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server_key = KeyPair::generate().expect("a server key");
+        let server_certificate = server
+            .signed_by(&server_key, &issuer)
+            .expect("the server's certificate, signed by the CA");
+
+        let write = |name: &str, pem: String| {
+            let path = logs.file(name);
+            std::fs::write(&path, pem).unwrap();
+            path
         };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=sqs2pg test CA",
-            "-days",
-            "1",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        std::fs::write(
-            dir.join("san.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-        ]);
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Certificates {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        Self {
+            ca: write("ca.crt", ca_certificate.pem()),
+            server_certificate: write("server.crt", server_certificate.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+        }
     }
 }
 
@@ -99,12 +57,12 @@ async fn sslmode_require_ingests_over_tls_with_a_verified_certificate() {
     let certificates = Certificates::generate(&test.logs);
     let postgres = PrivatePostgres::start_tls_only(
         &test.logs,
-        &certificates.path("server.crt"),
-        &certificates.path("server.key"),
+        &certificates.server_certificate,
+        &certificates.server_key,
     );
     let plain_url = postgres.admin_url();
     let tls_url = format!("{plain_url}?sslmode=require");
-    let ca = certificates.path("ca.crt");
+    let ca = certificates.ca.clone();
     let migrate = |url: &str, ca: Option<&Path>| {
         let mut command = sqs2pg_command();
         command.arg("migrate").env("DATABASE_URL", url);

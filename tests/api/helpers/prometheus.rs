@@ -105,6 +105,63 @@ fn quoted(text: &str) -> Option<(String, &str)> {
     None
 }
 
+/// The parser reads the service's own page as its registry holds it: every counter and
+/// gauge of a fresh `Metrics` with its labels and value, and each histogram's count.
+#[test]
+fn a_scraped_page_reads_as_the_registry_holds_it() {
+    use prometheus::proto::MetricType;
+    let metrics = Metrics::new();
+    let samples = scraped_samples(&metrics.render());
+    let mut checked = 0;
+    for family in metrics.registry().gather() {
+        for metric in family.get_metric() {
+            let labels: BTreeMap<String, String> = metric
+                .get_label()
+                .iter()
+                .map(|pair| (pair.name().to_owned(), pair.value().to_owned()))
+                .collect();
+            let (name, value) = match family.get_field_type() {
+                MetricType::COUNTER => (family.name().to_owned(), metric.get_counter().value()),
+                MetricType::GAUGE => (family.name().to_owned(), metric.get_gauge().value()),
+                MetricType::HISTOGRAM => (
+                    format!("{}_count", family.name()),
+                    metric.get_histogram().get_sample_count() as f64,
+                ),
+                other => panic!("{}: {other:?}", family.name()),
+            };
+            assert!(
+                samples.iter().any(|sample| sample.name == name
+                    && sample.labels == labels
+                    && sample.value == value),
+                "{name} {labels:?} = {value} is not read from the page"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked} series");
+    assert_eq!(scraped_value(&metrics.render(), "sqs2pg_ready"), Some(0.0));
+}
+
+#[test]
+fn label_values_are_unescaped_and_a_labelled_sample_is_not_an_unlabelled_one() {
+    let page = "# HELP x a metric\n# TYPE x gauge\n\
+                x{a=\"q\\\"uote\",b=\"back\\\\slash\",c=\"new\\nline\"} 1.5\n\
+                y_bucket{le=\"+Inf\"} 3\n";
+    let samples = scraped_samples(page);
+    assert_eq!(samples.len(), 2, "{samples:?}");
+    assert_eq!(
+        samples[0].labels,
+        BTreeMap::from([
+            ("a".to_owned(), "q\"uote".to_owned()),
+            ("b".to_owned(), "back\\slash".to_owned()),
+            ("c".to_owned(), "new\nline".to_owned()),
+        ])
+    );
+    assert_eq!(samples[0].value, 1.5);
+    assert_eq!(scraped_value(page, "x"), None, "x has labels");
+    assert_eq!(samples[1].labels["le"], "+Inf");
+}
+
 /// The HTTP API of a Prometheus server.
 pub struct PrometheusApi {
     client: reqwest::Client,

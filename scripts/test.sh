@@ -74,4 +74,8 @@ if [ "$fuzz_seconds" != 0 ]; then
 fi
 
 step "cargo test (unit, property and integration tests against the real services)"
-cargo test --locked --no-fail-fast -- --nocapture 2>&1 | tee .run/test.log
+if ! cargo test --locked --no-fail-fast -- --nocapture 2>&1 | tee .run/test.log; then
+  echo "tests failed: the logs of each failed integration test are kept in" \
+    "${CARGO_TARGET_DIR:-target}/test-logs/<test name>/ (see .run/test.log)" >&2
+  exit 1
+fi

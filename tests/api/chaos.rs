@@ -805,10 +805,7 @@ async fn lost_deletes_bring_messages_back_and_nothing_is_doubled() {
         lose_every_nth_delete: 3,
         ..Faults::default()
     });
-    let queue = FaultyQueue {
-        inner: queues.sqs_queue(),
-        faults: Arc::clone(&faults),
-    };
+    let queue = queues.faulty(&faults);
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(3);
 
@@ -892,10 +889,7 @@ async fn a_dead_letter_send_retried_past_the_visibility_timeout_is_not_sent_twic
         dead_letter_stall: Duration::from_secs(3),
         ..Faults::default()
     });
-    let queue = FaultyQueue {
-        inner: queues.sqs_queue(),
-        faults,
-    };
+    let queue = queues.faulty(&faults);
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(1);
     settings.receivers_max = 2;

@@ -190,10 +190,7 @@ async fn a_message_redelivered_after_its_visibility_expired_gives_one_row() {
         freeze_visibility: true.into(),
         ..Faults::default()
     });
-    let queue = FaultyQueue {
-        inner: queues.sqs_queue(),
-        faults,
-    };
+    let queue = queues.faulty(&faults);
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(1);
     settings.receivers_max = 2;
@@ -224,10 +221,7 @@ async fn a_lost_delete_brings_the_message_back_and_it_is_skipped_as_a_duplicate(
         lose_deletes: 1.into(),
         ..Faults::default()
     });
-    let queue = FaultyQueue {
-        inner: queues.sqs_queue(),
-        faults: Arc::clone(&faults),
-    };
+    let queue = queues.faulty(&faults);
     let mut settings = drain_settings(&queues);
     settings.visibility_timeout = Duration::from_secs(1);
     let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;
@@ -264,10 +258,7 @@ async fn with_postgres_down_nothing_is_deleted_and_rows_appear_once_it_is_back()
     settings.visibility_timeout = Duration::from_secs(4);
     // No faults: the wrapper only counts the delete calls the consumer makes.
     let faults = Arc::new(Faults::default());
-    let queue = FaultyQueue {
-        inner: queues.sqs_queue(),
-        faults: Arc::clone(&faults),
-    };
+    let queue = queues.faulty(&faults);
     let consumer = consumer(queue, &db, settings);
     let running = tokio::spawn({
         let consumer = Arc::clone(&consumer);
@@ -381,10 +372,7 @@ async fn a_drain_is_not_fooled_by_one_empty_reading() {
         falsely_empty_depths: 1.into(),
         ..Faults::default()
     });
-    let queue = FaultyQueue {
-        inner: queues.sqs_queue(),
-        faults: Arc::clone(&faults),
-    };
+    let queue = queues.faulty(&faults);
     let mut settings = drain_settings(&queues);
     settings.receivers_max = 1;
     let summary = drain(&consumer(queue, &db, settings), Duration::from_secs(60)).await;

@@ -10,6 +10,8 @@ use sqs2pg::adapters::sqs::{
 use sqs2pg::domain::dead_letter::DeadLetter;
 use sqs2pg::retry::ErrorClass;
 
+use super::TestQueues;
+
 /// Faults to inject in front of the real queue. Counters count down as faults fire.
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -44,6 +46,16 @@ pub struct Faults {
 pub struct FaultyQueue {
     pub inner: SqsQueue,
     pub faults: Arc<Faults>,
+}
+
+impl TestQueues {
+    /// The real source queue behind `faults`.
+    pub fn faulty(&self, faults: &Arc<Faults>) -> FaultyQueue {
+        FaultyQueue {
+            inner: self.sqs_queue(),
+            faults: Arc::clone(faults),
+        }
+    }
 }
 
 fn take_one(counter: &std::sync::atomic::AtomicUsize) -> bool {

@@ -6,6 +6,11 @@
 //! other test takes it shared, so those run beside each other, and never beside one that
 //! runs alone. The lock is fair: once a test waits to run alone, later tests queue behind
 //! it.
+//!
+//! At its end each test prints how long it waited for its turn and how long it ran (what
+//! libtest's own timing cannot tell apart).
+
+use std::time::{Duration, Instant};
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -17,27 +22,34 @@ static TURN: RwLock<()> = RwLock::const_new(());
 pub struct Test {
     /// Where its processes write; kept if the test fails.
     pub logs: Logs,
+    name: String,
+    waited: Duration,
+    started: Instant,
     _shared: Option<RwLockReadGuard<'static, ()>>,
-    _alone: Option<RwLockWriteGuard<'static, ()>>,
+    alone: Option<RwLockWriteGuard<'static, ()>>,
 }
 
 impl Test {
     /// A test that may run beside other shared ones.
     pub async fn shared() -> Self {
-        Self::with(Some(TURN.read().await), None)
+        let asked = Instant::now();
+        Self::with(asked, Some(TURN.read().await), None)
     }
 
     /// A heavy or timing-sensitive test: nothing else runs meanwhile.
     pub async fn alone() -> Self {
-        Self::with(None, Some(TURN.write().await))
+        let asked = Instant::now();
+        Self::with(asked, None, Some(TURN.write().await))
     }
 
     /// [`Test::shared`] for a test without an async runtime.
     pub fn shared_blocking() -> Self {
-        Self::with(Some(TURN.blocking_read()), None)
+        let asked = Instant::now();
+        Self::with(asked, Some(TURN.blocking_read()), None)
     }
 
     fn with(
+        asked: Instant,
         shared: Option<RwLockReadGuard<'static, ()>>,
         alone: Option<RwLockWriteGuard<'static, ()>>,
     ) -> Self {
@@ -49,8 +61,27 @@ impl Test {
             .unwrap_or_else(|| super::unique("unnamed-test"));
         Self {
             logs: Logs::for_test(&name),
+            name,
+            waited: asked.elapsed(),
+            started: Instant::now(),
             _shared: shared,
-            _alone: alone,
+            alone,
         }
+    }
+}
+
+impl Drop for Test {
+    fn drop(&mut self) {
+        eprintln!(
+            "{}: ran {:.1?} ({}), after {:.1?} waiting for its turn",
+            self.name,
+            self.started.elapsed(),
+            if self.alone.is_some() {
+                "alone"
+            } else {
+                "shared"
+            },
+            self.waited
+        );
     }
 }

@@ -733,7 +733,7 @@ async fn hostile_corpus_ends_once_and_normal_traffic_flows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffic_still_flows() {
-    let _test = Test::shared().await;
+    let _test = Test::alone().await; // heavy: megabyte bodies, nesting 100,000 deep
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Bare).await;
 }
@@ -743,7 +743,7 @@ async fn every_hostile_body_ends_as_one_row_or_one_dead_letter_and_normal_traffi
 /// Cases near the size limit are sized by the notification, so their event is shorter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_in_an_sns_notification_ends_as_the_bare_body_does() {
-    let _test = Test::shared().await;
+    let _test = Test::alone().await; // heavy: megabyte bodies, nesting 100,000 deep
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Sns).await;
 }
@@ -752,7 +752,7 @@ async fn every_hostile_body_in_an_sns_notification_ends_as_the_bare_body_does() 
 /// group): the same outcomes, and no group is left stuck behind its poison.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_on_a_fifo_queue_ends_as_on_a_standard_one() {
-    let _test = Test::shared().await;
+    let _test = Test::alone().await; // heavy: megabyte bodies, nesting 100,000 deep
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Bare).await;
 }
@@ -760,7 +760,7 @@ async fn every_hostile_body_on_a_fifo_queue_ends_as_on_a_standard_one() {
 /// Both at once: SNS notifications on a FIFO pair (an SNS FIFO topic feeds a FIFO queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_body_in_an_sns_notification_on_a_fifo_queue_ends_as_the_bare_body_does() {
-    let _test = Test::shared().await;
+    let _test = Test::alone().await; // heavy: megabyte bodies, nesting 100,000 deep
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
     hostile_corpus_ends_once_and_normal_traffic_flows(db, queues, Wrapping::Sns).await;
 }

@@ -416,7 +416,7 @@ async fn set_queue_delay(queues: &TestQueues, seconds: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
-    let test = Test::shared().await;
+    let test = Test::alone().await; // heavy: every crate logging at TRACE
     run_and_check_for_leaks(&test.logs, "text", "trace", false).await;
 }
 
@@ -424,14 +424,14 @@ async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
 /// deduplication id; none of it, nor anything logged on the way, holds a raw value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_on_a_fifo_queue() {
-    let test = Test::shared().await;
+    let test = Test::alone().await; // heavy: every crate logging at TRACE
     run_and_check_for_leaks(&test.logs, "text", "trace", true).await;
 }
 
 /// The most specific directives for the SDK's payload-logging modules must not lift the cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_in_json() {
-    let test = Test::shared().await;
+    let test = Test::alone().await; // heavy: every crate logging at TRACE
     run_and_check_for_leaks(
         &test.logs,
         "json",

@@ -1,10 +1,10 @@
 //! The start of every test: its turn and its logs.
 //!
-//! The whole suite runs in one process, on libtest's threads. Heavy and timing-sensitive
-//! tests (the chaos tests, the scale-in tests) take the turn alone: beside a heavy neighbour
-//! on a machine of two cores, a heartbeat or a kill window can slip and a test flake. Every
-//! other test takes it shared, so those run beside each other, and never beside one that
-//! runs alone. The lock is fair: once a test waits to run alone, later tests queue behind
+//! The whole suite runs in one process, on libtest's threads. Timing-sensitive tests (the
+//! chaos tests, the scale-in tests) and heavy ones (the hostile corpus, the leak checks at
+//! TRACE) take the turn alone: beside a heavy neighbour on a machine of two cores, a
+//! heartbeat, a kill window or a deadline can slip and a test flake. Every other test takes
+//! it shared, so those run beside each other, and never beside one that runs alone. The lock is fair: once a test waits to run alone, later tests queue behind
 //! it.
 //!
 //! At its end each test prints how long it waited for its turn and how long it ran (what

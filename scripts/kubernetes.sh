@@ -14,7 +14,7 @@
 # server's strict field validation would have it). The Prometheus operator's PodMonitor and
 # PrometheusRule against its CRDs when SQS2PG_PROMETHEUS_OPERATOR_CRDS names a folder of
 # them (monitoring.coreos.com_*.yaml); otherwise they are only checked by
-# tests/kubernetes.rs (the rules equal dashboards/prometheus/alerts.yml, the scrape matches
+# tests/api/kubernetes.rs (the rules equal dashboards/prometheus/alerts.yml, the scrape matches
 # the pods). Each run also proves the validators strict: a `bogusField` slipped into a
 # container and into the ScaledObject must each be refused.
 set -euo pipefail
@@ -65,7 +65,7 @@ rule = {
     "spec": {"groups": groups},
 }
 print("# GENERATED from dashboards/prometheus/alerts.yml by `scripts/kubernetes.sh prometheusrule`:")
-print("# edit alerts.yml, then run that. tests/kubernetes.rs checks the two agree.")
+print("# edit alerts.yml, then run that. tests/api/kubernetes.rs checks the two agree.")
 print(yaml.safe_dump(rule, sort_keys=False, width=100, allow_unicode=True), end="")
 PY
 }
@@ -179,7 +179,7 @@ validate() {
   if [ -n "${SQS2PG_PROMETHEUS_OPERATOR_CRDS:-}" ]; then
     validate_custom "$SQS2PG_PROMETHEUS_OPERATOR_CRDS" "${rendered[@]}"
   else
-    log "PodMonitor, PrometheusRule: no schema check (set SQS2PG_PROMETHEUS_OPERATOR_CRDS); tests/kubernetes.rs checks their content"
+    log "PodMonitor, PrometheusRule: no schema check (set SQS2PG_PROMETHEUS_OPERATOR_CRDS); tests/api/kubernetes.rs checks their content"
   fi
 
   # The checks must be able to fail: a misspelled field in a container, and in KEDA's spec.

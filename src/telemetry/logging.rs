@@ -19,7 +19,7 @@ const DEFAULT_LOG_FILTER: &str =
 /// TRACE the SDK's orchestrator (and its `::http` module) logs whole HTTP responses and
 /// deserialized outputs, and a ReceiveMessage response holds the raw events: ips and device
 /// ids that masking exists to keep out of logs. Nothing else logged a raw ip or device id at
-/// TRACE (tests/secrets.rs checks), so the cap is this narrow.
+/// TRACE (tests/api/secrets.rs checks), so the cap is this narrow.
 pub const PAYLOAD_LOG_CAPS: &[(&str, tracing::Level)] = &[(
     "aws_smithy_runtime::client::orchestrator",
     tracing::Level::DEBUG,

@@ -74,35 +74,51 @@ def drain_phase(name, run, note):
                  run["messages"], note, sqs2pg_connections(run))
 
 
+def fastest(rounds, rate):
+    return max(rounds, key=rate) if rounds else None
+
+
 def sweep_point(point):
-    """One delay of the sweep: sqs2pg's drain and the peer's, side by side."""
-    ours = point["sqs2pg"]
+    """One delay of the sweep: the fastest round of sqs2pg's drain and of the peer's."""
+    best = fastest(point["sqs2pg"], lambda r: r["run"]["summary"]["busy_messages_per_second"])
+    ours = best["run"]
     n = ours["messages"]
     entry = {
         "delay_ms": point["delay_ms"],
         "messages": n,
+        "rounds": len(point["sqs2pg"]),
         "sqs2pg": {
             "messages_per_second": ours["summary"]["busy_messages_per_second"],
+            "every_round_messages_per_second": [
+                r["run"]["summary"]["busy_messages_per_second"] for r in point["sqs2pg"]],
             "whole_run_messages_per_second": ours["summary"]["messages_per_second"],
             "cpu_us_per_message": per_message_us(ours["rusage"]["cpu_seconds"], n),
             "peak_rss_mib": ours["rusage"]["peak_rss_kib"] / MIB,
-            "database_connections": sqs2pg_connections(ours),
-            "sqs_requests": requests(point["proxy"]),
-            "sqs_requests_by_action": point["proxy"]["requests_by_action"],
-            "peak_sqs_connections": point["proxy"]["peak_open_connections"],
+            "database_connections": max(sqs2pg_connections(r["run"]) for r in point["sqs2pg"]),
+            "sqs_requests": requests(best["proxy"]),
+            "sqs_requests_by_action": best["proxy"]["requests_by_action"],
+            "peak_sqs_connections": best["proxy"]["peak_open_connections"],
             "summary": ours["summary"],
         },
         "peer": None,
-        "rows": point["rows"],
+        "rows": {"sqs2pg": sorted({r["rows"] for r in point["sqs2pg"]}),
+                 "peer": sorted({r["rows"] for r in point["peer"]})},
     }
-    if point["peer"] is not None:
-        run, proxy = point["peer"]["run"], point["peer"]["proxy"]
+    entry["rows"]["same"] = (len(entry["rows"]["sqs2pg"]) == 1
+                             and entry["rows"]["peer"] in ([], entry["rows"]["sqs2pg"]))
+    peer_best = fastest(point["peer"], lambda r: r["run"]["result"]["busy_messages_per_second"])
+    if peer_best is not None:
+        run, proxy = peer_best["run"], peer_best["proxy"]
         result = run["result"]
         entry["peer"] = {
             "messages_per_second": result["busy_messages_per_second"],
+            "every_round_messages_per_second": [
+                r["run"]["result"]["busy_messages_per_second"] for r in point["peer"]],
             "cpu_us_per_message": per_message_us(run["rusage"]["cpu_seconds"], result["handled"]),
             "peak_rss_mib": run["rusage"]["peak_rss_kib"] / MIB,
-            "database_connections": run["connections"]["peak_by_application"].get("sqs-consumer-peer", 0),
+            "database_connections": max(
+                r["run"]["connections"]["peak_by_application"].get("sqs-consumer-peer", 0)
+                for r in point["peer"]),
             "sqs_requests": requests(proxy),
             "sqs_requests_by_action": proxy["requests_by_action"],
             "peak_sqs_connections": proxy["peak_open_connections"],
@@ -180,7 +196,8 @@ def main():
 
     # Database connections: the peak of every sqs2pg run, whatever its receive concurrency.
     connection_runs = {"drain": drain, "drain_small": small, "drain_big": big, "steady": latency}
-    connection_runs |= {f"sweep_{d}": points[d]["sqs2pg"] for d in delays}
+    connection_runs |= {f"sweep_{d}_{i + 1}": r["run"]
+                        for d in delays for i, r in enumerate(points[d]["sqs2pg"])}
     connections = {name: sqs2pg_connections(r) for name, r in connection_runs.items()}
     peak_connections = max(connections.values())
 
@@ -203,7 +220,8 @@ def main():
         "drain_n_over_10": small["rusage"]["peak_rss_kib"] / MIB,
         "drain_200kb_bodies": big["rusage"]["peak_rss_kib"] / MIB,
         "steady": latency["rusage"]["peak_rss_kib"] / MIB,
-    } | {f"sweep_{d}": by_delay[d]["sqs2pg"]["peak_rss_mib"] for d in delays}
+    } | {f"sweep_{d}_{i + 1}": r["run"]["rusage"]["peak_rss_kib"] / MIB
+         for d in delays for i, r in enumerate(points[d]["sqs2pg"])}
     peak_rss = max(rss.values())
 
     # (name, value, threshold, "min" if the value must reach it, "max" if it must not pass it)
@@ -239,28 +257,31 @@ def main():
         checks.append({"check": name, "ok": bool(ok), "detail": detail})
 
     drains = [("(b) N", drain), ("(b) N/10", small), ("(b) 200 KB bodies", big)]
-    drains += [(f"sweep {d} ms: sqs2pg", points[d]["sqs2pg"]) for d in delays]
+    drains += [(f"sweep {d} ms, round {i + 1}: sqs2pg", r["run"])
+               for d in delays for i, r in enumerate(points[d]["sqs2pg"])]
     for label, d in drains:
         check(f"{label}: one row per valid message",
               d["row_check"],
               f"{d['rows']} rows, {d['distinct_message_ids']} distinct ids, {d['valid']} valid; "
               f"{d['dead_letters']} dead letters, {d['malformed']} malformed")
+    valid = drain["valid"]
     for d in delays:
         point = points[d]
-        valid = point["sqs2pg"]["valid"]
-        deletes = requests(point["proxy"], "DeleteMessageBatch")
-        check(f"sweep {d} ms: sqs2pg's calls went through the delay line",
-              deletes * 10 >= valid and point["proxy"]["unframed_connections"] == 0,
-              f"{deletes} DeleteMessageBatch calls counted for {valid} rows")
-        if point["peer"] is not None:
-            peer_proxy = point["peer"]["proxy"]
-            deletes = requests(peer_proxy, "DeleteMessageBatch")
-            check(f"sweep {d} ms: the peer's calls went through the delay line",
-                  deletes * 10 >= valid and peer_proxy["unframed_connections"] == 0,
+        rounds = [("sqs2pg", r) for r in point["sqs2pg"]] + [("the peer", r) for r in point["peer"]]
+        for who, r in rounds:
+            deletes = requests(r["proxy"], "DeleteMessageBatch")
+            if who == "the peer":
+                rows_ok = r["run"]["result"]["rows_stored"] >= valid
+                check(f"sweep {d} ms: the peer stored every valid message",
+                      rows_ok, f"{r['run']['result']['rows_stored']} rows stored of {valid} valid")
+            check(f"sweep {d} ms: {who}'s calls went through the delay line",
+                  deletes * 10 >= valid and r["proxy"]["unframed_connections"] == 0,
                   f"{deletes} DeleteMessageBatch calls counted for {valid} rows")
-            check(f"sweep {d} ms: the peer's rows equal sqs2pg's (count, digest)",
-                  point["rows"]["same"],
-                  f"peer {point['rows']['peer']}, sqs2pg {point['rows']['sqs2pg']}")
+        if point["peer"]:
+            entry = by_delay[d]
+            check(f"sweep {d} ms: the peer's rows equal sqs2pg's (count, digest), every round",
+                  entry["rows"]["same"],
+                  f"peer {', '.join(entry['rows']['peer'])}; sqs2pg {', '.join(entry['rows']['sqs2pg'])}")
     qr = queue["result"]
     check("(a) every message deleted once", qr["deleted"] == n and qr["distinct_messages"] == n,
           f"{qr['deleted']} deleted, {qr['distinct_messages']} distinct, of {n}")
@@ -366,7 +387,8 @@ def main():
     print(f"{'transform, pure core':26}{fmt(transform['messages_per_second'], '{:,.0f}'):>11}"
           f"   ({fmt(transform['us_per_message'], '{:.2f}')} µs/message on one core, no I/O)")
     print()
-    print("latency sweep: every SQS reply delayed, N messages drained; messages/s while busy")
+    print(f"latency sweep: every SQS reply delayed, N messages drained; messages/s while busy, "
+          f"the fastest of {sweep[0]['rounds']} round(s) each")
     print(f"{'delay':>7}{'sqs2pg':>9}{'of 0 ms':>9}{'peer':>8}{'sqs2pg/peer':>13}"
           f"{'CPU µs/msg':>13}{'SQS calls':>14}{'DB conns':>10}  rows equal")
     print(f"{'':7}{'':9}{'':9}{'':8}{'':13}{'ours/peer':>13}{'ours/peer':>14}{'ours/peer':>10}")
@@ -379,7 +401,7 @@ def main():
               f"{fmt(ours['cpu_us_per_message'], '{:.0f}') + '/' + fmt(peer.get('cpu_us_per_message'), '{:.0f}'):>13}"
               f"{str(ours['sqs_requests']) + '/' + fmt(peer.get('sqs_requests'), '{}'):>14}"
               f"{str(ours['database_connections']) + '/' + fmt(peer.get('database_connections'), '{}'):>10}"
-              f"  {'-' if e['rows'] is None else ('yes' if e['rows']['same'] else 'NO')}")
+              f"  {'-' if e['peer'] is None else ('yes' if e['rows']['same'] else 'NO')}")
     print()
     producer = latency["producer"]
     print(f"steady load at {producer['messages_per_second']:.1f} messages/s achieved "

@@ -15,7 +15,8 @@
 #                      of the same rows into an identical table (benches/sink_ceiling.rs)
 #   latency sweep      for each delay: (b) through a delay line that holds every SQS reply
 #                      that long (benches/delay_proxy.rs), and the peer, bbc/sqs-consumer
-#                      (bench/peer/), on the same input; their rows compared
+#                      (bench/peer/), on the same input, BENCH_REPEAT rounds each, the
+#                      fastest kept; their rows compared
 #   steady load        `sqs2pg run` at a paced 500 messages/s: SentTimestamp to commit, CPU per
 #                      message; then idle: SQS requests per second and CPU
 #   database connections, peak, sampled from pg_stat_activity in every sqs2pg run
@@ -28,8 +29,8 @@
 #   --messages N      BENCH_MESSAGES   N, messages per measurement (default 20000)
 #   --delays "D ..."  BENCH_DELAYS     reply delays of the sweep in ms (default "0 5 20 50")
 #   --no-peer         BENCH_PEER=0     leave the sqs-consumer peer out
-#   --quick           a smoke run: N = 2000, delays "0 20", 10 s of steady load and of idle,
-#                     200 big bodies; its chart goes to target/bench/, not bench/results/
+#   --quick           a smoke run: N = 2000, delays "0 20", one round, 10 s of steady load
+#                     and of idle, 200 big bodies; its chart goes to target/bench/, not bench/results/
 # Settings:
 #   BENCH_CONCURRENCY      (a)'s receive loops and (d)'s writers (default: sqs2pg's own,
 #                          DEFAULT_RECEIVERS_MAX and DEFAULT_WRITERS); sqs2pg runs at its defaults
@@ -37,6 +38,7 @@
 #   BENCH_LATENCY_SECONDS  how long the steady run produces (default 30)
 #   BENCH_IDLE_SECONDS     how long the idle consumer is watched (default 30)
 #   BENCH_BIG_MESSAGES     how many 200 KB bodies the memory check drains (default 1000)
+#   BENCH_REPEAT           rounds of each delay of the sweep; the fastest is kept (default 2)
 #   BENCH_JSON             where the JSON goes (default target/bench/results.json)
 #   BENCH_CHART            where the chart goes (default bench/results/latency.png)
 set -Eeuo pipefail
@@ -59,7 +61,7 @@ while [ "$#" -gt 0 ]; do
 done
 if [ "$QUICK" = 1 ]; then
   : "${BENCH_MESSAGES:=2000}" "${BENCH_DELAYS:=0 20}" "${BENCH_LATENCY_SECONDS:=10}"
-  : "${BENCH_IDLE_SECONDS:=10}" "${BENCH_BIG_MESSAGES:=200}"
+  : "${BENCH_IDLE_SECONDS:=10}" "${BENCH_BIG_MESSAGES:=200}" "${BENCH_REPEAT:=1}"
 fi
 
 N="${BENCH_MESSAGES:-20000}"
@@ -69,12 +71,13 @@ LATENCY_RATE="${BENCH_LATENCY_RATE:-500}"
 LATENCY_SECONDS="${BENCH_LATENCY_SECONDS:-30}"
 IDLE_SECONDS="${BENCH_IDLE_SECONDS:-30}"
 BIG_MESSAGES="${BENCH_BIG_MESSAGES:-1000}"
+REPEAT="${BENCH_REPEAT:-2}"
 BIG_BYTES=200000
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 JSON_OUT="${BENCH_JSON:-$TARGET_DIR/bench/results.json}"
 if [ "$QUICK" = 1 ]; then CHART_OUT="${BENCH_CHART:-$TARGET_DIR/bench/latency.png}"
 else CHART_OUT="${BENCH_CHART:-bench/results/latency.png}"; fi
-for number in "$N" "$LATENCY_RATE" "$LATENCY_SECONDS" "$IDLE_SECONDS" "$BIG_MESSAGES"; do
+for number in "$N" "$LATENCY_RATE" "$LATENCY_SECONDS" "$IDLE_SECONDS" "$BIG_MESSAGES" "$REPEAT"; do
   if ! [[ "$number" =~ ^[0-9]+$ ]] || [ "$number" -eq 0 ]; then die "not a positive whole number: $number"; fi
 done
 for delay in $DELAYS; do [[ "$delay" =~ ^[0-9]+$ ]] || die "not a delay in whole ms: $delay"; done
@@ -265,6 +268,10 @@ services_json() {
 
 sql() { psql "$1" -XAtqc "$2"; }
 
+# Flushes what earlier measurements left dirty, so that a durable cluster's checkpoint does
+# not land in the middle of the next one.
+checkpoint() { sql "$DATABASE_URL" CHECKPOINT >/dev/null; }
+
 # The delay line in front of LocalStack: `start_proxy DELAY_MS`; sets PROXY_URL (for
 # AWS_ENDPOINT_URL) and PROXY_STATS; `proxy_stats` prints its counts, `stop_proxy` ends it.
 start_proxy() {
@@ -315,6 +322,7 @@ rows_digest() {
 drain() {
   local name="$1" db="$2" db_name="$3" endpoint="$4" n="$5"
   start_pg_sampler "$db_name" "$RUN_DIR/$name.connections.json"
+  checkpoint
   services_mark
   local status=0
   SQS2PG_QUEUE_URL="$QUEUE_URL" DATABASE_URL="$db" AWS_ENDPOINT_URL="$endpoint" \
@@ -375,6 +383,7 @@ measure_queue_ceiling() {
   step "(a) queue ceiling: $N messages, receive + DeleteMessageBatch only"
   fresh_queue queue
   preload "$N"
+  checkpoint
   services_mark
   local result
   result="$(SQS2PG_QUEUE_URL="$QUEUE_URL" BENCH_MESSAGES="$N" \
@@ -402,6 +411,7 @@ measure_reference() {
   DATABASE_URL="$db" "$BIN/sqs2pg" migrate >/dev/null 2>"$RUN_DIR/reference.migrate.log"
   fresh_queue reference
   preload "$N"
+  checkpoint
   services_mark
   local result
   result="$(SQS2PG_QUEUE_URL="$QUEUE_URL" DATABASE_URL="$db" \
@@ -437,6 +447,7 @@ peer_drain() {
   local name="$1" db="$2" db_name="$3" endpoint="$4"
   DATABASE_URL="$db" "$BIN/sqs2pg" migrate >/dev/null 2>"$RUN_DIR/$name.migrate.log"
   start_pg_sampler "$db_name" "$RUN_DIR/$name.connections.json"
+  checkpoint
   services_mark
   local result status=0
   result="$(SQS2PG_QUEUE_URL="$QUEUE_URL" DATABASE_URL="$db" AWS_ENDPOINT_URL="$endpoint" \
@@ -450,43 +461,60 @@ peer_drain() {
     >"$RUN_DIR/$name.json"
 }
 
-# One delay of the sweep: sqs2pg, then the peer, each on a fresh queue holding the same N
-# bodies, each through its own delay line; the proxy's counts are taken around each drain.
-measure_delay() {
-  local delay="$1" name="sweep_$1"
-  local who=sqs2pg; [ "$PEER" = 0 ] || who="sqs2pg and the peer"
-  step "latency sweep, ${delay} ms per SQS reply: $who, $N messages each"
+# One sqs2pg drain of the sweep through a delay line: `sweep_sqs2pg NAME DELAY`. Writes
+# NAME.json (with the proxy's counts) and NAME.rows (count|digest of the rows).
+sweep_sqs2pg() {
+  local name="$1" delay="$2"
   fresh_database "$name"
   local db="$FRESH_DB_URL"
   fresh_queue "$name"
   preload "$N"
   start_proxy "$delay"
-  drain "$name" "$db" "$FRESH_DB_NAME" "$PROXY_URL" "$N"
+  drain "$name.drain" "$db" "$FRESH_DB_NAME" "$PROXY_URL" "$N"
   proxy_stats >"$RUN_DIR/$name.proxy.json"
   stop_proxy
-  local ours; ours="$(rows_digest "$db")"
-  local peer_json=null comparison=null
-  if [ "$PEER" = 1 ]; then
-    fresh_database "${name}_peer"
-    local peer_db="$FRESH_DB_URL"
-    fresh_queue "${name}-peer"
-    preload "$N"
-    start_proxy "$delay"
-    peer_drain "${name}_peer" "$peer_db" "$FRESH_DB_NAME" "$PROXY_URL"
-    proxy_stats >"$RUN_DIR/${name}_peer.proxy.json"
-    stop_proxy
-    local theirs; theirs="$(rows_digest "$peer_db")"
-    local same=false; [ "$ours" = "$theirs" ] && same=true
-    echo "peer: $(json_get "$(cat "$RUN_DIR/${name}_peer.json")" result busy_messages_per_second \
-      | xargs printf '%.0f') messages/s while busy; its rows against sqs2pg's (count|digest):" \
-      "$theirs vs $ours: $([ "$same" = true ] && echo same || echo DIFFERENT)"
-    peer_json="$(printf '{"run": %s, "proxy": %s}' "$(cat "$RUN_DIR/${name}_peer.json")" \
-      "$(cat "$RUN_DIR/${name}_peer.proxy.json")")"
-    comparison="$(printf '{"sqs2pg": "%s", "peer": "%s", "same": %s}' "$ours" "$theirs" "$same")"
-  fi
-  printf '{"delay_ms": %d, "sqs2pg": %s, "proxy": %s, "peer": %s, "rows": %s}\n' "$delay" \
-    "$(cat "$RUN_DIR/$name.json")" "$(cat "$RUN_DIR/$name.proxy.json")" "$peer_json" "$comparison" \
-    >"$RUN_DIR/$name.point.json"
+  rows_digest "$db" >"$RUN_DIR/$name.rows"
+  printf '{"run": %s, "proxy": %s, "rows": "%s"}\n' "$(cat "$RUN_DIR/$name.drain.json")" \
+    "$(cat "$RUN_DIR/$name.proxy.json")" "$(cat "$RUN_DIR/$name.rows")" >"$RUN_DIR/$name.json"
+}
+
+# The same for the peer: `sweep_peer NAME DELAY`.
+sweep_peer() {
+  local name="$1" delay="$2"
+  fresh_database "$name"
+  local db="$FRESH_DB_URL"
+  fresh_queue "${name//_/-}"
+  preload "$N"
+  start_proxy "$delay"
+  peer_drain "$name.drain" "$db" "$FRESH_DB_NAME" "$PROXY_URL"
+  proxy_stats >"$RUN_DIR/$name.proxy.json"
+  stop_proxy
+  rows_digest "$db" >"$RUN_DIR/$name.rows"
+  echo "peer: $(json_get "$(cat "$RUN_DIR/$name.drain.json")" result busy_messages_per_second \
+    | xargs printf '%.0f') messages/s while busy; rows (count|digest) $(cat "$RUN_DIR/$name.rows")"
+  printf '{"run": %s, "proxy": %s, "rows": "%s"}\n' "$(cat "$RUN_DIR/$name.drain.json")" \
+    "$(cat "$RUN_DIR/$name.proxy.json")" "$(cat "$RUN_DIR/$name.rows")" >"$RUN_DIR/$name.json"
+}
+
+# One delay of the sweep: BENCH_REPEAT rounds of sqs2pg then the peer, each drain on a fresh
+# queue holding the same N bodies, through a delay line of its own. A shared machine only
+# ever slows a run down, so the report keeps each consumer's fastest round; every round's
+# rows are checked, and the peer's compared with sqs2pg's.
+measure_delay() {
+  local delay="$1" round runs=() peers=()
+  local who=sqs2pg; [ "$PEER" = 0 ] || who="sqs2pg and the peer"
+  for round in $(seq 1 "$REPEAT"); do
+    step "latency sweep, ${delay} ms per SQS reply, round $round of $REPEAT: $who, $N messages each"
+    sweep_sqs2pg "sweep_${delay}_${round}" "$delay"
+    runs+=("$(cat "$RUN_DIR/sweep_${delay}_${round}.json")")
+    if [ "$PEER" = 1 ]; then
+      sweep_peer "sweep_${delay}_${round}_peer" "$delay"
+      peers+=("$(cat "$RUN_DIR/sweep_${delay}_${round}_peer.json")")
+    fi
+  done
+  local IFS=,
+  printf '{"delay_ms": %d, "sqs2pg": [%s], "peer": [%s]}\n' "$delay" "${runs[*]}" "${peers[*]}" \
+    >"$RUN_DIR/sweep_$delay.point.json"
 }
 
 # Steady load, then idle: `sqs2pg run` at its defaults on a fresh queue and database, its SQS
@@ -500,6 +528,7 @@ measure_steady() {
   fresh_queue latency
   start_proxy 0
   start_pg_sampler "$FRESH_DB_NAME" "$RUN_DIR/latency.connections.json"
+  checkpoint
   SQS2PG_QUEUE_URL="$QUEUE_URL" DATABASE_URL="$db" AWS_ENDPOINT_URL="$PROXY_URL" \
     "$PY" bench/rusage.py "$RUN_DIR/latency.rusage.json" -- "$BIN/sqs2pg" run \
     --output json --metrics-addr 127.0.0.1:0 \

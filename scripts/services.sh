@@ -146,8 +146,11 @@ pg_up() {
     as_pg_owner "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
   if as_pg_owner "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    local running
-    running="$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -XAtc 'SHOW fsync' 2>/dev/null || true)"
+    # Asked on the port the cluster really listens on (postmaster.pid's fourth line), which
+    # is not PG_PORT if it was started with another: never another checkout's cluster.
+    local running port
+    port="$(sed -n 4p "$data/postmaster.pid" 2>/dev/null || true)"
+    running="$(psql -h 127.0.0.1 -p "${port:-$PG_PORT}" -U postgres -XAtc 'SHOW fsync' 2>/dev/null || true)"
     if [ "$running" = "$PG_FSYNC" ]; then
       log "postgres already running on port $PG_PORT (fsync=$PG_FSYNC)"
       return

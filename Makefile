@@ -1,12 +1,16 @@
 # Thin wrappers around the scripts, which hold the real steps.
-#   make bench   the benchmark (BENCH_MESSAGES, BENCH_CONCURRENCY, BENCH_LATENCY_RATE,
-#                BENCH_LATENCY_SECONDS, BENCH_JSON: see scripts/bench.sh)
+#   make bench   the full benchmark (BENCH_MESSAGES, BENCH_DELAYS, BENCH_PEER, BENCH_LATENCY_RATE,
+#                BENCH_LATENCY_SECONDS, BENCH_IDLE_SECONDS, BENCH_JSON: see scripts/bench.sh)
+#   make bench-quick  a smoke run of it (scripts/bench.sh --quick)
 #   make demo    the end-to-end demo
 #   make test    the whole test suite, as CI runs it
-.PHONY: bench demo test
+.PHONY: bench bench-quick demo test
 
 bench:
 	scripts/bench.sh
+
+bench-quick:
+	scripts/bench.sh --quick
 
 demo:
 	scripts/demo.sh

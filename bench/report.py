@@ -1,22 +1,22 @@
 """Turns one benchmark run's measurements into the table and the JSON.
 
-    report.py RUN_DIR OUT.json [--latency-rate R --latency-seconds S --concurrency C
-                                --malformed-share F]
+    report.py RUN_DIR OUT.json --delays "0 5 20 50" [--latency-rate R --latency-seconds S
+                                                      --malformed-share F]
 
 RUN_DIR holds what scripts/bench.sh measured (machine.json, transform.json, queue.json,
-drain.json, drain_small.json, reference.json, sink.json, latency.json). Prints the table
-with a PASS/MISS per target (checks, not failures: these machines are shared and noisy),
-writes the same figures to OUT.json, and exits 1 only if a correctness check failed.
+drain.json, drain_small.json, drain_big.json, reference.json, sink.json,
+sink_unbatched.json, sweep_<delay>.point.json, latency.json). Prints the table with a
+PASS/MISS per target (checks, not failures: these machines are shared and noisy), writes
+every figure to OUT.json, and exits 1 only if a correctness check failed.
 """
 
 import argparse
 import json
 import os
-import re
 import sys
 
 MIB = 1024.0
-RSS_LIMIT_MIB = 64.0
+SHARE_DELAY_MS = 20
 
 
 def load(run_dir, name):
@@ -25,80 +25,152 @@ def load(run_dir, name):
 
 
 def ratio(a, b):
-    return a / b if b else None
+    return a / b if a is not None and b else None
 
 
 def fmt(value, pattern="{:,.1f}", missing="-"):
     return missing if value is None else pattern.format(value)
 
 
+def per_message_us(cpu_seconds, messages):
+    return cpu_seconds * 1e6 / messages if messages else None
+
+
+def share_of_core(cpu_seconds, wall_seconds):
+    return 100.0 * cpu_seconds / wall_seconds if wall_seconds else None
+
+
+def sqs2pg_connections(run):
+    return run["connections"]["peak_by_application"].get("sqs2pg", 0)
+
+
+def requests(proxy, action=None):
+    return proxy["requests"] if action is None else proxy["requests_by_action"].get(action, 0)
+
+
+def phase(name, rate, rusage, services, messages, note, connections=None):
+    wall = rusage["wall_seconds"]
+    return {
+        "name": name,
+        "messages": messages,
+        "messages_per_second": rate,
+        "cpu_us_per_message": per_message_us(rusage["cpu_seconds"], messages),
+        "localstack_cpu_us_per_message": per_message_us(services["localstack_cpu_seconds"], messages),
+        "postgres_cpu_us_per_message": per_message_us(services["postgres_cpu_seconds"], messages),
+        "consumer_cpu_seconds": rusage["cpu_seconds"],
+        "consumer_cpu_percent_of_core": share_of_core(rusage["cpu_seconds"], wall),
+        "localstack_cpu_percent_of_core": share_of_core(services["localstack_cpu_seconds"], wall),
+        "postgres_cpu_percent_of_core": share_of_core(services["postgres_cpu_seconds"], wall),
+        "wall_seconds": wall,
+        "peak_rss_mib": rusage["peak_rss_kib"] / MIB,
+        "database_connections": connections,
+        "services": services,
+        "note": note,
+    }
+
+
+def drain_phase(name, run, note):
+    return phase(name, run["summary"]["busy_messages_per_second"], run["rusage"], run["services"],
+                 run["messages"], note, sqs2pg_connections(run))
+
+
+def fastest(rounds, rate):
+    return max(rounds, key=rate) if rounds else None
+
+
+def sweep_point(point):
+    """One delay of the sweep: the fastest round of sqs2pg's drain and of the peer's."""
+    best = fastest(point["sqs2pg"], lambda r: r["run"]["summary"]["busy_messages_per_second"])
+    ours = best["run"]
+    n = ours["messages"]
+    entry = {
+        "delay_ms": point["delay_ms"],
+        "messages": n,
+        "rounds": len(point["sqs2pg"]),
+        "sqs2pg": {
+            "messages_per_second": ours["summary"]["busy_messages_per_second"],
+            "every_round_messages_per_second": [
+                r["run"]["summary"]["busy_messages_per_second"] for r in point["sqs2pg"]],
+            "whole_run_messages_per_second": ours["summary"]["messages_per_second"],
+            "cpu_us_per_message": per_message_us(ours["rusage"]["cpu_seconds"], n),
+            "peak_rss_mib": ours["rusage"]["peak_rss_kib"] / MIB,
+            "database_connections": max(sqs2pg_connections(r["run"]) for r in point["sqs2pg"]),
+            "sqs_requests": requests(best["proxy"]),
+            "sqs_requests_by_action": best["proxy"]["requests_by_action"],
+            "peak_sqs_connections": best["proxy"]["peak_open_connections"],
+            "summary": ours["summary"],
+        },
+        "peer": None,
+        "rows": {"sqs2pg": sorted({r["rows"] for r in point["sqs2pg"]}),
+                 "peer": sorted({r["rows"] for r in point["peer"]})},
+    }
+    entry["rows"]["same"] = (len(entry["rows"]["sqs2pg"]) == 1
+                             and entry["rows"]["peer"] in ([], entry["rows"]["sqs2pg"]))
+    peer_best = fastest(point["peer"], lambda r: r["run"]["result"]["busy_messages_per_second"])
+    if peer_best is not None:
+        run, proxy = peer_best["run"], peer_best["proxy"]
+        result = run["result"]
+        entry["peer"] = {
+            "messages_per_second": result["busy_messages_per_second"],
+            "every_round_messages_per_second": [
+                r["run"]["result"]["busy_messages_per_second"] for r in point["peer"]],
+            "cpu_us_per_message": per_message_us(run["rusage"]["cpu_seconds"], result["handled"]),
+            "peak_rss_mib": run["rusage"]["peak_rss_kib"] / MIB,
+            "database_connections": max(
+                r["run"]["connections"]["peak_by_application"].get("sqs-consumer-peer", 0)
+                for r in point["peer"]),
+            "sqs_requests": requests(proxy),
+            "sqs_requests_by_action": proxy["requests_by_action"],
+            "peak_sqs_connections": proxy["peak_open_connections"],
+            "result": result,
+        }
+    return entry
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")
     parser.add_argument("out")
+    parser.add_argument("--delays", required=True)
     parser.add_argument("--latency-rate", type=float)
     parser.add_argument("--latency-seconds", type=float)
-    parser.add_argument("--concurrency", type=int)
     parser.add_argument("--malformed-share", type=float)
     args = parser.parse_args()
     run = args.run_dir
+    delays = [int(d) for d in args.delays.split()]
 
     machine = load(run, "machine")
     transform = load(run, "transform")
     queue = load(run, "queue")
     drain = load(run, "drain")
     small = load(run, "drain_small")
+    big = load(run, "drain_big")
     reference = load(run, "reference")
     sink = load(run, "sink")
     unbatched = load(run, "sink_unbatched")["result"]
     latency = load(run, "latency")
+    points = {d: load(run, f"sweep_{d}.point") for d in delays}
     n = drain["messages"]
-
-    def per_message_us(cpu_seconds, messages):
-        return cpu_seconds * 1e6 / messages if messages else None
-
-    def share_of_core(cpu_seconds, wall_seconds):
-        return 100.0 * cpu_seconds / wall_seconds if wall_seconds else None
 
     # (a), (b), (c): messages/s, consumer CPU, peak RSS, and the services' CPU over the run.
     a_rate = queue["result"]["messages_per_second"]
-    # While busy, as sqs2pg prints it: from the first message received to the last batch
-    # done, as (a) times first receive to last delete.
-    b_rate = float(re.search(r"([0-9.]+) messages/s while busy", drain["summary"]).group(1))
-    # From the consumer's start to its exit: start-up and the drain's final checks (two
-    # empty receives, a poll apart) included.
-    b_whole = float(re.search(r"([0-9.]+) messages/s;", drain["summary"]).group(1))
-    b_elapsed = float(re.search(r"elapsed: ([0-9.]+) s", drain["summary"]).group(1))
+    b_rate = drain["summary"]["busy_messages_per_second"]
+    b_whole = drain["summary"]["messages_per_second"]
+    b_elapsed = drain["summary"]["elapsed_s"]
     c_rate = reference["result"]["messages_per_second"]
-
-    def phase(name, rate, rusage, services, messages, note):
-        wall = rusage["wall_seconds"]
-        return {
-            "name": name,
-            "messages": messages,
-            "messages_per_second": rate,
-            "cpu_us_per_message": per_message_us(rusage["cpu_seconds"], messages),
-            "localstack_cpu_us_per_message": per_message_us(services["localstack_cpu_seconds"], messages),
-            "postgres_cpu_us_per_message": per_message_us(services["postgres_cpu_seconds"], messages),
-            "consumer_cpu_seconds": rusage["cpu_seconds"],
-            "consumer_cpu_percent_of_core": share_of_core(rusage["cpu_seconds"], wall),
-            "localstack_cpu_percent_of_core": share_of_core(services["localstack_cpu_seconds"], wall),
-            "postgres_cpu_percent_of_core": share_of_core(services["postgres_cpu_seconds"], wall),
-            "wall_seconds": wall,
-            "peak_rss_mib": rusage["peak_rss_kib"] / MIB,
-            "services": services,
-            "note": note,
-        }
-
     phases = {
         "a_queue_ceiling": phase(
             "(a) queue ceiling", a_rate, queue["rusage"], queue["services"], n,
-            "receive + DeleteMessageBatch, no database; first receive to last delete",
+            f"receive + DeleteMessageBatch, no database, {queue['result']['concurrency']} loops;"
+            " first receive to last delete",
         ),
-        "b_sqs2pg": phase(
-            "(b) sqs2pg run --drain", b_rate, drain["rusage"], drain["services"], n,
+        "b_sqs2pg": drain_phase(
+            "(b) sqs2pg run --drain", drain,
             "while busy: first message received to last batch done, as sqs2pg reports it",
         ),
+        "b_sqs2pg_n_over_10": drain_phase("(b) on N/10", small, "the same, on a 10x shallower queue"),
+        "b_sqs2pg_200kb": drain_phase(
+            f"(b) {big['messages']:,} x 200 KB", big, "bodies of 200 KB: memory against body size"),
         "c_reference": phase(
             "(c) reference (Python)", c_rate, reference["rusage"], reference["services"],
             reference["result"]["messages"], "first receive to last delete",
@@ -108,27 +180,75 @@ def main():
     sink_result = sink["result"]
     d_rate = sink_result["sink_rows_per_second"]
     copy_rate = sink_result["copy_rows_per_second"]
-    peak_big = drain["rusage"]["peak_rss_kib"] / MIB
-    peak_small = small["rusage"]["peak_rss_kib"] / MIB
-    peak_latency = latency["rusage"]["peak_rss_kib"] / MIB
-    peak = max(peak_big, peak_small, peak_latency)
 
+    sweep = [sweep_point(points[d]) for d in delays]
+    by_delay = {entry["delay_ms"]: entry for entry in sweep}
+    base = by_delay.get(0)
+    at_share = by_delay.get(SHARE_DELAY_MS)
+    for entry in sweep:
+        entry["sqs2pg"]["share_of_no_delay"] = ratio(
+            entry["sqs2pg"]["messages_per_second"], base and base["sqs2pg"]["messages_per_second"])
+        entry["sqs2pg_over_peer"] = ratio(
+            entry["sqs2pg"]["messages_per_second"],
+            entry["peer"] and entry["peer"]["messages_per_second"])
+    share = at_share and at_share["sqs2pg"]["share_of_no_delay"]
+    over_peer = at_share and at_share["sqs2pg_over_peer"]
+
+    # Database connections: the peak of every sqs2pg run, whatever its receive concurrency.
+    connection_runs = {"drain": drain, "drain_small": small, "drain_big": big, "steady": latency}
+    connection_runs |= {f"sweep_{d}_{i + 1}": r["run"]
+                        for d in delays for i, r in enumerate(points[d]["sqs2pg"])}
+    connections = {name: sqs2pg_connections(r) for name, r in connection_runs.items()}
+    peak_connections = max(connections.values())
+
+    # Steady load and idle.
+    rows = latency["rows"]
+    steady_cpu_us = per_message_us(latency["consumer_cpu_seconds"], rows)
+    full_speed_cpu_us = phases["b_sqs2pg"]["cpu_us_per_message"]
+    idle = latency["idle"]
+    idle_requests = requests(idle["proxy_after"]) - requests(idle["proxy_before"])
+    idle_by_action = {
+        action: count - idle["proxy_before"]["requests_by_action"].get(action, 0)
+        for action, count in idle["proxy_after"]["requests_by_action"].items()
+    }
+    idle_by_action = {action: count for action, count in idle_by_action.items() if count}
+    idle_rate = ratio(idle_requests, idle["seconds"])
+    idle_cpu_percent = share_of_core(idle["cpu_seconds"], idle["seconds"])
+
+    rss = {
+        "drain_n": drain["rusage"]["peak_rss_kib"] / MIB,
+        "drain_n_over_10": small["rusage"]["peak_rss_kib"] / MIB,
+        "drain_200kb_bodies": big["rusage"]["peak_rss_kib"] / MIB,
+        "steady": latency["rusage"]["peak_rss_kib"] / MIB,
+    } | {f"sweep_{d}_{i + 1}": r["run"]["rusage"]["peak_rss_kib"] / MIB
+         for d in delays for i, r in enumerate(points[d]["sqs2pg"])}
+    peak_rss = max(rss.values())
+
+    # (name, value, threshold, "min" if the value must reach it, "max" if it must not pass it)
     targets = [
-        ("(b) >= 0.9 x (a)", ratio(b_rate, a_rate), 0.9),
-        ("(b) >= 5 x (c)", ratio(b_rate, c_rate), 5.0),
-        ("(d) >= 0.5 x COPY", ratio(d_rate, copy_rate), 0.5),
+        (f"{SHARE_DELAY_MS} ms delay: (b) >= 0.9 x (b) without", share, 0.9, "min"),
+        ("no delay: (b) >= 0.95 x (a)", ratio(b_rate, a_rate), 0.95, "min"),
+        (f"{SHARE_DELAY_MS} ms delay: (b) >= 3 x sqs-consumer", over_peer, 3.0, "min"),
+        ("database connections <= 4", peak_connections, 4, "max"),
+        ("500/s: CPU <= 100 us/message", steady_cpu_us, 100.0, "max"),
+        ("500/s: p99 to commit <= 50 ms", latency["p99_ms"], 50.0, "max"),
+        ("idle: <= 1 SQS request/s", idle_rate, 1.0, "max"),
+        ("idle: < 1 % of a core", idle_cpu_percent, 1.0, "below"),
+        ("peak RSS <= 64 MiB, 200 KB too", peak_rss, 64.0, "max"),
+        ("(b) >= 5 x (c)", ratio(b_rate, c_rate), 5.0, "min"),
+        ("(d) >= 0.5 x COPY", ratio(d_rate, copy_rate), 0.5, "min"),
     ]
+
+    def passes(value, threshold, kind):
+        if value is None:
+            return None
+        return {"min": value >= threshold, "max": value <= threshold, "below": value < threshold}[kind]
+
     target_results = [
-        {"target": name, "value": value, "threshold": threshold,
-         "pass": value is not None and value >= threshold}
-        for name, value, threshold in targets
+        {"target": name, "value": value, "threshold": threshold, "kind": kind,
+         "pass": passes(value, threshold, kind)}
+        for name, value, threshold, kind in targets
     ]
-    target_results.append({
-        "target": "sqs2pg peak RSS <= 64 MiB",
-        "value": peak,
-        "threshold": RSS_LIMIT_MIB,
-        "pass": peak <= RSS_LIMIT_MIB,
-    })
 
     # Correctness: these make the run fail.
     checks = []
@@ -136,13 +256,32 @@ def main():
     def check(name, ok, detail):
         checks.append({"check": name, "ok": bool(ok), "detail": detail})
 
-    for label, d in (("(b) N", drain), ("(b) N/10", small)):
-        check(
-            f"{label}: one row per valid message",
-            d["row_check"],
-            f"{d['rows']} rows, {d['distinct_message_ids']} distinct ids, {d['valid']} valid; "
-            f"{d['dead_letters']} dead letters, {d['malformed']} malformed",
-        )
+    drains = [("(b) N", drain), ("(b) N/10", small), ("(b) 200 KB bodies", big)]
+    drains += [(f"sweep {d} ms, round {i + 1}: sqs2pg", r["run"])
+               for d in delays for i, r in enumerate(points[d]["sqs2pg"])]
+    for label, d in drains:
+        check(f"{label}: one row per valid message",
+              d["row_check"],
+              f"{d['rows']} rows, {d['distinct_message_ids']} distinct ids, {d['valid']} valid; "
+              f"{d['dead_letters']} dead letters, {d['malformed']} malformed")
+    valid = drain["valid"]
+    for d in delays:
+        point = points[d]
+        rounds = [("sqs2pg", r) for r in point["sqs2pg"]] + [("the peer", r) for r in point["peer"]]
+        for who, r in rounds:
+            deletes = requests(r["proxy"], "DeleteMessageBatch")
+            if who == "the peer":
+                rows_ok = r["run"]["result"]["rows_stored"] >= valid
+                check(f"sweep {d} ms: the peer stored every valid message",
+                      rows_ok, f"{r['run']['result']['rows_stored']} rows stored of {valid} valid")
+            check(f"sweep {d} ms: {who}'s calls went through the delay line",
+                  deletes * 10 >= valid and r["proxy"]["unframed_connections"] == 0,
+                  f"{deletes} DeleteMessageBatch calls counted for {valid} rows")
+        if point["peer"]:
+            entry = by_delay[d]
+            check(f"sweep {d} ms: the peer's rows equal sqs2pg's (count, digest), every round",
+                  entry["rows"]["same"],
+                  f"peer {', '.join(entry['rows']['peer'])}; sqs2pg {', '.join(entry['rows']['sqs2pg'])}")
     qr = queue["result"]
     check("(a) every message deleted once", qr["deleted"] == n and qr["distinct_messages"] == n,
           f"{qr['deleted']} deleted, {qr['distinct_messages']} distinct, of {n}")
@@ -151,9 +290,8 @@ def main():
           and sink_result["copy_table_rows"] == sink_result["valid_rows"],
           f"sink {sink_result['sink_table_rows']}, COPY {sink_result['copy_table_rows']}, "
           f"valid {sink_result['valid_rows']}")
-    check("latency: every message sent became a row",
-          latency["rows"] == latency["producer"]["sent"],
-          f"{latency['rows']} rows of {latency['producer']['sent']} sent")
+    check("steady: every message sent became a row", rows == latency["producer"]["sent"],
+          f"{rows} rows of {latency['producer']['sent']} sent")
     # The reference is naive by design; its row count is informative, not a check.
     reference_valid = reference["messages"] - reference["malformed"]
 
@@ -161,10 +299,11 @@ def main():
         "machine": machine,
         "parameters": {
             "messages": n,
-            "concurrency": args.concurrency,
+            "delays_ms": delays,
             "malformed_share": args.malformed_share,
             "latency_rate": args.latency_rate,
             "latency_seconds": args.latency_seconds,
+            "big_messages": big["messages"],
             "run_dir": run,
         },
         "transform": transform,
@@ -175,30 +314,39 @@ def main():
             "b_over_a": ratio(b_rate, a_rate),
             "b_over_c": ratio(b_rate, c_rate),
             "d_share_of_copy": ratio(d_rate, copy_rate),
+            "b_with_20ms_over_b_without": share,
+            "b_over_peer_at_20ms": over_peer,
         },
+        "sweep": sweep,
         "sink_ceiling": sink_result | {"rusage": sink["rusage"], "services": sink["services"]},
         "sink_without_group_commit": unbatched,
-        "memory": {
-            "peak_rss_mib_n": peak_big,
-            "peak_rss_mib_n_over_10": peak_small,
-            "peak_rss_mib_latency_run": peak_latency,
-            "ratio_n_vs_n_over_10": ratio(peak_big, peak_small),
-        },
+        "database_connections": {"peak": peak_connections, "by_run": connections},
+        "cpu_us_per_message": {"full_speed": full_speed_cpu_us, "steady": steady_cpu_us},
+        "memory": {"peak_rss_mib": peak_rss, "by_run": rss},
         "latency": {
             "p50_ms": latency["p50_ms"],
             "p99_ms": latency["p99_ms"],
             "max_ms": latency["max_ms"],
             "mean_ms": latency["mean_ms"],
-            "rows": latency["rows"],
+            "rows": rows,
             "producer": latency["producer"],
-            "cpu_us_per_message": per_message_us(latency["consumer_cpu_seconds"], latency["rows"]),
+            "cpu_us_per_message": steady_cpu_us,
             "localstack_cpu_us_per_message": per_message_us(
-                latency["services"]["localstack_cpu_seconds"], latency["rows"]),
+                latency["services"]["localstack_cpu_seconds"], rows),
             "postgres_cpu_us_per_message": per_message_us(
-                latency["services"]["postgres_cpu_seconds"], latency["rows"]),
-            "peak_rss_mib": peak_latency,
+                latency["services"]["postgres_cpu_seconds"], rows),
+            "peak_rss_mib": rss["steady"],
+            "database_connections": connections["steady"],
             "services": latency["services"],
             "summary": latency["summary"],
+        },
+        "idle": {
+            "seconds": idle["seconds"],
+            "sqs_requests": idle_requests,
+            "sqs_requests_by_action": idle_by_action,
+            "sqs_requests_per_second": idle_rate,
+            "cpu_seconds": idle["cpu_seconds"],
+            "cpu_percent_of_core": idle_cpu_percent,
         },
         "reference_rows": {"rows": reference["rows"], "valid_messages": reference_valid},
         "targets": target_results,
@@ -212,21 +360,23 @@ def main():
     print(f"sqs2pg benchmark, {machine['date']}, commit {machine['commit']}")
     print(f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['ram_gib']} GiB RAM, "
           f"load average at start {machine['loadavg_at_start']}")
-    print(f"N = {n:,} messages ({args.malformed_share:.0%} malformed), concurrency {args.concurrency}")
+    print(f"PostgreSQL {machine['postgres']} (fsync {machine['fsync']}, synchronous_commit "
+          f"{machine['synchronous_commit']}), LocalStack {machine['localstack']}, peer: sqs-consumer "
+          f"{machine['sqs_consumer']} on Node {machine['node']}")
+    print(f"N = {n:,} messages ({args.malformed_share:.0%} malformed); sqs2pg at its defaults")
     print()
-    print(f"{'':26}{'messages/s':>11}{'peak RSS':>11}   CPU µs/message: consumer / LocalStack / PostgreSQL"
-          f"   (% of a core)")
-    for key in ("a_queue_ceiling", "b_sqs2pg", "c_reference"):
-        p = phases[key]
+    print(f"{'':26}{'messages/s':>11}{'peak RSS':>11}{'DB conns':>9}   CPU µs/message: consumer / "
+          f"LocalStack / PostgreSQL   (% of a core)")
+    for p in phases.values():
         print(f"{p['name']:26}{fmt(p['messages_per_second']):>11}"
-              f"{fmt(p['peak_rss_mib'], '{:.1f} MiB'):>11}   "
+              f"{fmt(p['peak_rss_mib'], '{:.1f} MiB'):>11}{fmt(p['database_connections'], '{}'):>9}   "
               f"{fmt(p['cpu_us_per_message'], '{:,.0f}'):>8} / "
               f"{fmt(p['localstack_cpu_us_per_message'], '{:,.0f}')} / "
               f"{fmt(p['postgres_cpu_us_per_message'], '{:,.0f}')}"
               f"   ({fmt(p['consumer_cpu_percent_of_core'], '{:.0f}')} / "
               f"{fmt(p['localstack_cpu_percent_of_core'], '{:.0f}')} / "
               f"{fmt(p['postgres_cpu_percent_of_core'], '{:.0f}')})")
-    print(f"{'    as sqs2pg prints it':26}{fmt(b_whole):>11}   "
+    print(f"{'    (b) as sqs2pg prints it':26}{fmt(b_whole):>11}   "
           f"(its {b_elapsed:.2f} s include start-up and the drain's final empty checks)")
     print(f"{'(d) transform + Sink':26}{fmt(d_rate):>11} rows/s  ({sink_result['concurrency']} writers, "
           f"{sink_result['batch_messages']} messages per transaction)")
@@ -237,28 +387,44 @@ def main():
     print(f"{'transform, pure core':26}{fmt(transform['messages_per_second'], '{:,.0f}'):>11}"
           f"   ({fmt(transform['us_per_message'], '{:.2f}')} µs/message on one core, no I/O)")
     print()
-    print(f"ratios: (b)/(a) = {fmt(ratio(b_rate, a_rate), '{:.2f}')}, "
-          f"(b)/(c) = {fmt(ratio(b_rate, c_rate), '{:.1f}')}, "
-          f"(d) = {fmt(ratio(d_rate, copy_rate), '{:.0%}')} of COPY")
-    print(f"memory: sqs2pg peak RSS {peak_big:.1f} MiB draining {n:,}, {peak_small:.1f} MiB draining "
-          f"{small['messages']:,} (ratio {fmt(ratio(peak_big, peak_small), '{:.2f}')}), "
-          f"{peak_latency:.1f} MiB under steady load")
+    print(f"latency sweep: every SQS reply delayed, N messages drained; messages/s while busy, "
+          f"the fastest of {sweep[0]['rounds']} round(s) each")
+    print(f"{'delay':>7}{'sqs2pg':>9}{'of 0 ms':>9}{'peer':>8}{'sqs2pg/peer':>13}"
+          f"{'CPU µs/msg':>13}{'SQS calls':>14}{'DB conns':>10}  rows equal")
+    print(f"{'':7}{'':9}{'':9}{'':8}{'':13}{'ours/peer':>13}{'ours/peer':>14}{'ours/peer':>10}")
+    for e in sweep:
+        ours, peer = e["sqs2pg"], e["peer"] or {}
+        print(f"{e['delay_ms']:>4} ms{fmt(ours['messages_per_second'], '{:,.0f}'):>9}"
+              f"{fmt(ours['share_of_no_delay'], '{:.2f}'):>9}"
+              f"{fmt(peer.get('messages_per_second'), '{:,.0f}'):>8}"
+              f"{fmt(e['sqs2pg_over_peer'], '{:.1f} x'):>13}"
+              f"{fmt(ours['cpu_us_per_message'], '{:.0f}') + '/' + fmt(peer.get('cpu_us_per_message'), '{:.0f}'):>13}"
+              f"{str(ours['sqs_requests']) + '/' + fmt(peer.get('sqs_requests'), '{}'):>14}"
+              f"{str(ours['database_connections']) + '/' + fmt(peer.get('database_connections'), '{}'):>10}"
+              f"  {'-' if e['peer'] is None else ('yes' if e['rows']['same'] else 'NO')}")
+    print()
     producer = latency["producer"]
-    print(f"latency at {producer['messages_per_second']:.1f} messages/s achieved "
-          f"({fmt(args.latency_rate, '{:.0f}')}/s asked, {producer['seconds']:.1f} s, {latency['rows']:,} rows), "
+    print(f"steady load at {producer['messages_per_second']:.1f} messages/s achieved "
+          f"({fmt(args.latency_rate, '{:.0f}')}/s asked, {producer['seconds']:.1f} s, {rows:,} rows), "
           f"SentTimestamp to commit: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
           f"max {latency['max_ms']} ms")
     lat = results["latency"]
-    print(f"  while producing, CPU µs/message: sqs2pg {fmt(lat['cpu_us_per_message'], '{:,.0f}')}"
-          f" / LocalStack {fmt(lat['localstack_cpu_us_per_message'], '{:,.0f}')}"
+    print(f"  CPU µs/message: sqs2pg {fmt(steady_cpu_us, '{:,.0f}')} (at full speed, (b): "
+          f"{fmt(full_speed_cpu_us, '{:,.0f}')}) / LocalStack {fmt(lat['localstack_cpu_us_per_message'], '{:,.0f}')}"
           f" / PostgreSQL {fmt(lat['postgres_cpu_us_per_message'], '{:,.0f}')}"
           f" (LocalStack's includes the producer's sends)")
+    print(f"idle for {idle['seconds']:.0f} s: {idle_requests} SQS requests ({fmt(idle_rate, '{:.2f}')}/s: "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(idle_by_action.items())) or 'none'}), "
+          f"CPU {fmt(idle_cpu_percent, '{:.2f}')} % of a core")
+    print(f"database connections, peak per run: "
+          + ", ".join(f"{name} {count}" for name, count in connections.items()))
+    print(f"peak RSS: " + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in rss.items()))
     print(f"reference rows: {reference['rows']:,} for {reference_valid:,} valid messages")
     print()
     print("targets:")
     for t in target_results:
-        shown = (f"{t['value']:.1f} MiB" if "RSS" in t["target"] else fmt(t["value"], "{:.2f}"))
-        print(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']:28} {shown}")
+        verdict = {True: "PASS", False: "MISS", None: "n/a "}[t["pass"]]
+        print(f"  {verdict}  {t['target']:42} {fmt(t['value'], '{:.2f}')}")
     print("checks:")
     for c in checks:
         print(f"  {'OK  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")

@@ -1,13 +1,14 @@
 //! Queue ceiling: how fast a preloaded queue drains with receive plus `DeleteMessageBatch`
 //! only, and no database. It uses sqs2pg's own SQS client (`app::sqs_client`) and adapter
-//! (`SqsQueue`), with `BENCH_CONCURRENCY` loops like `sqs2pg run --drain`: each receives up
-//! to 10 with a 1 s long poll and deletes what it got in one batch call. The time runs from
-//! the first receive to the delete that completes the count.
+//! (`SqsQueue`), with `BENCH_CONCURRENCY` loops, as many as sqs2pg's receivers may grow to:
+//! each receives up to 10 with a 1 s long poll (as `sqs2pg run --drain`) and deletes what it
+//! got in one batch call. The time runs from the first receive to the delete that completes
+//! the count.
 //!
 //! Run by `scripts/bench.sh`, which preloads the queue with `sqs2pg send`. Environment:
 //!   SQS2PG_QUEUE_URL   the preloaded queue (plus the usual AWS_* settings)
 //!   BENCH_MESSAGES     how many messages it holds (default 20000)
-//!   BENCH_CONCURRENCY  receive loops (default 4, sqs2pg's default)
+//!   BENCH_CONCURRENCY  receive loops (default: sqs2pg's most receivers, `DEFAULT_RECEIVERS_MAX`)
 //! Prints one JSON line; asserts nothing about speed.
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqs2pg::adapters::sqs::{MAX_BATCH, Queue, SqsQueue, split_by_failures};
+use sqs2pg::pipeline::DEFAULT_RECEIVERS_MAX;
 
 /// sqs2pg's long poll in drain mode.
 const WAIT: Duration = Duration::from_secs(1);
@@ -113,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let queue_url = std::env::var("SQS2PG_QUEUE_URL")
         .map_err(|_| anyhow::anyhow!("set SQS2PG_QUEUE_URL to the preloaded queue"))?;
     let target: u64 = env_or("BENCH_MESSAGES", 20_000);
-    let concurrency: usize = env_or("BENCH_CONCURRENCY", 4);
+    let concurrency: usize = env_or("BENCH_CONCURRENCY", DEFAULT_RECEIVERS_MAX);
     let client = sqs2pg::cli::aws::sqs_client().await?;
     let queue = Arc::new(SqsQueue::new(client, queue_url, String::new()));
     let progress = Arc::new(Progress::default());

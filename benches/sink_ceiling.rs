@@ -13,7 +13,8 @@
 //!   DATABASE_URL       a fresh, empty database (plain connections)
 //!   SQS2PG_HMAC_KEY    the masking key
 //!   BENCH_MESSAGES     bodies to generate (default 20000)
-//!   BENCH_CONCURRENCY  concurrent writers (default 4, sqs2pg's default)
+//!   BENCH_CONCURRENCY  concurrent writers (default: sqs2pg's, `DEFAULT_WRITERS`)
+//!   BENCH_BATCH_SIZE   rows per transaction (default: sqs2pg's, `DEFAULT_BATCH_MESSAGES`)
 //! Prints one JSON line; asserts nothing about speed.
 
 use std::pin::pin;
@@ -25,7 +26,7 @@ use anyhow::Context;
 use sqs2pg::adapters::postgres::{self, PostgresSink};
 use sqs2pg::domain::event::{Envelope, LoginRow, Masker, transform};
 use sqs2pg::domain::synthetic::{Recipe, generate};
-use sqs2pg::pipeline::DEFAULT_BATCH_MESSAGES;
+use sqs2pg::pipeline::{DEFAULT_BATCH_MESSAGES, DEFAULT_WRITERS};
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -70,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("set DATABASE_URL to a fresh database")?;
     let key = std::env::var("SQS2PG_HMAC_KEY").context("set SQS2PG_HMAC_KEY")?;
     let count: u64 = env_or("BENCH_MESSAGES", 20_000);
-    let concurrency: usize = env_or("BENCH_CONCURRENCY", 4);
+    let concurrency: usize = env_or("BENCH_CONCURRENCY", DEFAULT_WRITERS);
 
     let (bodies, malformed) = generate(Recipe {
         count,

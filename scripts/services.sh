@@ -16,6 +16,10 @@
 #   scripts/services.sh status    exit 0 if both are up
 #
 # Ports: SQS2PG_PG_PORT (default 55439) and SQS2PG_LOCALSTACK_PORT (default 45669).
+# Durability: the tests run PostgreSQL with fsync=off, which is fast and loses nothing a
+# throwaway cluster needs. SQS2PG_PG_DURABLE=1 (what the benchmark sets) runs it as production
+# does instead, fsync and synchronous_commit on, so that every commit waits for its WAL flush.
+# `up` restarts a running cluster whose setting differs from the one asked for.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +28,11 @@ PG_PORT="${SQS2PG_PG_PORT:-55439}"
 LS_PORT="${SQS2PG_LOCALSTACK_PORT:-45669}"
 PG_BIN="${SQS2PG_PG_BIN:-/usr/lib/postgresql/15/bin}"
 VENV="$RUN/venv"
+if [ "${SQS2PG_PG_DURABLE:-0}" = 1 ]; then
+  PG_FSYNC=on; PG_DURABILITY="-c fsync=on -c synchronous_commit=on"
+else
+  PG_FSYNC=off; PG_DURABILITY="-c fsync=off"
+fi
 # Checked on this kind of machine: newer releases need Python 3.13, and without
 # these pins start-up fails with misleading errors.
 # SNS (for the envelope tests) runs on moto: localstack-core[base-runtime] alone fails
@@ -136,12 +145,21 @@ pg_up() {
     as_pg_owner "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
   if as_pg_owner "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    log "postgres already running on port $PG_PORT"
-    return
+    # Asked on the port the cluster really listens on (postmaster.pid's fourth line), which
+    # is not PG_PORT if it was started with another: never another checkout's cluster.
+    local running port
+    port="$(sed -n 4p "$data/postmaster.pid" 2>/dev/null || true)"
+    running="$(psql -h 127.0.0.1 -p "${port:-$PG_PORT}" -U postgres -XAtc 'SHOW fsync' 2>/dev/null || true)"
+    if [ "$running" = "$PG_FSYNC" ]; then
+      log "postgres already running on port $PG_PORT (fsync=$PG_FSYNC)"
+      return
+    fi
+    log "postgres is running with fsync=${running:-unknown}; restarting it with fsync=$PG_FSYNC"
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null
   fi
-  log "starting postgres on 127.0.0.1:$PG_PORT"
+  log "starting postgres on 127.0.0.1:$PG_PORT (fsync=$PG_FSYNC)"
   as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$dir/log" -w -t 60 \
-    -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+    -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 $PG_DURABILITY" start >/dev/null
 }
 
 pg_down() {

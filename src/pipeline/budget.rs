@@ -14,10 +14,15 @@ use crate::telemetry::metrics::Metrics;
 
 /// What one message is charged beyond its body: ids, receipt handle, timestamps, the row.
 const OVERHEAD_BYTES: usize = 1024;
-/// A receive reserves room for this many bytes per message before it knows their size: a
-/// typical event is a few hundred bytes, and a receive that brings bigger ones waits for
-/// the difference (so the overshoot is bounded by the receives in flight).
+/// A receive reserves room for at least this many bytes per message before it knows their
+/// size: a typical event is a few hundred bytes. After a receive brings bigger ones, the
+/// next reserve for the biggest lately seen, so that big bodies limit the receives in
+/// flight instead of arriving past the budget (16 polls × 10 × 256 KiB would be 40 MiB).
 const RESERVED_BYTES_PER_MESSAGE: usize = 4 * 1024;
+/// The expected size falls by this share of itself at each receive of smaller bodies, so
+/// one big message does not slow receiving for long.
+const EXPECTATION_DECAY: usize = 8;
+const SMALLEST_EXPECTATION: usize = RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES;
 
 /// The bytes a message is charged.
 pub fn message_bytes(message: &ReceivedMessage) -> usize {
@@ -32,6 +37,8 @@ pub struct Budget {
     total_bytes: usize,
     /// Messages admitted and not yet settled (reservations of polls in flight excluded).
     admitted: Arc<AtomicUsize>,
+    /// What a receive reserves per message: the biggest lately seen, decaying.
+    expected_message_bytes: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -68,8 +75,26 @@ impl Budget {
             total_messages: messages,
             total_bytes: bytes,
             admitted: Arc::new(AtomicUsize::new(0)),
+            expected_message_bytes: AtomicUsize::new(SMALLEST_EXPECTATION),
             metrics,
         }
+    }
+
+    fn receive_bytes(&self, messages: usize) -> usize {
+        messages * self.expected_message_bytes.load(Ordering::Relaxed)
+    }
+
+    /// After a receive whose biggest message took `biggest`: expect that much, or a little
+    /// less than before.
+    fn expect(&self, biggest: usize) {
+        let _ = self.expected_message_bytes.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |expected| {
+                let decayed = expected - expected / EXPECTATION_DECAY;
+                Some(biggest.max(decayed).max(SMALLEST_EXPECTATION))
+            },
+        );
     }
 
     /// Reserves room for a receive of up to `messages`, waiting while the budget is spent.
@@ -84,11 +109,7 @@ impl Budget {
 
     /// The reservation a receive of `messages` makes before it knows their sizes.
     pub async fn reserve_receive(&self, messages: usize) -> Reservation {
-        self.reserve(
-            messages,
-            messages * (RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES),
-        )
-        .await
+        self.reserve(messages, self.receive_bytes(messages)).await
     }
 
     /// Turns a reservation into one share per message, in order: room not used goes back at
@@ -103,6 +124,7 @@ impl Budget {
             .map(|message| message_bytes(message).min(self.total_bytes))
             .collect();
         let needed: usize = sizes.iter().sum();
+        self.expect(sizes.iter().copied().max().unwrap_or(0));
         let reserved = reservation.bytes.num_permits();
         if needed > reserved {
             // Bodies bigger than reserved: wait for the rest (or for all of it at most).
@@ -138,8 +160,7 @@ impl Budget {
     /// Whether another receive of `messages` would find room now.
     pub fn has_room_for(&self, messages: usize) -> bool {
         self.messages.available_permits() >= messages
-            && self.bytes.available_permits()
-                >= messages * (RESERVED_BYTES_PER_MESSAGE + OVERHEAD_BYTES)
+            && self.bytes.available_permits() >= self.receive_bytes(messages)
     }
 }
 
@@ -203,6 +224,28 @@ mod tests {
         assert_eq!(shares.len(), 2);
         assert!(budget.has_room_for(98));
         assert!(!budget.has_room_for(99));
+    }
+
+    /// Receives of big bodies must not each bring 10 of them past the budget: after one
+    /// brought 200 KB bodies, the next reserve for such bodies before they poll.
+    #[tokio::test(start_paused = true)]
+    async fn after_big_bodies_a_receive_reserves_for_big_bodies() {
+        let budget = Budget::new(1000, 3 << 20, Arc::new(Metrics::new()));
+        assert!(budget.has_room_for(10));
+        let reservation = budget.reserve_receive(10).await;
+        let held = budget.admit(reservation, &vec![message(200_000); 10]).await;
+        assert!(
+            !budget.has_room_for(10),
+            "2 MB held of 3 MiB: ten more such bodies do not fit"
+        );
+        assert!(budget.has_room_for(4));
+        drop(held);
+        // Small bodies again: the expectation decays back to its floor.
+        for _ in 0..60 {
+            let reservation = budget.reserve_receive(10).await;
+            drop(budget.admit(reservation, &vec![message(300); 10]).await);
+        }
+        assert_eq!(budget.receive_bytes(1), SMALLEST_EXPECTATION);
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,12 +3,10 @@
 //!
 //! Their number adapts, as Lambda's SQS poller does: a receive that comes back full adds a
 //! receiver while the budget has room, up to `receivers_max`; one that comes back less than
-//! half full retires its receiver, down to `receivers_min`. So an idle instance makes one
-//! long poll every 20 s, and a backlog behind a slow round trip gets as many polls in
-//! flight as it takes to hide it. More polls only help while the queue answers them as
-//! fast as it answers one: a full receive that took much longer than the fastest one means
-//! the queue itself is the limit (a busy LocalStack, a throttled endpoint), so it adds no
-//! receiver and retires its own, as a gradient concurrency limiter would.
+//! half full retires its receiver, down to `receivers_min`. Receivers are added at most
+//! one per round trip, so each one's effect shows before the next. So an idle instance
+//! makes one long poll every 20 s, and a backlog behind a slow round trip gets as many
+//! polls in flight as it takes to hide it.
 //!
 //! A receive that comes back short means the queue holds a trickle. Its receiver waits half
 //! the batch window before polling again, so the next receive gathers more: at a steady few
@@ -45,52 +43,18 @@ const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// How long a receive in flight at a signal may still land before it is cancelled.
 const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
 
-/// A full receive that took this many times the fastest one, and this much longer, found
-/// the queue saturated. The floor keeps a fast queue's jitter from counting.
-const SATURATED_ROUND_TRIP: u32 = 3;
-const SATURATION_FLOOR: Duration = Duration::from_millis(2);
-
-/// How long the fastest round trip is remembered: a slower path (a moved endpoint, a
-/// queue that stays busy) becomes the new normal after one or two of these.
-const FASTEST_WINDOW: Duration = Duration::from_secs(10);
-
-/// Round trips of the receives that came back full: the queue had messages and answered at
-/// once, so their time is the round trip plus the queue's own work.
+/// When a receiver was last added: at most one per round trip, so the effect of one is
+/// seen before the next is added (additive increase, as TCP's).
 #[derive(Debug, Default)]
-struct RoundTrips {
-    /// The fastest in the current window, since `window_start`, and in the one before.
-    fastest_now: Option<Duration>,
-    fastest_before: Option<Duration>,
-    window_start: Option<tokio::time::Instant>,
-    /// When a receiver was last added: at most one per round trip, so the effect of one is
-    /// seen before the next (additive increase, as TCP's).
+struct Growth {
     grown_at: Option<tokio::time::Instant>,
 }
 
-impl RoundTrips {
-    /// Records a full receive's time; `true` if the queue was saturated: it answered
-    /// several times slower than the fastest of the last window or two.
-    fn saturated(&mut self, took: Duration) -> bool {
+impl Growth {
+    /// Whether a receiver may be added now, after a full receive that took `round_trip`.
+    fn due(&mut self, round_trip: Duration) -> bool {
         let now = tokio::time::Instant::now();
-        if self
-            .window_start
-            .is_none_or(|start| now - start >= FASTEST_WINDOW)
-        {
-            self.window_start = Some(now);
-            self.fastest_before = self.fastest_now.take();
-        }
-        let fastest_now = self.fastest_now.map_or(took, |fastest| fastest.min(took));
-        self.fastest_now = Some(fastest_now);
-        let fastest = self
-            .fastest_before
-            .map_or(fastest_now, |before| before.min(fastest_now));
-        took > fastest * SATURATED_ROUND_TRIP + SATURATION_FLOOR
-    }
-
-    /// Whether a receiver may be added now, a round trip of `took` after the last.
-    fn may_grow(&mut self, took: Duration) -> bool {
-        let now = tokio::time::Instant::now();
-        let due = self.grown_at.is_none_or(|at| now - at >= took);
+        let due = self.grown_at.is_none_or(|at| now - at >= round_trip);
         if due {
             self.grown_at = Some(now);
         }
@@ -102,7 +66,7 @@ impl RoundTrips {
 struct Receivers<Q, S> {
     context: Arc<Context<Q, S>>,
     active: AtomicUsize,
-    round_trips: Mutex<RoundTrips>,
+    growth: Mutex<Growth>,
     tracker: TaskTracker,
     to_batcher: mpsc::Sender<Vec<InFlight>>,
     shutdown: CancellationToken,
@@ -122,7 +86,7 @@ pub(super) fn start<Q: Queue, S: Sink>(
     let receivers = Arc::new(Receivers {
         context,
         active: AtomicUsize::new(minimum),
-        round_trips: Mutex::new(RoundTrips::default()),
+        growth: Mutex::new(Growth::default()),
         tracker: tracker.clone(),
         to_batcher,
         shutdown,
@@ -165,8 +129,7 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
         }
     }
 
-    /// A short or empty receive, or a saturated queue: retire this receiver if above the
-    /// minimum. `true` if retired.
+    /// A short or empty receive: retire this receiver if above the minimum. `true` if retired.
     fn shrink(&self, why: &'static str) -> bool {
         let (minimum, _) = self.limits();
         let shrunk = self
@@ -237,14 +200,12 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
             }
             drained_checks = 0;
             let received = messages.len();
-            let (saturated, may_grow) = if received >= per_receive {
-                let took = started.elapsed();
-                let mut round_trips = self.round_trips.lock().expect("not poisoned");
-                let saturated = round_trips.saturated(took);
-                (saturated, !saturated && round_trips.may_grow(took))
-            } else {
-                (false, false)
-            };
+            let may_grow = received >= per_receive
+                && self
+                    .growth
+                    .lock()
+                    .expect("not poisoned")
+                    .due(started.elapsed());
             let batch = admit(context, messages, reservation).await;
             if self.shutdown.is_cancelled() {
                 // Received after the signal and not started: hand back at once. (After a
@@ -263,11 +224,7 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                 heartbeat::release(context, batch, "received during shutdown").await;
                 break;
             }
-            if saturated {
-                if self.shrink("the queue answers slower than it did") {
-                    break;
-                }
-            } else if may_grow {
+            if may_grow {
                 self.grow();
             } else if received * 2 < per_receive {
                 if self.shrink("receives come back short") {

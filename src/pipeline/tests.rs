@@ -125,34 +125,6 @@ async fn receivers_grow_while_receives_come_back_full_and_retire_when_empty() {
     assert_eq!(summary.inserted, 3_000, "{summary}");
 }
 
-/// Receivers that only wait on each other behind a saturated queue cost calls and gain
-/// nothing: a full receive that took several times the fastest adds no receiver.
-#[tokio::test(start_paused = true)]
-async fn receivers_stop_growing_when_the_queue_answers_slower_than_it_did() {
-    let most_behind = |serves_at_once: usize| async move {
-        let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 4_000]));
-        queue
-            .faults
-            .serves_at_once
-            .store(serves_at_once, Ordering::SeqCst);
-        let settings = Settings {
-            receivers_max: 16,
-            ..settings()
-        };
-        let pipeline = pipeline(&queue, FakeSink::default(), settings);
-        let summary = drained(&pipeline).await;
-        assert_eq!(summary.inserted, 4_000, "{summary}");
-        queue.most_concurrent_receives.load(Ordering::SeqCst)
-    };
-    let unlimited = most_behind(0).await;
-    let saturated = most_behind(2).await;
-    assert_eq!(unlimited, 16, "a queue that keeps up gets every receiver");
-    assert!(
-        saturated <= 8,
-        "a queue serving 2 receives at once gets {saturated} in flight, not 16"
-    );
-}
-
 /// A trickle comes back in short receives: the receivers retire to the minimum, and each
 /// waits half the batch window before polling again, so receives gather several messages.
 #[tokio::test(start_paused = true)]

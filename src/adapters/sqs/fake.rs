@@ -39,9 +39,6 @@ pub struct FakeFaults {
     pub permanent_delete_refusals: AtomicUsize,
     /// Whole receive calls that fail transiently before one succeeds.
     pub failing_receives: AtomicUsize,
-    /// Receives the queue serves at once; each this many more in flight add a round trip
-    /// (a queue that is itself the limit). Zero: no limit.
-    pub serves_at_once: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -163,11 +160,7 @@ impl Queue for FakeQueue {
         self.most_concurrent_receives
             .fetch_max(now_receiving, Ordering::SeqCst);
         // A round trip, so concurrent receives overlap as they do on a real queue.
-        let queued = match self.faults.serves_at_once.load(Ordering::SeqCst) {
-            0 => 0,
-            at_once => (now_receiving - 1) / at_once,
-        };
-        tokio::time::sleep(FAKE_ROUND_TRIP * (1 + queued as u32)).await;
+        tokio::time::sleep(FAKE_ROUND_TRIP).await;
         let deadline = Instant::now() + wait;
         let received = loop {
             let received = self.take_visible(max, visibility);

@@ -424,7 +424,9 @@ def main():
     print("targets:")
     for t in target_results:
         verdict = {True: "PASS", False: "MISS", None: "n/a "}[t["pass"]]
-        print(f"  {verdict}  {t['target']:42} {fmt(t['value'], '{:.2f}')}")
+        # Three decimals below 10, so that a value just short of its threshold never prints as it.
+        shown = fmt(t["value"], "{:.3f}" if t["value"] is not None and abs(t["value"]) < 10 else "{:.1f}")
+        print(f"  {verdict}  {t['target']:42} {shown}")
     print("checks:")
     for c in checks:
         print(f"  {'OK  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")

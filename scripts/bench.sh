@@ -126,6 +126,24 @@ for key in sys.argv[2:]:
 print(json.dumps(value) if isinstance(value, (dict, list)) else value)' "$@"
 }
 
+# The first value of a field in a JSON log (sqs2pg's, with SQS2PG_LOG_FORMAT=json), or nothing.
+log_field() {
+  "$PY" -c 'import json, sys
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        value = json.loads(line)
+    except ValueError:
+        continue
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if sys.argv[2] in item:
+                print(item[sys.argv[2]])
+                sys.exit(0)
+            stack.extend(item.values())' "$1" "$2"
+}
+
 # The benchmark's own Python (boto3, psycopg2, matplotlib) and Node (for the peer), pinned in
 # bench/requirements.txt, in a venv of its own; reinstalled when that file changes.
 bench_venv() {
@@ -538,7 +556,7 @@ measure_steady() {
   local addr="" tries
   for tries in $(seq 1 120); do
     kill -0 "$pid" 2>/dev/null || die "sqs2pg run exited early; see $RUN_DIR/latency.log"
-    [ -n "$addr" ] || addr="$(sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' "$RUN_DIR/latency.log" | head -n 1)"
+    [ -n "$addr" ] || addr="$(log_field "$RUN_DIR/latency.log" addr)"
     if [ -n "$addr" ] && curl -fs "http://$addr/readyz" >/dev/null 2>&1; then break; fi
     [ "$tries" -lt 120 ] || die "sqs2pg run did not become ready in 60 s"
     sleep 0.5

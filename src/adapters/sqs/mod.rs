@@ -327,9 +327,8 @@ pub trait Queue: Send + Sync + 'static {
     /// Whether the queue promises an order within each message group (a FIFO queue). Its
     /// commits must keep that order, so the pipeline writes such a queue with one writer: a
     /// group's messages can span two batches, and one writer commits batches as they close.
-    fn keeps_group_order(&self) -> bool {
-        false
-    }
+    /// No default: a wrapper that forgot to forward it would lose the order silently.
+    fn keeps_group_order(&self) -> bool;
 
     /// Depth of the dead-letter queue.
     fn dead_letter_depth(&self) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;

@@ -66,6 +66,10 @@ fn take_one(counter: &std::sync::atomic::AtomicUsize) -> bool {
 }
 
 impl Queue for FaultyQueue {
+    fn keeps_group_order(&self) -> bool {
+        self.inner.keeps_group_order()
+    }
+
     async fn receive(
         &self,
         max: usize,

@@ -639,12 +639,13 @@ fn fit_attributes<'a>(
 /// Turns an SDK message into ours. A message without a receipt handle cannot be acknowledged
 /// and SQS never sends one; it is skipped rather than trusted.
 fn received_message(message: Message) -> Option<ReceivedMessage> {
+    // What a redrive carried over: the original id and SentTimestamp.
+    let carried = dead_letter_attributes(&message);
     let Message {
         message_id,
         receipt_handle,
         body,
         attributes,
-        message_attributes,
         ..
     } = message;
     let (Some(sqs_message_id), Some(receipt_handle)) = (message_id, receipt_handle) else {
@@ -654,27 +655,27 @@ fn received_message(message: Message) -> Option<ReceivedMessage> {
         return None;
     };
     let system = attributes.unwrap_or_default();
-    let custom = message_attributes.unwrap_or_default();
     let millis =
         |name: &MessageSystemAttributeName| system.get(name).and_then(|v| v.parse::<i64>().ok());
-    let custom_text = |name: &str| {
-        custom
-            .get(name)
-            .and_then(|value| value.string_value())
-            .map(str::to_owned)
-    };
 
-    let key = custom_text(attribute::ORIGINAL_MESSAGE_ID)
+    let key = carried
+        .original_message_id
         .filter(|id| is_valid_message_key(id))
         .unwrap_or_else(|| sqs_message_id.clone());
-    let sent_millis = custom_text(attribute::ORIGINAL_SENT_TIMESTAMP)
-        .and_then(|text| text.parse::<i64>().ok())
-        .or_else(|| millis(&MessageSystemAttributeName::SentTimestamp));
     let now = Utc::now();
-    let sent_at = sent_millis.and_then(DateTime::from_timestamp_millis).unwrap_or_else(|| {
-        tracing::warn!(message = "Message has no SentTimestamp; using the time of receipt.", %sqs_message_id);
-        now
-    });
+    let sent_at = carried
+        .original_sent_at
+        .or_else(|| {
+            millis(&MessageSystemAttributeName::SentTimestamp)
+                .and_then(DateTime::from_timestamp_millis)
+        })
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                message = "Message has no SentTimestamp; using the time of receipt.",
+                %sqs_message_id
+            );
+            now
+        });
     let first_received_at = millis(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
         .and_then(DateTime::from_timestamp_millis)
         .unwrap_or(now);

@@ -50,6 +50,8 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_DLQ_NAME            dead-letter queue name for `setup` [default: <queue name>-dlq]
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
   SQS2PG_OUTPUT              how `run` prints its closing summary: text or json [default: text]
+  SQS2PG_PROGRESS_INTERVAL   how often `run --drain` logs its progress off a terminal, 0 = never [default: 10s]
+  SQS2PG_SUMMARY_INTERVAL    how often `run` logs a one-line summary (rates, lag, backlog), 0 = never [default: 1m]
   SQS2PG_LOG_FORMAT          text or json [default: text]
   RUST_LOG                   log filter: a level (trace, debug, info, warn, error, off) and/or
                              target=level directives [default: info]
@@ -606,8 +608,22 @@ pub struct RunArgs {
     pub envelope: EnvelopeMode,
 
     /// Exit 0 once the queue is empty and all work is committed and deleted (one-shot ETL).
+    /// On a terminal it shows a progress bar; elsewhere it logs a progress line every
+    /// SQS2PG_PROGRESS_INTERVAL.
     #[arg(long)]
     pub drain: bool,
+
+    /// How often a drain logs its progress (done, rate, what is left, ETA) when stderr is
+    /// not a terminal, 0 (never) to 1h; on a terminal a progress bar shows it instead.
+    #[arg(long, env = "SQS2PG_PROGRESS_INTERVAL", value_name = "DURATION", default_value = "10s",
+          allow_negative_numbers = true, value_parser = duration(REPORT_INTERVAL))]
+    pub progress_interval: Duration,
+
+    /// How often an always-on run logs a one-line summary at info (rates, lag, backlog), 0
+    /// (never) to 1h.
+    #[arg(long, env = "SQS2PG_SUMMARY_INTERVAL", value_name = "DURATION", default_value = "1m",
+          allow_negative_numbers = true, value_parser = duration(REPORT_INTERVAL))]
+    pub summary_interval: Duration,
 
     /// How the closing summary is printed on stdout: `text` for people, `json` (one object,
     /// the shape in the README) for scripts.
@@ -637,6 +653,7 @@ const WAIT_TIME: DurationLimits = DurationLimits::sqs_seconds(0, 20);
 const BATCH_WINDOW: DurationLimits = DurationLimits::milliseconds(0, 60_000);
 const SHUTDOWN_TIMEOUT: DurationLimits = DurationLimits::at_least_seconds(0);
 const BATCH_TIMEOUT: DurationLimits = DurationLimits::seconds(5, 43_200);
+const REPORT_INTERVAL: DurationLimits = DurationLimits::seconds(0, 3_600);
 const STATEMENT_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 3_600);
 const SQS_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 300);
 

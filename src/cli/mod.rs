@@ -1,7 +1,7 @@
 //! The command line: flags and environment variables ([`config`]), and one module per
 //! subcommand. Each subcommand is one public function taking its parsed arguments.
 //!
-//! - [`run`]: consume the queue (migrate first).
+//! - [`run`]: consume the queue (migrate first); [`progress`] draws a drain's bar.
 //! - [`migrate`]: apply the migrations and exit.
 //! - [`setup`]: create the queue pair with its redrive policy.
 //! - [`send`]: send synthetic events.
@@ -14,6 +14,7 @@ pub mod config;
 pub mod dlq;
 pub mod healthcheck;
 pub mod migrate;
+pub mod progress;
 pub mod run;
 pub mod send;
 pub mod setup;

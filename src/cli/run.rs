@@ -1,5 +1,6 @@
 //! `sqs2pg run`: migrate, then consume until a signal (or, with `--drain`, an empty queue).
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::adapters::sqs::{self, SqsQueue};
 use crate::cli::aws::sqs_client_for_run;
 use crate::cli::config::{OutputFormat, RunArgs};
 use crate::cli::migrate::applied_migrations;
+use crate::cli::progress::DrainBar;
 use crate::domain::event::Masker;
 use crate::pipeline::{self, Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
@@ -95,6 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .next()
         .unwrap_or_default()
         .to_owned();
+    let progress_bar = args.drain && std::io::stderr().is_terminal();
     let settings = Settings {
         receivers_min: args.receivers_min as usize,
         receivers_max: args.receivers_max as usize,
@@ -110,6 +113,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         drain: args.drain,
         retry: RetryPolicy::FOREVER,
         source_queue,
+        // On a terminal a drain draws a bar; elsewhere it logs progress lines.
+        progress_interval: (!progress_bar).then_some(args.progress_interval),
+        summary_interval: Some(args.summary_interval),
     };
     // One on a FIFO queue, whatever SQS2PG_WRITERS says: the connections actually opened.
     let writers = pipeline::writers_for(&queue, &settings);
@@ -133,6 +139,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         settings,
     ));
 
+    let bar = progress_bar.then(|| {
+        let consumer = Arc::clone(&consumer);
+        DrainBar::start(move || consumer.progress())
+    });
     let started = std::time::Instant::now();
     let grace = args.shutdown_timeout;
     let deadline = async {
@@ -150,6 +160,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    if let Some(bar) = bar {
+        bar.finish().await;
+    }
     readiness.begin_shutdown();
     server_stop.cancel();
     let _ = server.await;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::adapters::sqs::ReceivedMessage;
 use crate::telemetry::events::MessagesSettled;
@@ -35,8 +35,9 @@ pub struct Budget {
     bytes: Arc<Semaphore>,
     total_messages: usize,
     total_bytes: usize,
-    /// Messages admitted and not yet settled (reservations of polls in flight excluded).
-    admitted: Arc<AtomicUsize>,
+    /// Messages admitted and not yet settled (reservations of polls in flight excluded): a
+    /// watch, so a drain can wait for its own work to settle before it checks the queue.
+    admitted: Arc<watch::Sender<usize>>,
     /// What a receive reserves per message: the biggest lately seen, decaying.
     expected_message_bytes: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -54,13 +55,13 @@ pub struct Reservation {
 pub struct Share {
     _messages: OwnedSemaphorePermit,
     _bytes: OwnedSemaphorePermit,
-    admitted: Arc<AtomicUsize>,
+    admitted: Arc<watch::Sender<usize>>,
     metrics: Arc<Metrics>,
 }
 
 impl Drop for Share {
     fn drop(&mut self) {
-        self.admitted.fetch_sub(1, Ordering::SeqCst);
+        self.admitted.send_modify(|admitted| *admitted -= 1);
         self.metrics.emit(MessagesSettled { count: 1 });
     }
 }
@@ -74,7 +75,7 @@ impl Budget {
             bytes: Arc::new(Semaphore::new(bytes)),
             total_messages: messages,
             total_bytes: bytes,
-            admitted: Arc::new(AtomicUsize::new(0)),
+            admitted: Arc::new(watch::Sender::new(0)),
             expected_message_bytes: AtomicUsize::new(SMALLEST_EXPECTATION),
             metrics,
         }
@@ -141,7 +142,7 @@ impl Budget {
             let (Some(messages), Some(bytes)) = (messages, bytes) else {
                 unreachable!("a reservation covers every message it was made for");
             };
-            self.admitted.fetch_add(1, Ordering::SeqCst);
+            self.admitted.send_modify(|admitted| *admitted += 1);
             shares.push(Share {
                 _messages: messages,
                 _bytes: bytes,
@@ -154,7 +155,15 @@ impl Budget {
 
     /// Messages admitted and not yet settled.
     pub fn admitted(&self) -> usize {
-        self.admitted.load(Ordering::SeqCst)
+        *self.admitted.borrow()
+    }
+
+    /// Waits until every admitted message is settled (committed and deleted, dead-lettered,
+    /// released or dropped).
+    pub async fn settled(&self) {
+        let mut admitted = self.admitted.subscribe();
+        // The sender lives in `self`, so the watch cannot close while this waits.
+        let _ = admitted.wait_for(|admitted| *admitted == 0).await;
     }
 
     /// Whether another receive of `messages` would find room now.

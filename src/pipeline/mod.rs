@@ -18,6 +18,9 @@
 //! - [`heartbeat`]: extends the visibility of every message in flight, in batched calls,
 //!   never past its batch's deadline; and releases messages (visibility 0).
 //! - [`probe`]: readiness and queue-depth gauges.
+//! - [`report`]: what the run has done so far, for people: a drain's progress lines, an
+//!   always-on run's periodic summary, and poison floods summarised rather than logged
+//!   one by one. [`Pipeline::progress`] gives the same figures to a progress bar.
 //!
 //! # Invariants
 //! - Nothing is deleted before its row is committed or its dead letter is sent and
@@ -37,6 +40,7 @@ pub mod delete;
 pub mod heartbeat;
 pub mod probe;
 pub mod receive;
+pub mod report;
 pub mod write;
 
 #[cfg(test)]
@@ -86,6 +90,12 @@ pub const DEFAULT_IN_FLIGHT_MESSAGES: usize = 1_000;
 pub const DEFAULT_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 /// How often the queue depth is polled with GetQueueAttributes.
 pub const QUEUE_POLL_INTERVAL: Duration = Duration::from_secs(15);
+/// How often a drain polls it: the backlog and ETA its progress shows.
+pub const DRAIN_QUEUE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// A drain's progress line off a terminal (`SQS2PG_PROGRESS_INTERVAL`).
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// An always-on run's summary line (`SQS2PG_SUMMARY_INTERVAL`).
+pub const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
@@ -121,6 +131,10 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Name of the source queue, recorded with each dead letter.
     pub source_queue: String,
+    /// A drain logs its progress this often; `None` when a progress bar shows it instead.
+    pub progress_interval: Option<Duration>,
+    /// An always-on run logs a summary (rates, lag, backlog) this often; `None`: never.
+    pub summary_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -141,6 +155,8 @@ impl Settings {
             drain: false,
             retry: RetryPolicy::FOREVER,
             source_queue: source_queue.into(),
+            progress_interval: Some(DEFAULT_PROGRESS_INTERVAL),
+            summary_interval: Some(DEFAULT_SUMMARY_INTERVAL),
         }
     }
 
@@ -215,11 +231,17 @@ impl Summary {
     }
 }
 
+/// Leads with the rate a backlog drains at (while busy, from the first message received
+/// to the last batch done): the whole run's rate also counts start-up, idle polls and a
+/// drain's end check, which on a short drain would understate the speed many times over.
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "rows inserted: {}, duplicates skipped: {}, dead-lettered: {}, received: {}, deleted: {}, released: {}, elapsed: {:.2} s, {:.1} messages/s; busy: {:.2} s, {:.1} messages/s while busy",
+            "{} messages in {:.2} s, {:.1} messages/s (rows inserted: {}, duplicates skipped: {}, dead-lettered: {}; received: {}, deleted: {}, released: {}); {:.2} s in all, counting start-up and idle polls",
+            self.processed(),
+            self.busy.as_secs_f64(),
+            self.busy_messages_per_second(),
             self.inserted,
             self.duplicates,
             self.dead_lettered,
@@ -227,9 +249,6 @@ impl std::fmt::Display for Summary {
             self.deleted,
             self.released,
             self.elapsed.as_secs_f64(),
-            self.messages_per_second(),
-            self.busy.as_secs_f64(),
-            self.busy_messages_per_second()
         )
     }
 }
@@ -285,6 +304,10 @@ struct Tally {
     /// latest batch was done.
     first_received_at: AtomicU64,
     last_done_at: AtomicU64,
+    /// Ingestion lag of committed rows (SentTimestamp to commit), in milliseconds: the sum,
+    /// for a mean between two reports, and the largest since the last report.
+    lag_sum_ms: AtomicU64,
+    lag_max_ms: AtomicU64,
 }
 
 impl Default for Tally {
@@ -298,6 +321,8 @@ impl Default for Tally {
             released: AtomicU64::new(0),
             first_received_at: AtomicU64::new(u64::MAX),
             last_done_at: AtomicU64::new(0),
+            lag_sum_ms: AtomicU64::new(0),
+            lag_max_ms: AtomicU64::new(0),
         }
     }
 }
@@ -305,6 +330,19 @@ impl Default for Tally {
 impl Tally {
     fn add(counter: &AtomicU64, count: impl TryInto<u64>) {
         counter.fetch_add(count.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Rows committed just now, sent at `sent_at`.
+    fn committed(&self, sent_at: &[chrono::DateTime<chrono::Utc>]) {
+        let now = chrono::Utc::now();
+        let (mut sum, mut max) = (0u64, 0u64);
+        for sent_at in sent_at {
+            let lag = u64::try_from((now - *sent_at).num_milliseconds()).unwrap_or(0);
+            sum = sum.saturating_add(lag);
+            max = max.max(lag);
+        }
+        Self::add(&self.lag_sum_ms, sum);
+        self.lag_max_ms.fetch_max(max, Ordering::Relaxed);
     }
 }
 
@@ -359,6 +397,8 @@ struct Context<Q, S> {
     heartbeat: Heartbeat,
     tally: Tally,
     database: DatabaseGate,
+    /// The source queue's latest depth (from the probe or a drain's end check).
+    backlog: watch::Sender<Option<report::Backlog>>,
     /// Transactions at a time: one permit per writer.
     writers: Arc<Semaphore>,
     /// The heartbeat, the probes and the database watch: they outlive the stages, and stop
@@ -425,6 +465,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
                 heartbeat,
                 tally: Tally::default(),
                 database: DatabaseGate::new(),
+                backlog: watch::Sender::new(None),
                 writers,
                 background: TaskTracker::new(),
                 done: CancellationToken::new(),
@@ -449,6 +490,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
         let background = &context.background;
         background.spawn(heartbeat::run(Arc::clone(context), context.done.clone()));
         background.spawn(probe::run(Arc::clone(context), context.done.clone()));
+        background.spawn(report::run(Arc::clone(context), context.done.clone()));
 
         let (to_batcher, from_receivers) = mpsc::channel(context.settings.receivers_max.max(1));
         let work = TaskTracker::new();
@@ -508,6 +550,11 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
                 count(&tally.last_done_at).saturating_sub(count(&tally.first_received_at)),
             ),
         }
+    }
+
+    /// What the run has done so far, and the backlog last seen: for a progress bar.
+    pub fn progress(&self) -> report::Progress {
+        report::Progress::of(&self.context)
     }
 
     /// Processes one received batch to the end, through the same stages as `run` (admit,

@@ -14,7 +14,8 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::metrics::QueueRole;
 
-use super::{Context, QUEUE_POLL_INTERVAL};
+use super::report::Backlog;
+use super::{Context, DRAIN_QUEUE_POLL_INTERVAL, QUEUE_POLL_INTERVAL};
 
 /// How often readiness re-checks the database when nothing else has.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -22,18 +23,31 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const RECOVERY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Until `done`: pings the database every few seconds and polls the queue depths.
+/// A drain polls the depths more often: they are its progress's backlog and ETA.
 pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: CancellationToken) {
+    let (depth_interval, interval) = if context.settings.drain {
+        (DRAIN_QUEUE_POLL_INTERVAL, DRAIN_QUEUE_POLL_INTERVAL)
+    } else {
+        (QUEUE_POLL_INTERVAL, PROBE_INTERVAL)
+    };
     let mut last_depth_poll: Option<Instant> = None;
+    let mut last_ping: Option<Instant> = None;
     loop {
-        let database = context.sink.ping().await;
-        context.readiness.set_database_reachable(database.is_ok());
-        if last_depth_poll.is_none_or(|at| at.elapsed() >= QUEUE_POLL_INTERVAL) {
+        if last_ping.is_none_or(|at| at.elapsed() >= PROBE_INTERVAL) {
+            last_ping = Some(Instant::now());
+            let database = context.sink.ping().await;
+            context.readiness.set_database_reachable(database.is_ok());
+        }
+        if last_depth_poll.is_none_or(|at| at.elapsed() >= depth_interval) {
             last_depth_poll = Some(Instant::now());
             let source = context.queue.depth().await;
             let dead_letter = context.queue.dead_letter_depth().await;
             context.readiness.set_queue_reachable(source.is_ok());
             match (source, dead_letter) {
                 (Ok(source), Ok(dead_letter)) => {
+                    context
+                        .backlog
+                        .send_replace(Some(Backlog::now(&context, source)));
                     context.metrics.emit(QueueDepthPolled {
                         role: QueueRole::Source,
                         depth: source,
@@ -51,7 +65,7 @@ pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: Ca
         }
         tokio::select! {
             () = done.cancelled() => return,
-            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

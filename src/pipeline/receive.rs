@@ -36,9 +36,11 @@ use crate::telemetry::events::{
 };
 
 use super::budget::Reservation;
+use super::report::Backlog;
 use super::{Context, InFlight, PipelineError, Tally, Work, heartbeat};
 
-/// The long-poll wait in drain mode: short, so the drain notices an empty queue promptly.
+/// The long-poll wait in drain mode while the queue reports messages we cannot receive yet
+/// (delayed, or in flight elsewhere): short, so the drain notices their end promptly.
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// How long a receive in flight at a signal may still land before it is cancelled.
 const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
@@ -67,6 +69,9 @@ struct Receivers<Q, S> {
     context: Arc<Context<Q, S>>,
     active: AtomicUsize,
     growth: Mutex<Growth>,
+    /// Shared by the receivers: "two empty receives in a row" means in time, whichever
+    /// receivers made them, and any receive that finds messages starts the check over.
+    drain: Mutex<DrainCheck>,
     tracker: TaskTracker,
     to_batcher: mpsc::Sender<Vec<InFlight>>,
     shutdown: CancellationToken,
@@ -87,6 +92,7 @@ pub(super) fn start<Q: Queue, S: Sink>(
         context,
         active: AtomicUsize::new(minimum),
         growth: Mutex::new(Growth::default()),
+        drain: Mutex::new(DrainCheck::default()),
         tracker: tracker.clone(),
         to_batcher,
         shutdown,
@@ -148,10 +154,6 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
 
     async fn receive_loop(self: Arc<Self>) {
         let context = &self.context;
-        // Consecutive empty receives that found the queue drained. One is not proof: SQS
-        // counts are approximate, and LocalStack's receive holds messages in neither count
-        // for a moment. Two, a poll apart, are.
-        let mut drained_checks = 0;
         while !self.stop.is_cancelled() {
             if !context.database.wait_open(&self.stop).await {
                 break;
@@ -162,7 +164,8 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                 () = self.stop.cancelled() => break,
             };
             let started = tokio::time::Instant::now();
-            let messages = match self.receive(per_receive).await {
+            let wait = self.drain_check().wait(&context.settings);
+            let messages = match self.receive(per_receive, wait).await {
                 Ok(messages) => messages,
                 Err(Some(error)) => {
                     context.metrics.emit(CallFailed {
@@ -184,22 +187,17 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
             if messages.is_empty() {
                 drop(reservation);
                 if context.settings.drain {
-                    if !self.stop.is_cancelled() && self.is_drained().await {
-                        drained_checks += 1;
-                        if drained_checks >= 2 && !self.stop.is_cancelled() {
-                            context.metrics.emit(QueueDrained);
-                            self.stop.cancel();
-                        }
-                    } else {
-                        drained_checks = 0;
+                    if self.confirm_drained().await && !self.stop.is_cancelled() {
+                        context.metrics.emit(QueueDrained);
+                        self.stop.cancel();
                     }
                 } else if self.shrink("receives come back empty") {
                     break;
                 }
                 continue;
             }
-            drained_checks = 0;
             let received = messages.len();
+            self.drain_check().found();
             let may_grow = received >= per_receive
                 && self
                     .growth
@@ -256,14 +254,13 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
     /// arrives in the very instant of the cancel reappears after its visibility timeout: a
     /// delay, never a loss. A completed drain cancels nothing: the drain's promise is an
     /// empty queue, so a late receive is processed.
-    async fn receive(&self, max: usize) -> Result<Vec<ReceivedMessage>, Option<QueueError>> {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, Option<QueueError>> {
         let context = &self.context;
         let settings = &context.settings;
-        let wait = if settings.drain {
-            DRAIN_WAIT.min(settings.wait_time)
-        } else {
-            settings.wait_time
-        };
         let reporter = context.metrics.retry_reporter();
         let received = retry(settings.retry, Stage::Receive, &reporter, || async {
             if self.stop.is_cancelled() {
@@ -291,14 +288,22 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
         }
     }
 
-    /// Drained: nothing of ours in flight, and SQS reports nothing visible, in flight
-    /// (another consumer's, or a crashed one's waiting for its timeout) or delayed.
-    async fn is_drained(&self) -> bool {
-        if self.context.budget.admitted() > 0 {
-            return false;
+    /// One step of the drain's end check after an empty receive: waits until every message
+    /// of ours is settled, then asks SQS whether anything is visible, in flight (another
+    /// consumer's, or a crashed one's waiting for its timeout) or delayed. `true` once two
+    /// receives in a row came back empty and SQS reported the queue empty after each.
+    async fn confirm_drained(&self) -> bool {
+        tokio::select! {
+            () = self.context.budget.settled() => {}
+            () = self.stop.cancelled() => return false,
         }
-        match self.context.queue.depth().await {
-            Ok(depth) => depth.is_empty(),
+        let empty = match self.context.queue.depth().await {
+            Ok(depth) => {
+                self.context
+                    .backlog
+                    .send_replace(Some(Backlog::now(&self.context, depth)));
+                depth.is_empty()
+            }
             Err(error) => {
                 self.context.metrics.emit(QueueDepthUnavailable {
                     error: &error,
@@ -306,7 +311,91 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                 });
                 false
             }
+        };
+        self.drain_check().confirmed(empty)
+    }
+
+    fn drain_check(&self) -> std::sync::MutexGuard<'_, DrainCheck> {
+        self.drain.lock().expect("not poisoned")
+    }
+}
+
+/// A drain's end check. Its safety is in what it asks, not in how long it waits: it ends
+/// only after two receives in a row came back empty, and after each one, with every
+/// message of ours settled, SQS reported nothing visible, in flight or delayed. A receive
+/// still in flight when it ends is processed, not dropped (see `receive_loop`).
+///
+/// What is fast is the wait: a drain's receives are short polls (no wait), which return at
+/// once whether or not they find messages, so the end costs a few round trips instead of
+/// two empty 1 s long polls. A short poll on AWS samples a subset of SQS's servers and may
+/// miss a message, which is why the queue's counts must agree; while they report messages
+/// that a receive cannot take yet (delayed, or another consumer's in flight), the next
+/// receive long-polls for [`DRAIN_WAIT`] rather than spin.
+#[derive(Debug, Default)]
+struct DrainCheck {
+    /// Empty receives in a row, each followed by an empty queue depth.
+    confirmations: u8,
+    /// The queue's counts showed messages that the last receive could not take.
+    waiting_for_messages: bool,
+}
+
+impl DrainCheck {
+    /// Empty receives, each confirmed by the queue's counts, that end a drain.
+    const CONFIRMATIONS: u8 = 2;
+
+    /// How long the next receive waits for messages.
+    fn wait(&self, settings: &super::Settings) -> Duration {
+        if !settings.drain {
+            settings.wait_time
+        } else if self.waiting_for_messages {
+            DRAIN_WAIT.min(settings.wait_time)
+        } else {
+            Duration::ZERO
         }
+    }
+
+    /// A receive brought messages: the check starts over.
+    fn found(&mut self) {
+        self.confirmations = 0;
+        self.waiting_for_messages = false;
+    }
+
+    /// An empty receive was followed by a depth read; `true` once the drain is complete.
+    fn confirmed(&mut self, queue_empty: bool) -> bool {
+        if queue_empty {
+            self.confirmations += 1;
+        } else {
+            self.confirmations = 0;
+        }
+        self.waiting_for_messages = !queue_empty;
+        self.confirmations >= Self::CONFIRMATIONS
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_ends_after_two_empty_receives_each_confirmed_by_an_empty_queue() {
+        let settings = super::super::Settings {
+            drain: true,
+            ..super::super::Settings::new("q")
+        };
+        let mut check = DrainCheck::default();
+        assert_eq!(check.wait(&settings), Duration::ZERO, "short polls at once");
+        assert!(!check.confirmed(true), "one confirmation is not proof");
+        check.found();
+        assert!(!check.confirmed(true), "messages in between start it over");
+        assert!(!check.confirmed(false));
+        assert_eq!(
+            check.wait(&settings),
+            DRAIN_WAIT,
+            "while SQS counts messages, receives long-poll instead of spinning"
+        );
+        assert!(!check.confirmed(true));
+        assert_eq!(check.wait(&settings), Duration::ZERO);
+        assert!(check.confirmed(true));
     }
 }
 

@@ -152,6 +152,7 @@ pub(super) async fn write<Q: Queue, S: Sink>(
                     commit,
                     sent_at: &sent_at,
                 });
+                context.tally.committed(&sent_at);
                 Tally::add(&context.tally.inserted, inserted);
                 Tally::add(&context.tally.duplicates, duplicates);
                 outcome.inserted += inserted;

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::adapters::sqs::QueueDepth;
 use crate::domain::dead_letter::DeadLetterReason;
 use crate::retry::{ErrorClass, Loudness, RetryReport, Stage};
 use crate::telemetry::metrics::{Metrics, QueueRole};
+use crate::telemetry::throttle::Verdict;
 
 /// Something worth telling an operator.
 pub trait Event {
@@ -161,6 +163,7 @@ impl Event for BatchCommitted<'_> {
         metrics.messages_duplicate.inc_by(self.duplicates);
         metrics.commit_duration.observe(self.commit.as_secs_f64());
         let now = Utc::now();
+        metrics.set_last_commit(now);
         for sent_at in self.sent_at {
             let latency = (now - *sent_at).to_std().unwrap_or_default();
             metrics.end_to_end_latency.observe(latency.as_secs_f64());
@@ -233,12 +236,46 @@ pub struct DeadLettered<'a> {
 impl Event for DeadLettered<'_> {
     fn emit(self, metrics: &Metrics) {
         metrics.dead_lettered(self.reason);
+        let verdict = metrics.dead_letter_log.admit(self.reason);
+        if verdict == Verdict::Count {
+            return;
+        }
         tracing::warn!(
             message = "Dead-lettered a poison message.",
             message_id = self.message_id,
             reason = self.reason.as_str(),
             detail = self.detail,
         );
+        if verdict == Verdict::LogLast {
+            tracing::warn!(
+                message = "Many poison messages for one reason: the rest of this minute's are counted, then summarised in one line.",
+                reason = self.reason.as_str(),
+            );
+        }
+    }
+}
+
+/// A window of the dead-letter log ended: one line per reason for the dead letters that
+/// were only counted in it ([`crate::telemetry::throttle`]).
+#[derive(Debug)]
+pub struct DeadLetterWindowEnded {
+    /// How long the window lasted.
+    pub window: Duration,
+}
+
+impl Event for DeadLetterWindowEnded {
+    fn emit(self, metrics: &Metrics) {
+        for (reason, count) in metrics.dead_letter_log.end_window() {
+            let window = humantime::format_duration(Duration::from_secs(self.window.as_secs()));
+            tracing::warn!(
+                message = %format_args!(
+                    "{count} more dead-lettered for reason {reason} in the last {window}."
+                ),
+                reason = reason.as_str(),
+                count,
+                window_s = self.window.as_secs_f64(),
+            );
+        }
     }
 }
 
@@ -458,6 +495,80 @@ impl Event for ReceivingResumed {
             waited_s = self.waited.as_secs()
         );
     }
+}
+
+/// A drain's progress line, off a terminal (on one, a progress bar shows the same).
+#[derive(Debug)]
+pub struct DrainProgress {
+    /// Messages done: rows inserted, duplicates skipped and dead letters.
+    pub processed: u64,
+    pub inserted: u64,
+    pub dead_lettered: u64,
+    /// Messages done per second since the previous line.
+    pub per_second: f64,
+    /// What SQS counts still in the queue (visible, in flight, delayed), if read yet.
+    pub remaining: Option<u64>,
+}
+
+impl Event for DrainProgress {
+    fn emit(self, _: &Metrics) {
+        let eta_s = self
+            .remaining
+            .filter(|_| self.per_second > 0.0)
+            .map(|remaining| (remaining as f64 / self.per_second).ceil());
+        tracing::info!(
+            message = "Draining.",
+            processed = self.processed,
+            inserted = self.inserted,
+            dead_lettered = self.dead_lettered,
+            messages_per_second = rounded(self.per_second, 1),
+            remaining = self.remaining,
+            eta_s,
+        );
+    }
+}
+
+/// An always-on run's periodic summary: what the last interval did, and where it stands.
+#[derive(Debug)]
+pub struct RunReport {
+    pub interval: Duration,
+    /// Messages done in the interval: rows inserted, duplicates skipped and dead letters.
+    pub processed: u64,
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    /// Mean and largest ingestion lag (SentTimestamp to commit) of the interval's rows.
+    pub lag_mean: Option<Duration>,
+    pub lag_max: Option<Duration>,
+    /// The source queue's depth, last read.
+    pub backlog: Option<QueueDepth>,
+}
+
+impl Event for RunReport {
+    fn emit(self, _: &Metrics) {
+        let interval_s = self.interval.as_secs_f64();
+        let seconds = |lag: Option<Duration>| lag.map(|lag| rounded(lag.as_secs_f64(), 3));
+        tracing::info!(
+            message = "Ingestion summary.",
+            interval_s = rounded(interval_s, 1),
+            processed = self.processed,
+            messages_per_second = rounded(self.processed as f64 / interval_s.max(1e-9), 1),
+            inserted = self.inserted,
+            duplicates = self.duplicates,
+            dead_lettered = self.dead_lettered,
+            lag_mean_s = seconds(self.lag_mean),
+            lag_max_s = seconds(self.lag_max),
+            backlog_visible = self.backlog.map(|depth| depth.visible),
+            backlog_in_flight = self.backlog.map(|depth| depth.in_flight),
+            backlog_delayed = self.backlog.map(|depth| depth.delayed),
+        );
+    }
+}
+
+/// `value` to `digits` decimals: log fields that people read stay short.
+fn rounded(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
 }
 
 /// A drain found the queue empty and everything acknowledged.

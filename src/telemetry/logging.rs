@@ -102,7 +102,7 @@ pub fn init_tracing(format: LogFormat) -> Result<(), LogFilterError> {
     let filter = try_log_filter(rust_log.as_deref())?;
     // Colours only for a terminal: in a file or a log collector they are escape codes.
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(StderrAroundProgressBar)
         .with_ansi(std::io::stderr().is_terminal());
     let layer = match format {
         LogFormat::Text => layer.boxed(),
@@ -112,6 +112,56 @@ pub fn init_tracing(format: LogFormat) -> Result<(), LogFilterError> {
         .with(layer.with_filter(filter))
         .init();
     Ok(())
+}
+
+/// The progress bar on stderr, if one is drawn: log lines are written around it.
+static PROGRESS_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// From now on, log lines are written around `bar` (`None`: straight to stderr), so a line
+/// never tears the bar and the bar never hides a line.
+pub fn log_around(bar: Option<indicatif::ProgressBar>) {
+    *PROGRESS_BAR.lock().expect("not poisoned") = bar;
+}
+
+/// Stderr for the log layer: each line is gathered whole, then written with the progress
+/// bar (if any) cleared and redrawn after it.
+struct StderrAroundProgressBar;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StderrAroundProgressBar {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogLine(Vec::new())
+    }
+}
+
+/// One log line on its way to stderr: written when dropped.
+struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let write = || {
+            // Nothing to do if stderr is gone: there is nowhere left to report it.
+            let _ = std::io::stderr().lock().write_all(&self.0);
+        };
+        let bar = PROGRESS_BAR.lock().expect("not poisoned").clone();
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
 }
 
 /// One JSON object a line: `timestamp`, `level`, `target` and the event's `fields`. Events

@@ -7,14 +7,15 @@
 //! [`crate::telemetry::events`] updates these; the pipeline emits events.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use strum::IntoEnumIterator;
 
 use crate::adapters::sqs::QueueDepth;
 use crate::domain::dead_letter::DeadLetterReason;
 use crate::retry::{ErrorClass, Stage};
+use crate::telemetry::throttle::DeadLetterLog;
 
 fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::new(name, help).expect("valid metric")
@@ -30,6 +31,10 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn float_gauge(name: &str, help: &str) -> Gauge {
+    Gauge::new(name, help).expect("valid metric")
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -50,6 +55,9 @@ macro_rules! metrics {
         /// pipelines in one process and read each one's counts.
         pub struct Metrics {
             registry: Registry,
+            /// Not a metric: which dead letters are logged one by one
+            /// ([`crate::telemetry::throttle`]).
+            pub(crate) dead_letter_log: DeadLetterLog,
             $( pub(crate) $field: $kind, )*
         }
 
@@ -57,6 +65,7 @@ macro_rules! metrics {
             fn unregistered() -> Self {
                 Self {
                     registry: Registry::new(),
+                    dead_letter_log: DeadLetterLog::default(),
                     $( $field: $make($name, $help $(, $extra)*), )*
                 }
             }
@@ -127,6 +136,9 @@ metrics! {
     oldest_message_age (OLDEST_MESSAGE_AGE): IntGauge = gauge(
         "sqs2pg_oldest_message_age_seconds",
         "Age of the oldest message in the latest receives (0 when they were empty).");
+    last_commit (LAST_COMMIT): Gauge = float_gauge(
+        "sqs2pg_last_commit_timestamp_seconds",
+        "Unix time of the latest committed batch, or of the start before the first: time() minus it is how long nothing was committed.");
     ready (READY): IntGauge = gauge(
         "sqs2pg_ready",
         "1 when the database and SQS are reachable and the service is not shutting down.");
@@ -146,6 +158,7 @@ impl Metrics {
     pub fn new() -> Self {
         let metrics = Self::unregistered();
         metrics.register_all();
+        metrics.set_last_commit(chrono::Utc::now());
         metrics
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -167,6 +180,11 @@ impl Metrics {
             metrics.set_queue_depth(role, QueueDepth::default());
         }
         metrics
+    }
+
+    pub(crate) fn set_last_commit(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.last_commit
+            .set(at.timestamp_micros() as f64 / 1_000_000.0);
     }
 
     /// The registry, for tests that read counts with `gather()`.

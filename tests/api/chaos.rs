@@ -247,8 +247,8 @@ impl DeadLetterCopies {
 // ---------------------------------------------------------------------------------------------
 // The service as a process
 
-/// The counts of `sqs2pg: rows inserted: ..., ...`, the last line of a clean run.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// The counts of `run --output json`'s summary, the last line of a clean run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 struct RunSummary {
     inserted: u64,
     duplicates: u64,
@@ -259,28 +259,8 @@ struct RunSummary {
 
 impl RunSummary {
     fn parse(stdout: &str) -> Option<Self> {
-        let line = stdout
-            .lines()
-            .rev()
-            .find_map(|line| line.strip_prefix("sqs2pg: rows inserted: "))?;
-        let mut summary = Self::default();
-        for part in format!("rows inserted: {line}").split(", ") {
-            let Some((name, value)) = part.split_once(": ") else {
-                continue;
-            };
-            let Ok(value) = value.parse::<u64>() else {
-                continue;
-            };
-            match name {
-                "rows inserted" => summary.inserted = value,
-                "duplicates skipped" => summary.duplicates = value,
-                "dead-lettered" => summary.dead_lettered = value,
-                "received" => summary.received = value,
-                "deleted" => summary.deleted = value,
-                _ => {}
-            }
-        }
-        Some(summary)
+        let line = stdout.lines().rev().find(|line| line.starts_with('{'))?;
+        Some(serde_json::from_str(line).expect("the JSON summary's documented shape"))
     }
 }
 
@@ -299,7 +279,7 @@ fn start_service(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) 
 fn run(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, args: &[&str]) -> Process {
     start_service(logs, name, |command| {
         run_env(command, db, queues);
-        command.arg("run").args(args);
+        command.arg("run").args(["--output", "json"]).args(args);
     })
 }
 

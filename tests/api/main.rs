@@ -15,5 +15,6 @@ mod hostile;
 mod ingest;
 mod kubernetes;
 mod observability;
+mod progress;
 mod secrets;
 mod tls;

@@ -41,6 +41,53 @@ const JOB: &str = "sqs2pg";
 const DATASOURCE_UID: &str = "prometheus";
 
 // ---------------------------------------------------------------------------------------
+// A real Prometheus
+
+/// A real Prometheus (Debian's package), scraping the consumer on `metrics_port` every
+/// second as job [`JOB`] and evaluating the alert rules every second; once it is ready.
+async fn start_prometheus(
+    logs: &crate::helpers::Logs,
+    metrics_port: u16,
+) -> (crate::helpers::Process, crate::helpers::PrometheusApi) {
+    use crate::helpers::{Process, PrometheusApi, free_port};
+    let prometheus_port = std::iter::repeat_with(free_port)
+        .find(|port| *port != metrics_port)
+        .unwrap();
+    let config = logs.file("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
+            repo().join(ALERTS).display()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new("prometheus");
+    command.args([
+        format!("--config.file={}", config.display()),
+        format!(
+            "--storage.tsdb.path={}",
+            logs.file("prometheus-data").display()
+        ),
+        format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
+    ]);
+    let mut prometheus = Process::spawn(logs, "prometheus", &mut command);
+    let api = PrometheusApi::new(prometheus_port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !api.ready().await {
+        prometheus.assert_running("its start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus did not become ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    (prometheus, api)
+}
+
+// ---------------------------------------------------------------------------------------
 // Files
 
 fn read(path: &str) -> String {

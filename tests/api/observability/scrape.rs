@@ -4,7 +4,6 @@
 //! consumer stops, `up` drops and SQS2PGConsumerDown goes pending.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sqs2pg::adapters::sqs::Queue;
@@ -14,7 +13,8 @@ use sqs2pg::telemetry::metrics::names;
 use crate::helpers::*;
 
 use super::{
-    ALERTS, JOB, alert_rules, concrete_query, dashboard, dashboard_queries, template_variables,
+    JOB, alert_rules, concrete_query, dashboard, dashboard_queries, start_prometheus,
+    template_variables,
 };
 
 /// What Prometheus has scraped from the consumer.
@@ -80,37 +80,7 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
     queues.send(&bodies).await;
 
     let metrics_port = free_port();
-    let prometheus_port = std::iter::repeat_with(free_port)
-        .find(|port| *port != metrics_port)
-        .unwrap();
-    let config = test.logs.file("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
-            repo().join(ALERTS).display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new("prometheus");
-    command.args([
-        format!("--config.file={}", config.display()),
-        format!(
-            "--storage.tsdb.path={}",
-            test.logs.file("prometheus-data").display()
-        ),
-        format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
-    ]);
-    let mut prometheus = Process::spawn(&test.logs, "prometheus", &mut command);
-    let api = PrometheusApi::new(prometheus_port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !api.ready().await {
-        prometheus.assert_running("its start");
-        assert!(Instant::now() < deadline, "Prometheus did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (mut prometheus, api) = start_prometheus(&test.logs, metrics_port).await;
 
     let mut command = sqs2pg_command();
     run_env(&mut command, &db, &queues);
@@ -291,7 +261,7 @@ async fn a_real_prometheus_scraping_the_consumer_answers_every_dashboard_and_ale
     let log = format!("{}{}", consumer.stdout(), consumer.stderr());
     for figure in [
         format!("rows inserted: {inserted},"),
-        format!("dead-lettered: {dead_lettered},"),
+        format!("dead-lettered: {dead_lettered};"),
         format!("received: {received},"),
     ] {
         assert!(

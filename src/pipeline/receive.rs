@@ -292,10 +292,19 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
     /// of ours is settled, then asks SQS whether anything is visible, in flight (another
     /// consumer's, or a crashed one's waiting for its timeout) or delayed. `true` once two
     /// receives in a row came back empty and SQS reported the queue empty after each.
+    ///
+    /// The wait for our own work is bounded by [`DRAIN_WAIT`]: then the next receive goes
+    /// ahead, so a message that came back meanwhile (its visibility lapsed while a call
+    /// hung) is received again as it would be without a drain.
     async fn confirm_drained(&self) -> bool {
-        tokio::select! {
-            () = self.context.budget.settled() => {}
+        let settled = tokio::select! {
+            () = self.context.budget.settled() => true,
+            () = tokio::time::sleep(DRAIN_WAIT) => false,
             () = self.stop.cancelled() => return false,
+        };
+        if !settled {
+            self.drain_check().found();
+            return false;
         }
         let empty = match self.context.queue.depth().await {
             Ok(depth) => {
@@ -354,7 +363,7 @@ impl DrainCheck {
         }
     }
 
-    /// A receive brought messages: the check starts over.
+    /// A receive brought messages, or ours are still at work: the check starts over.
     fn found(&mut self) {
         self.confirmations = 0;
         self.waiting_for_messages = false;

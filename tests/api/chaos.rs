@@ -264,13 +264,14 @@ impl RunSummary {
     }
 }
 
-/// `sqs2pg <args>` with the test services' environment, JSON logs at [`LOG_FILTER`], plus
-/// whatever `configure` sets.
+/// `sqs2pg <args>` with the test services' environment, JSON logs at [`LOG_FILTER`], the
+/// summary as JSON ([`RunSummary`]), plus whatever `configure` sets.
 fn start_service(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) -> Process {
     let mut command = sqs2pg_command();
     command
         .env("RUST_LOG", LOG_FILTER)
-        .env("SQS2PG_LOG_FORMAT", "json");
+        .env("SQS2PG_LOG_FORMAT", "json")
+        .env("SQS2PG_OUTPUT", "json");
     configure(&mut command);
     Process::spawn(logs, name, &mut command)
 }
@@ -279,7 +280,7 @@ fn start_service(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) 
 fn run(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, args: &[&str]) -> Process {
     start_service(logs, name, |command| {
         run_env(command, db, queues);
-        command.arg("run").args(["--output", "json"]).args(args);
+        command.arg("run").args(args);
     })
 }
 

@@ -16,4 +16,5 @@ mod ingest;
 mod kubernetes;
 mod observability;
 mod secrets;
+mod status;
 mod tls;

@@ -215,9 +215,9 @@ fresh_database() {
 # Creates a queue and its DLQ with `sqs2pg setup`; sets QUEUE_URL.
 fresh_queue() {
   local name urls; name="bench-${1}-$(date +%s%N)"
-  urls="$("$BIN/sqs2pg" setup --queue-name "$name")"
-  QUEUE_URL="$(sed -n 's/^SQS2PG_QUEUE_URL=//p' <<<"$urls")"
-  QUEUES+=("$QUEUE_URL" "$(sed -n 's/^SQS2PG_DLQ_URL=//p' <<<"$urls")")
+  urls="$("$BIN/sqs2pg" setup --queue-name "$name" --output json)"
+  QUEUE_URL="$(json_get "$urls" queue url)"
+  QUEUES+=("$QUEUE_URL" "$(json_get "$urls" dlq url)")
 }
 
 delete_queues() {

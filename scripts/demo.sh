@@ -48,10 +48,12 @@ for url in sys.argv[1:]:
 trap delete_queues EXIT
 
 say "sqs2pg setup: the queue and its dead-letter queue"
-urls="$(sqs2pg setup --queue-name "$queue")"
-echo "$urls"
-SQS2PG_QUEUE_URL="$(sed -n 's/^SQS2PG_QUEUE_URL=//p' <<<"$urls")"
-queue_urls=("$SQS2PG_QUEUE_URL" "$(sed -n 's/^SQS2PG_DLQ_URL=//p' <<<"$urls")")
+setup="$(sqs2pg setup --queue-name "$queue" --output json)"
+echo "$setup"
+# The URLs, read from setup's JSON (python3 is a prerequisite already: services.sh needs it).
+url_of() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]]["url"])' "$setup" "$1"; }
+SQS2PG_QUEUE_URL="$(url_of queue)"
+queue_urls=("$SQS2PG_QUEUE_URL" "$(url_of dlq)")
 export SQS2PG_QUEUE_URL
 
 say "sqs2pg send: 100 login events, one of them malformed"
@@ -78,6 +80,9 @@ psql "$DATABASE_URL" -P pager=off \
 
 say "sqs2pg dlq inspect: the dead-letter queue, PII masked"
 sqs2pg dlq inspect
+
+say "sqs2pg status: where the deployment stands (exit 2: the dead letter just recorded)"
+sqs2pg status || echo "(status exited $?: attention, as the line above says)"
 
 delete_queues
 queue_urls=()

@@ -49,7 +49,10 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
   SQS2PG_DLQ_NAME            dead-letter queue name for `setup` [default: <queue name>-dlq]
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
-  SQS2PG_OUTPUT              how `run` prints its closing summary: text or json [default: text]
+  SQS2PG_STALL_AFTER         `status`: a backlog with no commit for this long needs attention [default: 5m]
+  SQS2PG_DLQ_WINDOW          `status`: a dead letter recorded this recently needs attention [default: 5m]
+  SQS2PG_OUTPUT              how `run --drain`, `setup`, `send`, `dlq inspect` and `status` print
+                             their result on stdout: text or json (shapes in the README) [default: text]
   SQS2PG_PROGRESS_INTERVAL   how often `run --drain` logs its progress off a terminal, 0 = never [default: 10s]
   SQS2PG_SUMMARY_INTERVAL    how often `run` logs a one-line summary (rates, lag, backlog), 0 = never [default: 1m]
   SQS2PG_LOG_FORMAT          text or json [default: text]
@@ -376,9 +379,10 @@ fn queue_name_parser() -> Setting<String> {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(
+#[allow(
     clippy::large_enum_variant,
-    reason = "parsed once at start and moved once: boxing `run`'s settings buys nothing"
+    reason = "parsed once at start and moved once: boxing `run`'s settings buys nothing \
+              (allowed, not expected: whether it fires depends on `status`'s size beside `run`'s)"
 )]
 pub enum Command {
     /// Consume the queue: mask, insert, delete. Applies migrations first.
@@ -396,7 +400,21 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Exit 0 if the instance at SQS2PG_METRICS_ADDR is ready (/readyz answers 200).
     Healthcheck(HealthcheckArgs),
+    /// Where the deployment stands: the queues' depths, recent rows and lag, the last
+    /// commit, dead letters by reason, the migration version. Exits 0 when all is well, 2
+    /// when something needs attention (each reason printed), 1 when it could not check.
+    #[command(after_help = STATUS_HELP)]
+    Status(StatusArgs),
 }
+
+const STATUS_HELP: &str = "\
+Attention (exit code 2):
+  dlq_growing        dead letters were recorded for this queue within --dlq-window
+  stalled            messages wait (visible or in flight) and nothing was committed (no row,
+                     no dead letter) for longer than --stall-after
+  migrations_behind  the database lacks migrations this binary has
+Exit codes: 0 all well, 2 attention needed, 1 could not check (an error, on stderr).
+A usage error (a bad flag) exits 2 too, as for every command, with clap's message on stderr.";
 
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
@@ -636,10 +654,12 @@ pub struct RunArgs {
     pub output: OutputFormat,
 }
 
-/// How a command prints its result on stdout. Logs go to stderr either way.
+/// How a command prints its result on stdout. Logs go to stderr either way. One variable,
+/// `SQS2PG_OUTPUT`, for every command that has a result: a script that wants JSON wants it
+/// from each command it runs, as `SQS2PG_LOG_FORMAT` is one setting for every log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// One line for people.
+    /// For people.
     Text,
     /// One JSON object for scripts; its fields are documented and only ever added to.
     Json,
@@ -656,6 +676,8 @@ const BATCH_TIMEOUT: DurationLimits = DurationLimits::seconds(5, 43_200);
 const REPORT_INTERVAL: DurationLimits = DurationLimits::seconds(0, 3_600);
 const STATEMENT_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 3_600);
 const SQS_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 300);
+/// `status`'s windows: a week at most, since each counts the table's rows within it.
+const STATUS_WINDOW: DurationLimits = DurationLimits::seconds(1, 7 * 24 * 60 * 60);
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
@@ -684,6 +706,47 @@ pub struct SetupArgs {
     /// implies it). The DLQ defaults to <stem>-dlq.fifo.
     #[arg(long)]
     pub fifo: bool,
+
+    /// How the result is printed on stdout: `text`, the two URLs as `SQS2PG_QUEUE_URL=` and
+    /// `SQS2PG_DLQ_URL=` lines, or `json` (one object, the shape in the README).
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
+}
+
+/// `sqs2pg status`'s settings.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// Messages waiting (visible or in flight) with nothing committed for this long, 1s to
+    /// 7d, need attention (`stalled`): the consumer is down or stuck.
+    #[arg(long, env = "SQS2PG_STALL_AFTER", value_name = "DURATION", default_value = "5m",
+          allow_negative_numbers = true, value_parser = duration(STATUS_WINDOW))]
+    pub stall_after: Duration,
+
+    /// Dead letters recorded within this last stretch, 1s to 7d, need attention
+    /// (`dlq_growing`); set it to the interval a cron check runs at, to hear of each once.
+    #[arg(long, env = "SQS2PG_DLQ_WINDOW", value_name = "DURATION", default_value = "5m",
+          allow_negative_numbers = true, value_parser = duration(STATUS_WINDOW))]
+    pub dlq_window: Duration,
+
+    /// How the status is printed on stdout: `text`, one screen for people, or `json` (one
+    /// object, the shape in the README) for scripts.
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -711,6 +774,16 @@ pub struct SendArgs {
     #[arg(long, value_name = "SHARE", default_value_t = 0.0, allow_negative_numbers = true,
           value_parser = setting(parse_share))]
     pub malformed_share: f64,
+
+    /// How the result is printed on stdout: `text`, one line, or `json` (one object, the
+    /// shape in the README).
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -732,6 +805,16 @@ pub struct DlqInspectArgs {
     #[arg(long, value_name = "COUNT", default_value_t = 3, allow_negative_numbers = true,
           value_parser = whole_number(0, 1000).map(|count| count as usize))]
     pub samples: usize,
+
+    /// How the result is printed on stdout: `text` for people, or `json` (one object, the
+    /// shape in the README; samples redacted as in text).
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

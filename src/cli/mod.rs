@@ -7,6 +7,7 @@
 //! - [`send`]: send synthetic events.
 //! - [`dlq`]: `dlq inspect` and `dlq redrive`.
 //! - [`healthcheck`]: probe `/readyz` for a container runtime.
+//! - [`status`]: where a deployment stands, with an exit code for cron checks.
 //! - [`aws`]: the SQS client they share.
 
 pub mod aws;
@@ -18,6 +19,7 @@ pub mod progress;
 pub mod run;
 pub mod send;
 pub mod setup;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -34,5 +36,6 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq(DlqCommand::Inspect(args)) => dlq::inspect(args).await.map(done),
         Command::Dlq(DlqCommand::Redrive(args)) => dlq::redrive(args).await.map(done),
         Command::Healthcheck(args) => Ok(healthcheck::healthcheck(args).await),
+        Command::Status(args) => status::status(args).await,
     }
 }

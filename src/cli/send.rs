@@ -5,7 +5,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::adapters::sqs::{FifoIds, MAX_BATCH, NotTaken, OutgoingMessage, SqsQueue};
 use crate::cli::aws::sqs_client;
-use crate::cli::config::SendArgs;
+use crate::cli::config::{OutputFormat, SendArgs};
 use crate::domain::synthetic;
 use crate::retry::RetryPolicy;
 use crate::telemetry::events::log_retry;
@@ -29,14 +29,34 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         .try_collect::<Vec<()>>()
         .await
         .context("sending events")?;
-    println!(
-        "sent {} events ({} malformed) to {} in {:.2} s",
-        bodies.len(),
+    let sent = Sent {
+        sent: bodies.len() as u64,
         malformed,
-        args.queue_url,
-        started.elapsed().as_secs_f64()
-    );
+        queue_url: &args.queue_url,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    match args.output {
+        OutputFormat::Text => println!(
+            "sent {} events ({} malformed) to {} in {:.2} s",
+            sent.sent, sent.malformed, sent.queue_url, sent.elapsed_s
+        ),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string(&sent).expect("a send result serializes")
+        ),
+    }
     Ok(())
+}
+
+/// `send --output json` prints this shape; fields are only ever added.
+#[derive(Debug, serde::Serialize)]
+struct Sent<'a> {
+    /// Events SQS took, malformed ones included.
+    sent: u64,
+    /// Of those, the malformed (poison) ones.
+    malformed: u64,
+    queue_url: &'a str,
+    elapsed_s: f64,
 }
 
 /// Sends one batch; what SQS refuses is sent again (see [`SqsQueue::send_until_taken`]).

@@ -213,26 +213,42 @@ async fn setup_is_idempotent_and_changes_an_existing_queue_only_when_asked() {
             Duration::from_secs(60),
         )
     };
-    let first = setup(&["--max-receive-count", "5"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let again = setup(&["--max-receive-count", "5"]);
-    assert!(again.status.success(), "{}", text(&again));
-    assert_eq!(first.stdout, again.stdout, "the same URLs both times");
-    let stdout = String::from_utf8(first.stdout.clone()).unwrap();
-    let queue_url = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SQS2PG_QUEUE_URL="))
-        .unwrap()
-        .to_owned();
-    let dlq_url = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SQS2PG_DLQ_URL="))
-        .unwrap()
-        .to_owned();
+    // `--output json`: one object, read as JSON.
+    let json = |output: &Output| -> serde_json::Value {
+        assert!(output.status.success(), "{}", text(output));
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", text(output)))
+    };
+    let first = json(&setup(&["--max-receive-count", "5", "--output", "json"]));
+    println!("{first}");
+    let queue_url = first["queue"]["url"].as_str().unwrap().to_owned();
+    let dlq_url = first["dlq"]["url"].as_str().unwrap().to_owned();
     assert!(queue_url.ends_with(&format!("/{name}")));
     assert!(dlq_url.ends_with(&format!("/{name}-dlq")));
+    assert!(
+        first["queue"]["arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{name}"))
+    );
+    assert_eq!(first["queue"]["created"], true);
+    assert_eq!(first["dlq"]["created"], true);
+    assert_eq!(first["redrive_policy"], "created");
+    assert_eq!(first["max_receive_count"], 5);
+    assert_eq!(first["fifo"], false);
+    let again = json(&setup(&["--max-receive-count", "5", "--output", "json"]));
+    for queue in ["queue", "dlq"] {
+        assert_eq!(
+            again[queue]["url"], first[queue]["url"],
+            "the same URLs both times"
+        );
+        assert_eq!(again[queue]["arn"], first[queue]["arn"]);
+        assert_eq!(again[queue]["created"], false, "{again}");
+    }
+    assert_eq!(again["redrive_policy"], "unchanged");
     let policy = redrive_policy(&queue_url).await.unwrap();
     assert_eq!(max_receive_count(&policy), "5");
+    assert_eq!(policy["deadLetterTargetArn"], first["dlq"]["arn"]);
     assert!(
         policy["deadLetterTargetArn"]
             .as_str()
@@ -254,13 +270,21 @@ async fn setup_is_idempotent_and_changes_an_existing_queue_only_when_asked() {
     );
 
     // Asked for: changed.
-    let updated = setup(&["--max-receive-count", "3", "--update"]);
-    assert!(updated.status.success(), "{}", text(&updated));
-    assert_eq!(updated.stdout, first.stdout);
+    let updated = setup(&["--max-receive-count", "3", "--update", "--output", "json"]);
+    let changed = json(&updated);
+    assert_eq!(changed["redrive_policy"], "updated");
+    assert_eq!(changed["queue"]["url"], first["queue"]["url"]);
     assert!(
-        text(&updated).contains("maxReceiveCount 5"),
+        stderr_of(&updated).contains("maxReceiveCount 5"),
         "{}",
         text(&updated)
+    );
+    // The text form: the two URLs as lines a shell can source.
+    let plain = setup(&["--max-receive-count", "3"]);
+    assert!(plain.status.success(), "{}", text(&plain));
+    assert_eq!(
+        String::from_utf8(plain.stdout).unwrap(),
+        format!("SQS2PG_QUEUE_URL={queue_url}\nSQS2PG_DLQ_URL={dlq_url}\n")
     );
     assert_eq!(
         max_receive_count(&redrive_policy(&queue_url).await.unwrap()),

@@ -85,6 +85,40 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
         || async { queues.sqs_queue_dead_letter_visible().await == 3 },
     )
     .await;
+
+    // The same, as one JSON object: counts, depth and samples, redacted alike.
+    command.args(["--output", "json"]);
+    let output = Process::output(&test.logs, &mut command, Duration::from_secs(120));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let inspected: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    println!("{inspected:#}");
+    assert_eq!(inspected["dlq_url"], queues.urls.dlq_url.as_str());
+    assert_eq!(inspected["read"], 3);
+    assert_eq!(inspected["complete"], true);
+    assert_eq!(
+        inspected["depth"],
+        serde_json::json!({"visible": 3, "in_flight": 0, "delayed": 0})
+    );
+    for reason in ["wrong_type", "invalid_json", "missing_field"] {
+        assert_eq!(inspected["by_reason"][reason]["count"], 1, "{inspected}");
+        let sample = &inspected["by_reason"][reason]["samples"][0];
+        assert!(sample["body"].is_string(), "{inspected}");
+        assert_eq!(sample["detail"], "test", "{inspected}");
+    }
+    let sample = inspected["by_reason"]["wrong_type"]["samples"][0]["body"]
+        .as_str()
+        .unwrap();
+    assert!(
+        sample.contains(&masker.digest("199.172.111.135")[..16]),
+        "{sample}"
+    );
+    for secret in ["199.172.111.135", "593-47-5928", "10.9.8.7"] {
+        assert!(
+            !stdout.contains(secret),
+            "inspect printed PII {secret}: {stdout}"
+        );
+    }
 }
 
 /// Every shape a raw value can hide in, through the real binary: nothing raw comes out.

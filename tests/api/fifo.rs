@@ -182,24 +182,19 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
     let setup = tokio::task::block_in_place(|| {
         Process::output(
             &test.logs,
-            sqs2pg_command().args(["setup", "--fifo", "--queue-name", &name]),
+            sqs2pg_command().args(["setup", "--fifo", "--queue-name", &name, "--output", "json"]),
             Duration::from_secs(60),
         )
     });
-    let printed = String::from_utf8_lossy(&setup.stdout).into_owned();
     assert!(
         setup.status.success(),
         "{}",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let url_of = |key: &str| {
-        printed
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .unwrap()
-            .to_owned()
-    };
-    let (queue_url, dlq_url) = (url_of("SQS2PG_QUEUE_URL"), url_of("SQS2PG_DLQ_URL"));
+    let printed: serde_json::Value = serde_json::from_slice(&setup.stdout).unwrap();
+    assert_eq!(printed["fifo"], true, "{printed}");
+    let url_of = |queue: &str| printed[queue]["url"].as_str().unwrap().to_owned();
+    let (queue_url, dlq_url) = (url_of("queue"), url_of("dlq"));
     assert!(queue_url.ends_with(&format!("{name}.fifo")), "{queue_url}");
     assert!(dlq_url.ends_with(&format!("{name}-dlq.fifo")), "{dlq_url}");
 
@@ -214,6 +209,8 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
                 "0.2",
                 "--queue-url",
                 &queue_url,
+                "--output",
+                "json",
             ]),
             Duration::from_secs(60),
         )
@@ -223,6 +220,11 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
         "{}",
         String::from_utf8_lossy(&send.stderr)
     );
+    let sent: serde_json::Value = serde_json::from_slice(&send.stdout).unwrap();
+    assert_eq!(sent["sent"], 50, "{sent}");
+    assert_eq!(sent["malformed"], 10, "{sent}");
+    assert_eq!(sent["queue_url"], queue_url.as_str());
+    assert!(sent["elapsed_s"].as_f64().unwrap() > 0.0, "{sent}");
 
     let run = |extra: &[&str]| {
         tokio::task::block_in_place(|| {
@@ -274,12 +276,23 @@ async fn setup_send_and_redrive_work_on_fifo_queues() {
         String::from_utf8_lossy(&second.stderr)
     );
     assert_eq!(db.row_count().await, rows, "still poison: no new rows");
-    let inspect = dlq("inspect");
-    let inspected = String::from_utf8_lossy(&inspect.stdout).into_owned();
-    assert!(
-        inspected.contains(&format!(": {} message", 50 - rows)),
+    let inspect = tokio::task::block_in_place(|| {
+        Process::output(
+            &test.logs,
+            sqs2pg_command()
+                .env("SQS2PG_QUEUE_URL", &queue_url)
+                .args(["dlq", "inspect", "--output", "json"]),
+            Duration::from_secs(60),
+        )
+    });
+    let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", text(&inspect)));
+    assert_eq!(
+        inspected["read"],
+        50 - rows,
         "each poison message once in the DLQ: {inspected}"
     );
+    assert_eq!(inspected["complete"], true, "{inspected}");
     // Through send, dead-lettering, redrive and dead-lettering again, each message kept
     // the group send gave it (its user id) and its original id.
     let dlq = TestQueues {

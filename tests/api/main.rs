@@ -17,4 +17,5 @@ mod kubernetes;
 mod observability;
 mod progress;
 mod secrets;
+mod status;
 mod tls;

@@ -14,6 +14,7 @@
 
 #[cfg(test)]
 pub mod fake;
+pub mod status;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

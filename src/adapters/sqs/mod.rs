@@ -1027,6 +1027,20 @@ pub enum RedriveChange {
     Updated { previous: RedrivePolicy },
 }
 
+/// What `setup` made or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupOutcome {
+    pub urls: QueueUrls,
+    /// The source queue's ARN: the DLQ's with the source's name, since `setup` makes both
+    /// in one account and region. `None` when SQS gave no DLQ ARN.
+    pub queue_arn: Option<String>,
+    pub dlq_arn: Option<String>,
+    /// Whether the DLQ was absent before (CreateQueue itself does not say).
+    pub dlq_created: bool,
+    /// What happened to the source queue and its redrive policy; `Created`: a new queue.
+    pub change: RedriveChange,
+}
+
 /// Creates the source queue and its dead-letter queue if absent, the source with a redrive
 /// policy to the DLQ. An existing source queue is changed only with `update`: without it, a
 /// policy that differs is an error saying how, and the queue is left as it was.
@@ -1036,7 +1050,7 @@ pub async fn setup_queues(
     dlq_name: &str,
     max_receive_count: u32,
     update: bool,
-) -> Result<(QueueUrls, RedriveChange), SetupError> {
+) -> Result<SetupOutcome, SetupError> {
     // A FIFO pair: SQS requires both names to end in .fifo and the DLQ to be FIFO too.
     // Deduplication is by id, not content: two logins may rightly have the same body.
     let fifo = queue_name.ends_with(".fifo");
@@ -1066,6 +1080,19 @@ pub async fn setup_queues(
                 detail: "the response has no queue URL".to_owned(),
             })
     };
+    let existing_url = async |name: &str| match client.get_queue_url().queue_name(name).send().await
+    {
+        Ok(output) => Ok(output.queue_url),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|error| error.is_queue_does_not_exist()) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(QueueError::from_sdk("GetQueueUrl", error)),
+    };
+    let dlq_created = existing_url(dlq_name).await?.is_none();
     let dlq_url = create(dlq_name.to_owned()).await?;
     let dlq_arn = client
         .get_queue_attributes()
@@ -1075,27 +1102,29 @@ pub async fn setup_queues(
         .await
         .map_err(|error| QueueError::from_sdk("GetQueueAttributes", error))?
         .attributes
-        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
-        .unwrap_or_default();
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn));
+    let queue_arn = dlq_arn
+        .as_deref()
+        .and_then(|arn| arn.rsplit_once(':'))
+        .map(|(prefix, _)| format!("{prefix}:{queue_name}"));
     let wanted = RedrivePolicy {
-        dead_letter_target_arn: Some(dlq_arn),
+        dead_letter_target_arn: Some(dlq_arn.clone().unwrap_or_default()),
         max_receive_count: Some(max_receive_count.to_string()),
     };
-    let existing = match client.get_queue_url().queue_name(queue_name).send().await {
-        Ok(output) => output.queue_url,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|error| error.is_queue_does_not_exist()) =>
-        {
-            None
-        }
-        Err(error) => return Err(QueueError::from_sdk("GetQueueUrl", error).into()),
+    let outcome = |urls, change| SetupOutcome {
+        urls,
+        queue_arn: queue_arn.clone(),
+        dlq_arn: dlq_arn.clone(),
+        dlq_created,
+        change,
     };
-    let Some(queue_url) = existing else {
+    let Some(queue_url) = existing_url(queue_name).await? else {
         let queue_url = create(queue_name.to_owned()).await?;
         set_redrive_policy(client, &queue_url, &wanted).await?;
-        return Ok((QueueUrls { queue_url, dlq_url }, RedriveChange::Created));
+        return Ok(outcome(
+            QueueUrls { queue_url, dlq_url },
+            RedriveChange::Created,
+        ));
     };
     let current = RedrivePolicy::parse(
         client
@@ -1112,7 +1141,7 @@ pub async fn setup_queues(
     );
     let urls = QueueUrls { queue_url, dlq_url };
     if current == wanted {
-        return Ok((urls, RedriveChange::Unchanged));
+        return Ok(outcome(urls, RedriveChange::Unchanged));
     }
     if !update {
         return Err(SetupError::RedriveDiffers {
@@ -1122,7 +1151,7 @@ pub async fn setup_queues(
         });
     }
     set_redrive_policy(client, &urls.queue_url, &wanted).await?;
-    Ok((urls, RedriveChange::Updated { previous: current }))
+    Ok(outcome(urls, RedriveChange::Updated { previous: current }))
 }
 
 async fn set_redrive_policy(
@@ -1149,7 +1178,7 @@ pub async fn create_queues(
     max_receive_count: u32,
 ) -> Result<QueueUrls, QueueError> {
     match setup_queues(client, queue_name, dlq_name, max_receive_count, true).await {
-        Ok((urls, _)) => Ok(urls),
+        Ok(outcome) => Ok(outcome.urls),
         Err(SetupError::Queue(error)) => Err(error),
         Err(other) => Err(QueueError {
             operation: "SetQueueAttributes",

@@ -7,10 +7,12 @@
 //! - [`send`]: send synthetic events.
 //! - [`dlq`]: `dlq inspect` and `dlq redrive`.
 //! - [`healthcheck`]: probe `/readyz` for a container runtime.
+//! - [`digest`]: a known value's digest under every key of the keyring, for lookups.
 //! - [`aws`]: the SQS client they share.
 
 pub mod aws;
 pub mod config;
+pub mod digest;
 pub mod dlq;
 pub mod healthcheck;
 pub mod migrate;
@@ -33,5 +35,6 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq(DlqCommand::Inspect(args)) => dlq::inspect(args).await.map(done),
         Command::Dlq(DlqCommand::Redrive(args)) => dlq::redrive(args).await.map(done),
         Command::Healthcheck(args) => Ok(healthcheck::healthcheck(args).await),
+        Command::Digest(args) => digest::digest(args).map(done),
     }
 }

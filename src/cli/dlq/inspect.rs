@@ -3,19 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use secrecy::ExposeSecret;
-
 use super::{Scan, plural};
 use crate::adapters::sqs::{self, Queue as _, SqsQueue, dead_letter_attributes};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::DlqInspectArgs;
 use crate::domain::dead_letter::{DeadLetterAttributes, RecordedReason};
-use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 
 /// `sqs2pg dlq inspect`.
 pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
-    let masker = Masker::new(args.key.load()?.expose_secret());
+    // The current key: the one a redriven message's row would be masked with (see redact).
+    let keyring = args.key.keyring()?;
+    let masker = keyring.current().1;
     let queue = SqsQueue::connect(
         sqs_client().await?,
         args.queue.queue_url,
@@ -36,7 +35,7 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
             let entry = by_reason.entry(shown_reason(&attributes)).or_default();
             entry.0 += 1;
             if entry.1.len() < args.samples {
-                let body = redact(message.body().unwrap_or_default(), &masker);
+                let body = redact(message.body().unwrap_or_default(), masker);
                 // The detail of one of our reasons is built from a typed rejection: no values.
                 entry
                     .1

@@ -15,5 +15,6 @@ mod hostile;
 mod ingest;
 mod kubernetes;
 mod observability;
+mod rotation;
 mod secrets;
 mod tls;

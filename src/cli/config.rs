@@ -876,9 +876,10 @@ pub struct DigestArgs {
 
     /// The value, exactly as producers send it (the digest is of its UTF-8 bytes). Omitted
     /// or `-`: read from stdin, one line (a trailing newline is dropped), which keeps it out
-    /// of `ps` and shell history.
-    #[arg(value_name = "VALUE", hide_default_value = true)]
-    pub value: Option<SecretString>,
+    /// of `ps` and shell history. (Several are taken only to be refused by `digest` itself,
+    /// whose error quotes none, where clap's would quote the extra one.)
+    #[arg(value_name = "VALUE", num_args = 0..)]
+    pub value: Vec<SecretString>,
 
     /// Also print the SQL that finds the value's rows under every key: `ip` looks in
     /// hashed_ip, `device_id` in hashed_device_id.

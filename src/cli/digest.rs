@@ -28,14 +28,18 @@ pub enum ValueError {
     TooLong,
     #[error("stdin holds more than one line; give one value at a time")]
     SeveralLines,
+    #[error("several values were given; give one at a time")]
+    SeveralValues,
 }
 
 /// `sqs2pg digest`.
 pub fn digest(args: DigestArgs) -> anyhow::Result<()> {
     let keyring = args.key.keyring()?;
-    let value = match &args.value {
-        Some(value) if value.expose_secret() != "-" => check(value.expose_secret().as_bytes())?,
-        _ => read_value(std::io::stdin().lock())?,
+    let value = match args.value.as_slice() {
+        [] => read_value(std::io::stdin().lock())?,
+        [value] if value.expose_secret() == "-" => read_value(std::io::stdin().lock())?,
+        [value] => check(value.expose_secret().as_bytes())?,
+        [_, _, ..] => return Err(ValueError::SeveralValues.into()),
     };
     println!(
         "{}",

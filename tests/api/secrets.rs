@@ -898,4 +898,17 @@ fn digest_never_shows_the_value_or_a_key() {
         assert!(!output.status.success(), "{}", text(&output));
         assert_no_secrets("digest's error", &text(&output));
     }
+    // Two values as arguments: refused by digest itself, naming neither.
+    let output = Process::output(
+        &test.logs,
+        &mut command(&[RAW_IP, RAW_DEVICE]),
+        Duration::from_secs(10),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("several values"),
+        "{}",
+        text(&output)
+    );
+    assert_no_secrets("digest's error", &text(&output));
 }

@@ -25,6 +25,7 @@ use std::time::Instant;
 use anyhow::Context;
 use sqs2pg::adapters::postgres::{self, PostgresSink};
 use sqs2pg::domain::event::{Envelope, LoginRow, Masker, transform};
+use sqs2pg::domain::keyring::{KeyId, Keyring};
 use sqs2pg::domain::synthetic::{Recipe, generate};
 use sqs2pg::pipeline::{DEFAULT_BATCH_MESSAGES, DEFAULT_WRITERS};
 use tokio_postgres::NoTls;
@@ -46,7 +47,7 @@ struct Message {
 fn transform_all(
     messages: &[Message],
     sent_at: chrono::DateTime<chrono::Utc>,
-    masker: &Masker,
+    keyring: &Keyring,
 ) -> Vec<LoginRow> {
     messages
         .iter()
@@ -55,7 +56,7 @@ fn transform_all(
                 message_id: &message.id,
                 sent_at,
             };
-            transform(&message.body, envelope, masker).ok()
+            transform(&message.body, envelope, keyring).ok()
         })
         .collect()
 }
@@ -88,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect(),
     );
-    let masker = Masker::new(key.as_bytes());
+    let keyring = Keyring::single(KeyId::default(), Masker::new(key.as_bytes()));
     let sent_at = chrono::Utc::now();
 
     let database = postgres::parse_database_url(&url)?;
@@ -111,9 +112,9 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let writers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (sink, masker, messages, next) = (
+            let (sink, keyring, messages, next) = (
                 sink.clone(),
-                masker.clone(),
+                keyring.clone(),
                 Arc::clone(&messages),
                 Arc::clone(&next),
             );
@@ -125,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
                         return anyhow::Ok(inserted);
                     }
                     let end = ((chunk + 1) * batch).min(messages.len());
-                    let rows = transform_all(&messages[chunk * batch..end], sent_at, &masker);
+                    let rows = transform_all(&messages[chunk * batch..end], sent_at, &keyring);
                     let rows: Vec<_> = rows.iter().collect();
                     inserted += sink.insert(&rows).await?.inserted;
                 }
@@ -139,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let sink_seconds = started.elapsed().as_secs_f64();
 
     // The same rows again (untimed), then COPY them.
-    let rows = transform_all(&messages, sent_at, &masker);
+    let rows = transform_all(&messages, sent_at, &keyring);
     checkpoint(&admin).await;
     let started = Instant::now();
     let copy_in = admin

@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use sqs2pg::domain::event::{Envelope, Masker, transform};
+use sqs2pg::domain::keyring::{KeyId, Keyring};
 use sqs2pg::domain::synthetic::{Recipe, generate};
 
 fn main() {
@@ -15,6 +16,7 @@ fn main() {
         malformed_share: 0.01,
     });
     let masker = Masker::new(b"bench-key-0123456789abcdef");
+    let keyring = Keyring::single(KeyId::default(), masker.clone());
     let envelope = Envelope {
         message_id: "bench",
         sent_at: chrono::Utc::now(),
@@ -22,13 +24,13 @@ fn main() {
     let rounds = 10;
     // Warm up, then time.
     for body in &bodies {
-        let _ = black_box(transform(body, envelope, &masker));
+        let _ = black_box(transform(body, envelope, &keyring));
     }
     let started = Instant::now();
     let mut valid = 0usize;
     for _ in 0..rounds {
         for body in &bodies {
-            valid += usize::from(black_box(transform(black_box(body), envelope, &masker)).is_ok());
+            valid += usize::from(black_box(transform(black_box(body), envelope, &keyring)).is_ok());
         }
     }
     let elapsed = started.elapsed();

@@ -20,6 +20,8 @@ use strum::VariantNames;
 
 use crate::domain::dead_letter::DeadLetterReason;
 use crate::domain::envelope::EnvelopeMode;
+use crate::domain::event::Masker;
+use crate::domain::keyring::{InvalidKeyId, KeyId, Keyring, KeyringError};
 
 const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
@@ -29,6 +31,9 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_DLQ_URL             URL of the dead-letter queue [default: the source queue's redrive target]
   SQS2PG_HMAC_KEY            key for masking ip and device_id (at least 16 bytes)
   SQS2PG_HMAC_KEY_FILE       file holding that key instead (a trailing newline is ignored)
+  SQS2PG_HMAC_KEYRING_DIR    directory of keys instead, for rotation: one file per key, named by its id
+  SQS2PG_HMAC_KEY_ID         id of the key that masks new rows, recorded in each row
+                             [default: `default`, or the keyring's only key]
   SQS2PG_METRICS_ADDR        host:port of /metrics, /healthz and /readyz; :PORT is 127.0.0.1:PORT,
                              :0 a free port [default: 127.0.0.1:9898]
   SQS2PG_VISIBILITY_TIMEOUT  visibility requested on each receive, 1s to 12h, renewed while work runs [default: 30s]
@@ -51,8 +56,8 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
   SQS2PG_STALL_AFTER         `status`: a backlog with no commit for this long needs attention [default: 5m]
   SQS2PG_DLQ_WINDOW          `status`: a dead letter recorded this recently needs attention [default: 5m]
-  SQS2PG_OUTPUT              how `run --drain`, `setup`, `send`, `dlq inspect` and `status` print
-                             their result on stdout: text or json (shapes in the README) [default: text]
+  SQS2PG_OUTPUT              how `run --drain`, `setup`, `send`, `dlq inspect`, `status` and `digest`
+                             print their result on stdout: text or json (shapes in the README) [default: text]
   SQS2PG_PROGRESS_INTERVAL   how often `run --drain` logs its progress off a terminal, 0 = never [default: 10s]
   SQS2PG_SUMMARY_INTERVAL    how often `run` logs a one-line summary (rates, lag, backlog), 0 = never [default: 1m]
   SQS2PG_LOG_FORMAT          text or json [default: text]
@@ -405,6 +410,10 @@ pub enum Command {
     /// when something needs attention (each reason printed), 1 when it could not check.
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
+    /// Print a known ip's or device id's digest under every key of the keyring, to find its
+    /// rows across key rotations. Give the value on stdin (`printf '%s' 203.0.113.7 |
+    /// sqs2pg digest`): an argument shows in `ps` and in shell history. Never logged.
+    Digest(DigestArgs),
 }
 
 const STATUS_HELP: &str = "\
@@ -453,62 +462,189 @@ pub struct QueueArgs {
     pub dlq_url: Option<String>,
 }
 
+/// Where the masking keys come from: one key (the variable or a file), or a keyring
+/// directory. Exactly one of the three (the group); `--hmac-key-id`, outside it, names the
+/// key. The group is declared by hand: one derived from the struct would take in every
+/// field, the id too.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("hmac-key-source").required(true).multiple(false)))]
 pub struct HmacKeyArgs {
     /// Key for masking ip and device_id with HMAC-SHA256 (at least 16 bytes).
     #[arg(
         long,
         env = "SQS2PG_HMAC_KEY",
         value_name = "KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        group = "hmac-key-source"
     )]
     pub hmac_key: Option<SecretString>,
 
     /// File holding the HMAC key (a trailing newline is ignored).
-    #[arg(long, env = "SQS2PG_HMAC_KEY_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "SQS2PG_HMAC_KEY_FILE",
+        value_name = "FILE",
+        group = "hmac-key-source"
+    )]
     pub hmac_key_file: Option<PathBuf>,
+
+    /// Directory of HMAC keys for rotation: one file per key, named by the key's id (a
+    /// Kubernetes Secret mounted as a volume; names starting with `.` are skipped).
+    #[arg(
+        long,
+        env = "SQS2PG_HMAC_KEYRING_DIR",
+        value_name = "DIR",
+        group = "hmac-key-source"
+    )]
+    pub hmac_keyring_dir: Option<PathBuf>,
+
+    /// Id of the key that masks new rows, recorded in each row's hmac_key_id: with one key,
+    /// that key's id; with a keyring directory, the file name of the current key (required
+    /// when it holds several). Ids are 1 to 32 letters, digits, '.', '_' or '-'.
+    #[arg(long, env = "SQS2PG_HMAC_KEY_ID", value_name = "ID",
+          value_parser = setting(|text: &str| KeyId::parse(text).map_err(|error| error.to_string())))]
+    pub hmac_key_id: Option<KeyId>,
 }
 
 /// Below this, a key is guessable; 16 bytes is 128 bits when random.
 pub const MIN_HMAC_KEY_BYTES: usize = 16;
 
+/// Why the keys cannot be loaded. Names settings, paths and key ids, never key bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("SQS2PG_HMAC_KEY_FILE {path} cannot be read")]
+    #[error("{setting} {path} cannot be read")]
     Unreadable {
+        setting: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error("{setting} must be at least {MIN_HMAC_KEY_BYTES} bytes (it has {len})")]
     TooShort { setting: &'static str, len: usize },
+    #[error(
+        "key {id} of SQS2PG_HMAC_KEYRING_DIR must be at least {MIN_HMAC_KEY_BYTES} bytes (it has {len})"
+    )]
+    RingKeyTooShort { id: KeyId, len: usize },
+    #[error("SQS2PG_HMAC_KEYRING_DIR {dir}: the file name {name:?} is not a key id")]
+    FileNameNotAnId {
+        dir: PathBuf,
+        name: String,
+        #[source]
+        source: InvalidKeyId,
+    },
+    #[error("SQS2PG_HMAC_KEYRING_DIR {dir} holds no key (names starting with . are skipped)")]
+    NoKeys { dir: PathBuf },
+    #[error(
+        "SQS2PG_HMAC_KEY_ID must name the current key: SQS2PG_HMAC_KEYRING_DIR holds several ({ids})"
+    )]
+    CurrentNotNamed { ids: String },
+    #[error(
+        "SQS2PG_HMAC_KEY_ID is {current}, which SQS2PG_HMAC_KEYRING_DIR does not hold (its keys: {known})"
+    )]
+    UnknownCurrent { current: KeyId, known: String },
+    #[error("the keyring is invalid")]
+    Keyring(#[source] KeyringError),
 }
 
 impl HmacKeyArgs {
-    /// The key bytes, from the variable or the file; wiped from memory when dropped.
-    pub fn load(&self) -> Result<SecretSlice<u8>, KeyError> {
-        let (setting, key) = match (&self.hmac_key, &self.hmac_key_file) {
-            (Some(key), _) => ("SQS2PG_HMAC_KEY", key.expose_secret().as_bytes().to_vec()),
-            (None, Some(path)) => {
-                let mut bytes = std::fs::read(path).map_err(|source| KeyError::Unreadable {
-                    path: path.clone(),
-                    source,
-                })?;
-                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    bytes.pop();
-                }
-                ("SQS2PG_HMAC_KEY_FILE", bytes)
+    /// The keyring: a ring of one key from the variable or the file (id `SQS2PG_HMAC_KEY_ID`,
+    /// default `default`), or every key of the directory, sorted by id. Each key's bytes are
+    /// wiped from memory once its HMAC state is keyed.
+    pub fn keyring(&self) -> Result<Keyring, KeyError> {
+        let single = |setting, key: SecretSlice<u8>| {
+            let len = key.expose_secret().len();
+            if len < MIN_HMAC_KEY_BYTES {
+                return Err(KeyError::TooShort { setting, len });
             }
-            (None, None) => unreachable!("clap requires one of the two"),
+            let id = self.hmac_key_id.clone().unwrap_or_default();
+            Ok(Keyring::single(id, Masker::new(key.expose_secret())))
         };
-        let key = SecretSlice::from(key);
-        let len = key.expose_secret().len();
-        if len < MIN_HMAC_KEY_BYTES {
-            return Err(KeyError::TooShort { setting, len });
+        match (&self.hmac_key, &self.hmac_key_file, &self.hmac_keyring_dir) {
+            (Some(key), _, _) => single(
+                "SQS2PG_HMAC_KEY",
+                SecretSlice::from(key.expose_secret().as_bytes().to_vec()),
+            ),
+            (None, Some(path), _) => single(
+                "SQS2PG_HMAC_KEY_FILE",
+                read_key_file("SQS2PG_HMAC_KEY_FILE", path)?,
+            ),
+            (None, None, Some(dir)) => self.keyring_from_dir(dir),
+            (None, None, None) => unreachable!("clap requires one of the three"),
         }
-        Ok(key)
     }
+
+    fn keyring_from_dir(&self, dir: &std::path::Path) -> Result<Keyring, KeyError> {
+        let unreadable = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| KeyError::Unreadable {
+                setting: "SQS2PG_HMAC_KEYRING_DIR",
+                path,
+                source,
+            }
+        };
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(unreadable(dir))? {
+            let entry = entry.map_err(unreadable(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A mounted Secret's `..data` and its timestamped folder; editors' dotfiles.
+            if name.starts_with('.') {
+                continue;
+            }
+            let id = KeyId::parse(&name).map_err(|source| KeyError::FileNameNotAnId {
+                dir: dir.to_owned(),
+                name: name.clone(),
+                source,
+            })?;
+            // `read` follows symlinks, which is what a mounted Secret's entries are.
+            let key = read_key_file("SQS2PG_HMAC_KEYRING_DIR", &entry.path())?;
+            let len = key.expose_secret().len();
+            if len < MIN_HMAC_KEY_BYTES {
+                return Err(KeyError::RingKeyTooShort { id, len });
+            }
+            keys.push((id, Masker::new(key.expose_secret())));
+        }
+        keys.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let ids = || {
+            keys.iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let current = match (&self.hmac_key_id, keys.as_slice()) {
+            (_, []) => {
+                return Err(KeyError::NoKeys {
+                    dir: dir.to_owned(),
+                });
+            }
+            (Some(current), _) => current.clone(),
+            (None, [(only, _)]) => only.clone(),
+            (None, _) => return Err(KeyError::CurrentNotNamed { ids: ids() }),
+        };
+        if !keys.iter().any(|(id, _)| *id == current) {
+            return Err(KeyError::UnknownCurrent {
+                current,
+                known: ids(),
+            });
+        }
+        Keyring::new(keys, &current).map_err(KeyError::Keyring)
+    }
+}
+
+/// A key file's bytes without trailing newlines; wiped from memory when dropped.
+fn read_key_file(
+    setting: &'static str,
+    path: &std::path::Path,
+) -> Result<SecretSlice<u8>, KeyError> {
+    let mut bytes = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+        setting,
+        path: path.to_owned(),
+        source,
+    })?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(SecretSlice::from(bytes))
 }
 
 #[derive(Debug, Args)]
@@ -832,6 +968,45 @@ pub struct DlqRedriveArgs {
     pub limit: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    #[command(flatten)]
+    pub key: HmacKeyArgs,
+
+    /// The value, exactly as producers send it (the digest is of its UTF-8 bytes). Omitted
+    /// or `-`: read from stdin, one line (a trailing newline is dropped), which keeps it out
+    /// of `ps` and shell history. (Several are taken only to be refused by `digest` itself,
+    /// whose error quotes none, where clap's would quote the extra one.)
+    #[arg(value_name = "VALUE", num_args = 0..)]
+    pub value: Vec<SecretString>,
+
+    /// Also print the SQL that finds the value's rows under every key: `ip` looks in
+    /// hashed_ip, `device_id` in hashed_device_id.
+    #[arg(long, value_name = "FIELD")]
+    pub sql: Option<LookupField>,
+
+    /// `text`: one line per key, `<key id> TAB <digest> TAB current|-`; `json`: one object,
+    /// the shape in the README.
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
+}
+
+/// The masked field a lookup matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LookupField {
+    /// `hashed_ip`.
+    #[value(name = "ip")]
+    Ip,
+    /// `hashed_device_id`.
+    #[value(name = "device_id")]
+    DeviceId,
+}
+
 /// For Docker's HEALTHCHECK and other probes that can only run a command.
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
@@ -941,35 +1116,217 @@ mod tests {
         let Command::Run(run) = args.command else {
             panic!("not run")
         };
-        let key = run.key.load().unwrap();
-        assert!(!format!("{key:?}").contains("0123456789abcdef-key"));
-        assert_eq!(key.expose_secret(), b"0123456789abcdef-key");
+        let keyring = run.key.keyring().unwrap();
+        assert!(!format!("{keyring:?}").contains("0123456789abcdef-key"));
+        assert_eq!(
+            keyring.current().1.digest("10.0.0.1"),
+            Masker::new(b"0123456789abcdef-key").digest("10.0.0.1")
+        );
+        assert_eq!(keyring.current_id().as_str(), "default");
+    }
+
+    fn key_args(
+        key: Option<&str>,
+        file: Option<PathBuf>,
+        dir: Option<PathBuf>,
+        id: Option<&str>,
+    ) -> HmacKeyArgs {
+        HmacKeyArgs {
+            hmac_key: key.map(SecretString::from),
+            hmac_key_file: file,
+            hmac_keyring_dir: dir,
+            hmac_key_id: id.map(|id| KeyId::parse(id).unwrap()),
+        }
     }
 
     #[test]
     fn a_short_key_is_refused_naming_the_setting() {
-        let args = HmacKeyArgs {
-            hmac_key: Some("short".into()),
-            hmac_key_file: None,
-        };
-        let error = args.load().unwrap_err().to_string();
+        let error = key_args(Some("short"), None, None, None)
+            .keyring()
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("SQS2PG_HMAC_KEY"), "{error}");
         assert!(!error.contains("short"), "{error}");
     }
 
     #[test]
-    fn a_key_file_loses_its_trailing_newline() {
-        let path = std::env::temp_dir().join(format!("sqs2pg-key-{}", std::process::id()));
-        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
-        let args = HmacKeyArgs {
-            hmac_key: None,
-            hmac_key_file: Some(path.clone()),
-        };
+    fn a_single_key_takes_the_id_it_is_given() {
+        let keyring = key_args(Some("0123456789abcdef"), None, None, Some("2026-01"))
+            .keyring()
+            .unwrap();
         assert_eq!(
-            args.load().unwrap().expose_secret(),
-            b"0123456789abcdef0123"
+            keyring.ids().map(KeyId::as_str).collect::<Vec<_>>(),
+            ["2026-01"]
         );
-        std::fs::remove_file(path).unwrap();
+        assert_eq!(keyring.current_id().as_str(), "2026-01");
+    }
+
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("sqs2pg-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        fn write(&self, name: &str, contents: &str) -> &Self {
+            std::fs::write(self.0.join(name), contents).unwrap();
+            self
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_key_file_loses_its_trailing_newline() {
+        let dir = TempDir::new("key-file");
+        dir.write("key", "0123456789abcdef0123\n");
+        let keyring = key_args(None, Some(dir.0.join("key")), None, None)
+            .keyring()
+            .unwrap();
+        assert_eq!(
+            keyring.current().1.digest("x"),
+            Masker::new(b"0123456789abcdef0123").digest("x")
+        );
+    }
+
+    /// A keyring directory as Kubernetes mounts a Secret: each key a symlink into a
+    /// timestamped folder through `..data`, all of which start with a dot.
+    #[test]
+    fn a_keyring_directory_holds_one_key_per_file_named_by_its_id() {
+        let dir = TempDir::new("keyring");
+        std::fs::create_dir_all(dir.0.join("..2026_12_01")).unwrap();
+        dir.write("..2026_12_01/2026-12", "new-key-0123456789abcdef\n")
+            .write("..2026_12_01/default", "old-key-0123456789abcdef")
+            .write(".editor.swp", "not a key");
+        std::os::unix::fs::symlink("..2026_12_01", dir.0.join("..data")).unwrap();
+        for id in ["2026-12", "default"] {
+            std::os::unix::fs::symlink(format!("..data/{id}"), dir.0.join(id)).unwrap();
+        }
+        let keyring = key_args(None, None, Some(dir.0.clone()), Some("2026-12"))
+            .keyring()
+            .unwrap();
+        assert_eq!(
+            keyring.ids().map(KeyId::as_str).collect::<Vec<_>>(),
+            ["2026-12", "default"],
+            "dotfiles skipped, sorted by id"
+        );
+        assert_eq!(keyring.current_id().as_str(), "2026-12");
+        let digests: Vec<_> = keyring.digests("x").map(|d| d.digest).collect();
+        assert_eq!(
+            digests,
+            [
+                Masker::new(b"new-key-0123456789abcdef").digest("x"),
+                Masker::new(b"old-key-0123456789abcdef").digest("x")
+            ]
+        );
+
+        // With several keys the current one must be named, and be one of them.
+        let error = key_args(None, None, Some(dir.0.clone()), None)
+            .keyring()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("SQS2PG_HMAC_KEY_ID") && error.contains("2026-12, default"),
+            "{error}"
+        );
+        let error = key_args(None, None, Some(dir.0.clone()), Some("2027-01"))
+            .keyring()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("2027-01") && error.contains("2026-12, default"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_keyring_of_one_key_needs_no_id() {
+        let dir = TempDir::new("keyring-one");
+        dir.write("k1", "0123456789abcdef");
+        let keyring = key_args(None, None, Some(dir.0.clone()), None)
+            .keyring()
+            .unwrap();
+        assert_eq!(keyring.current_id().as_str(), "k1");
+    }
+
+    #[test]
+    fn bad_keyring_directories_are_refused_naming_the_key_never_its_bytes() {
+        let dir = TempDir::new("keyring-short");
+        dir.write("good", "0123456789abcdef")
+            .write("short", "SHORTKEY\n");
+        let error = key_args(None, None, Some(dir.0.clone()), Some("good"))
+            .keyring()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("key short") && error.contains("16 bytes") && error.contains("it has 8"),
+            "{error}"
+        );
+        assert!(!error.contains("SHORTKEY"), "{error}");
+
+        let dir = TempDir::new("keyring-bad-name");
+        dir.write("bad name", "0123456789abcdef");
+        let error = key_args(None, None, Some(dir.0.clone()), None)
+            .keyring()
+            .unwrap_err();
+        assert!(
+            matches!(error, KeyError::FileNameNotAnId { ref name, .. } if name == "bad name"),
+            "{error}"
+        );
+
+        let dir = TempDir::new("keyring-empty");
+        dir.write(".hidden", "0123456789abcdef");
+        let error = key_args(None, None, Some(dir.0.clone()), None)
+            .keyring()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("holds no key"), "{error}");
+
+        let missing = dir.0.join("missing");
+        let error = key_args(None, None, Some(missing.clone()), None)
+            .keyring()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("SQS2PG_HMAC_KEYRING_DIR")
+                && error.contains(&missing.display().to_string()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_key_settings_exclude_each_other_but_not_the_id() {
+        let base = ["sqs2pg", "digest", "--hmac-key", "0123456789abcdef"];
+        for other in [["--hmac-key-file", "/k"], ["--hmac-keyring-dir", "/d"]] {
+            let error = Cli::try_parse_from(base.iter().chain(&other)).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{error}");
+        }
+        let parsed = Cli::try_parse_from(base.iter().chain(&["--hmac-key-id", "k1"])).unwrap();
+        let Command::Digest(digest) = parsed.command else {
+            panic!("not digest")
+        };
+        assert_eq!(digest.key.hmac_key_id.unwrap().as_str(), "k1");
+        let error = Cli::try_parse_from(base.iter().chain(&["--hmac-key-id", "bad id"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("SQS2PG_HMAC_KEY_ID (--hmac-key-id)"),
+            "{error}"
+        );
+        let error = Cli::try_parse_from(["sqs2pg", "digest", "--hmac-key-id", "k1"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            ErrorKind::MissingRequiredArgument,
+            "an id alone is no key"
+        );
     }
 
     #[test]

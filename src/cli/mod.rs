@@ -8,10 +8,12 @@
 //! - [`dlq`]: `dlq inspect` and `dlq redrive`.
 //! - [`healthcheck`]: probe `/readyz` for a container runtime.
 //! - [`status`]: where a deployment stands, with an exit code for cron checks.
+//! - [`digest`]: a known value's digest under every key of the keyring, for lookups.
 //! - [`aws`]: the SQS client they share.
 
 pub mod aws;
 pub mod config;
+pub mod digest;
 pub mod dlq;
 pub mod healthcheck;
 pub mod migrate;
@@ -37,5 +39,6 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq(DlqCommand::Redrive(args)) => dlq::redrive(args).await.map(done),
         Command::Healthcheck(args) => Ok(healthcheck::healthcheck(args).await),
         Command::Status(args) => status::status(args).await,
+        Command::Digest(args) => digest::digest(args).map(done),
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::{self, PostgresSink};
@@ -15,9 +14,9 @@ use crate::cli::aws::sqs_client_for_run;
 use crate::cli::config::{OutputFormat, RunArgs};
 use crate::cli::migrate::applied_migrations;
 use crate::cli::progress::DrainBar;
-use crate::domain::event::Masker;
 use crate::pipeline::{self, Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
+use crate::telemetry::events::KeyringLoaded;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
 
@@ -26,8 +25,8 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// `sqs2pg run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    // The masker keeps the keyed HMAC state; the key's own bytes are wiped at once.
-    let masker = Masker::new(args.key.load()?.expose_secret());
+    // The keyring keeps each key's keyed HMAC state; the keys' own bytes are wiped at once.
+    let keyring = args.key.keyring()?;
     let database = args
         .database
         .database()?
@@ -39,6 +38,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Cheap checks before side effects: a busy metrics port fails before any migration.
     let metrics = Arc::new(Metrics::new());
+    metrics.emit(KeyringLoaded { keyring: &keyring });
     let readiness = Arc::new(Readiness::default());
     // Signals are handled from here on: /healthz answers from the next step, so a
     // supervisor may stop the process while it is still starting.
@@ -133,7 +133,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
         PostgresSink::new(database, writers),
-        masker,
+        keyring,
         metrics,
         Arc::clone(&readiness),
         settings,

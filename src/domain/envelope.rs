@@ -300,7 +300,7 @@ impl<'de> Deserialize<'de> for Entries<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::tests::{SAMPLE, arb_json, envelope as meta, masker};
+    use crate::domain::event::tests::{SAMPLE, arb_json, envelope as meta, keyring};
     use crate::domain::event::transform;
     use proptest::prelude::*;
     use serde_json::json;
@@ -352,9 +352,9 @@ mod tests {
         let row = transform(
             &unwrapped(&sns(SAMPLE), EnvelopeMode::Auto).0,
             meta(),
-            &masker(),
+            &keyring(),
         );
-        assert_eq!(row, transform(SAMPLE, meta(), &masker()));
+        assert_eq!(row, transform(SAMPLE, meta(), &keyring()));
     }
 
     #[test]
@@ -370,7 +370,7 @@ mod tests {
         let twice = SAMPLE.replacen('{', r#"{"ip": "10.0.0.2", "#, 1);
         let inner = unwrapped(&eventbridge(&twice), EnvelopeMode::Auto).0;
         assert_eq!(
-            transform(&inner, meta(), &masker()),
+            transform(&inner, meta(), &keyring()),
             Err(Rejection::DuplicateField { field: "ip" })
         );
     }
@@ -496,7 +496,7 @@ mod tests {
     fn an_inner_rejection_keeps_its_reason_and_says_where_it_failed() {
         let body = sns("not json at all");
         let inner = unwrap(&body, EnvelopeMode::Auto).unwrap();
-        let rejection = transform(&inner.body, meta(), &masker()).unwrap_err();
+        let rejection = transform(&inner.body, meta(), &keyring()).unwrap_err();
         assert_eq!(rejection.reason(), DeadLetterReason::InvalidJson);
         assert_eq!(
             inner.detail(&rejection),
@@ -536,11 +536,11 @@ mod tests {
         #[test]
         fn an_envelope_around_any_event_gives_its_row(event in crate::domain::event::tests::arb_event()) {
             crate::domain::invariants::check_envelopes(&event);
-            let alone = transform(&event, meta(), &masker());
+            let alone = transform(&event, meta(), &keyring());
             prop_assert!(alone.is_ok());
             for wrapped in [sns(&event), eventbridge(&event)] {
                 let inner = unwrap(&wrapped, EnvelopeMode::Auto).unwrap();
-                prop_assert_eq!(&transform(&inner.body, meta(), &masker()), &alone);
+                prop_assert_eq!(&transform(&inner.body, meta(), &keyring()), &alone);
             }
         }
     }

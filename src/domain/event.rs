@@ -14,6 +14,8 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::domain::keyring::{KeyId, Keyring};
+
 /// Length limits, in characters. The migrations give the columns the same limits, so a row
 /// that passes validation is never rejected by the database for its length.
 pub const MAX_USER_ID_CHARS: usize = 128;
@@ -42,6 +44,8 @@ pub struct LoginRow {
     pub device_type: String,
     pub hashed_ip: String,
     pub hashed_device_id: String,
+    /// The id of the key that made both digests: the keyring's current key at transform time.
+    pub hmac_key_id: KeyId,
     pub locale: Option<String>,
     pub app_version: String,
     /// The UTC date of `sent_at`, so a row is the same whenever its message is processed.
@@ -178,11 +182,12 @@ impl fmt::Debug for Masker {
     }
 }
 
-/// Parses, validates and masks one message body into the row it becomes.
+/// Parses, validates and masks one message body into the row it becomes, with the
+/// keyring's current key.
 pub fn transform(
     body: &str,
     envelope: Envelope<'_>,
-    masker: &Masker,
+    keyring: &Keyring,
 ) -> Result<LoginRow, Rejection> {
     let top: TopLevel = serde_json::from_str(body).map_err(|error| Rejection::InvalidJson {
         category: match error.classify() {
@@ -212,12 +217,14 @@ pub fn transform(
     let app_version = required(&fields, "app_version", MAX_APP_VERSION_CHARS)?;
     let locale = optional(&fields, "locale", MAX_LOCALE_CHARS)?;
 
+    let (key_id, masker) = keyring.current();
     Ok(LoginRow {
         message_id: envelope.message_id.to_owned(),
         user_id: user_id.to_owned(),
         device_type: device_type.to_owned(),
         hashed_ip: masker.digest(ip),
         hashed_device_id: masker.digest(device_id),
+        hmac_key_id: key_id.clone(),
         locale: locale.map(str::to_owned),
         app_version: app_version.to_owned(),
         create_date: envelope.sent_at.date_naive(),
@@ -351,6 +358,11 @@ pub(crate) mod tests {
         Masker::new(b"test-key-0123456789")
     }
 
+    /// A ring of the one key [`masker`], with the default id.
+    pub(crate) fn keyring() -> Keyring {
+        Keyring::single(KeyId::default(), masker())
+    }
+
     use serde_json::Map;
 
     fn with_field(field: &str, value: Value) -> String {
@@ -367,7 +379,7 @@ pub(crate) mod tests {
 
     #[test]
     fn sample_becomes_a_masked_row() {
-        let row = transform(SAMPLE, envelope(), &masker()).unwrap();
+        let row = transform(SAMPLE, envelope(), &keyring()).unwrap();
         assert_eq!(row.message_id, "m-1");
         assert_eq!(row.user_id, "424cdd21-063a-43a7-b91b-7ca1a833afae");
         assert_eq!(row.device_type, "android");
@@ -380,6 +392,27 @@ pub(crate) mod tests {
         assert_eq!(row.hashed_ip, masker().digest("199.172.111.135"));
         assert_eq!(row.hashed_device_id, masker().digest("593-47-5928"));
         assert_ne!(row.hashed_ip, row.hashed_device_id);
+        assert_eq!(row.hmac_key_id.as_str(), "default");
+    }
+
+    /// New rows are masked with the current key and carry its id, whatever else the ring holds.
+    #[test]
+    fn rows_are_masked_with_the_current_key_and_carry_its_id() {
+        let old = Masker::new(b"old-key-0123456789abcdef");
+        let new = Masker::new(b"new-key-0123456789abcdef");
+        let ring = Keyring::new(
+            vec![
+                (KeyId::parse("2026-12").unwrap(), new.clone()),
+                (KeyId::default(), old.clone()),
+            ],
+            &KeyId::parse("2026-12").unwrap(),
+        )
+        .unwrap();
+        let row = transform(SAMPLE, envelope(), &ring).unwrap();
+        assert_eq!(row.hmac_key_id.as_str(), "2026-12");
+        assert_eq!(row.hashed_ip, new.digest("199.172.111.135"));
+        assert_eq!(row.hashed_device_id, new.digest("593-47-5928"));
+        assert_ne!(row.hashed_ip, old.digest("199.172.111.135"));
     }
 
     /// RFC 4231 test case 2: pins the digest to the standard, not to our own implementation.
@@ -413,13 +446,13 @@ pub(crate) mod tests {
         let a = transform(
             &with_field("app_version", "0.96".into()),
             envelope(),
-            &masker(),
+            &keyring(),
         )
         .unwrap();
         let b = transform(
             &with_field("app_version", "9.6".into()),
             envelope(),
-            &masker(),
+            &keyring(),
         )
         .unwrap();
         assert_eq!(a.app_version, "0.96");
@@ -428,8 +461,8 @@ pub(crate) mod tests {
 
     #[test]
     fn null_and_absent_locale_are_both_none() {
-        let null = transform(&with_field("locale", Value::Null), envelope(), &masker()).unwrap();
-        let absent = transform(&without_field("locale"), envelope(), &masker()).unwrap();
+        let null = transform(&with_field("locale", Value::Null), envelope(), &keyring()).unwrap();
+        let absent = transform(&without_field("locale"), envelope(), &keyring()).unwrap();
         assert_eq!(null.locale, None);
         assert_eq!(absent.locale, None);
     }
@@ -440,7 +473,7 @@ pub(crate) mod tests {
             transform(
                 &with_field("extra", serde_json::json!({"x": 1})),
                 envelope(),
-                &masker()
+                &keyring()
             )
             .is_ok()
         );
@@ -452,7 +485,7 @@ pub(crate) mod tests {
             transform(
                 &with_field("ip", "2001:db8::1".into()),
                 envelope(),
-                &masker()
+                &keyring()
             )
             .is_ok()
         );
@@ -463,7 +496,7 @@ pub(crate) mod tests {
         let rejection = transform(
             r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#,
             envelope(),
-            &masker(),
+            &keyring(),
         )
         .unwrap_err();
         assert_eq!(rejection, Rejection::MissingField { field: "user_id" });
@@ -536,7 +569,7 @@ pub(crate) mod tests {
         ];
         for (body, expected) in cases {
             assert_eq!(
-                transform(&body, envelope(), &masker()).unwrap_err(),
+                transform(&body, envelope(), &keyring()).unwrap_err(),
                 expected,
                 "body: {body}"
             );
@@ -550,7 +583,7 @@ pub(crate) mod tests {
             transform(
                 &with_field("locale", "é".repeat(32).into()),
                 envelope(),
-                &masker()
+                &keyring()
             )
             .is_ok()
         );
@@ -560,19 +593,19 @@ pub(crate) mod tests {
     fn a_field_we_read_given_twice_is_refused_as_ambiguous() {
         for field in FIELDS {
             let body = SAMPLE.replacen('{', &format!(r#"{{"{field}": "1.2.3.4", "#), 1);
-            let rejection = transform(&body, envelope(), &masker()).unwrap_err();
+            let rejection = transform(&body, envelope(), &keyring()).unwrap_err();
             assert_eq!(rejection, Rejection::DuplicateField { field });
             assert_eq!(rejection.reason(), crate::DeadLetterReason::InvalidJson);
         }
         // Even with the same value twice: the body is still one a reader may refuse.
         let body = SAMPLE.replacen('{', r#"{"locale": "RU", "#, 1);
-        assert!(transform(&body, envelope(), &masker()).is_err());
+        assert!(transform(&body, envelope(), &keyring()).is_err());
     }
 
     #[test]
     fn an_unknown_field_given_twice_is_ignored() {
         let body = SAMPLE.replacen('{', r#"{"extra": 1, "extra": [2], "#, 1);
-        assert!(transform(&body, envelope(), &masker()).is_ok());
+        assert!(transform(&body, envelope(), &keyring()).is_ok());
     }
 
     #[test]
@@ -581,7 +614,7 @@ pub(crate) mod tests {
         let nested_in_a_field = SAMPLE.replacen('{', &format!(r#"{{"extra": {deep}, "#), 1);
         for body in [deep, nested_in_a_field] {
             assert!(matches!(
-                transform(&body, envelope(), &masker()),
+                transform(&body, envelope(), &keyring()),
                 Err(Rejection::InvalidJson { .. })
             ));
         }
@@ -687,7 +720,7 @@ pub(crate) mod tests {
                 "user_id": user_id, "device_type": device_type, "ip": ip.to_string(),
                 "device_id": device_id, "app_version": app_version, "locale": locale,
             }).to_string();
-            let row = transform(&body, envelope(), &masker()).unwrap();
+            let row = transform(&body, envelope(), &keyring()).unwrap();
             prop_assert_eq!(row.user_id, user_id);
             prop_assert_eq!(row.device_type, device_type);
             prop_assert_eq!(row.app_version, app_version);
@@ -723,13 +756,13 @@ pub(crate) mod tests {
             for field in FIELDS {
                 for value in [Value::from(secret.clone()), serde_json::json!([secret.clone()]),
                               Value::from(format!("{secret}\0")), Value::from(secret.repeat(30))] {
-                    if let Err(rejection) = transform(&with_field(field, value), envelope(), &masker()) {
+                    if let Err(rejection) = transform(&with_field(field, value), envelope(), &keyring()) {
                         prop_assert!(!rejection.to_string().contains(&secret));
                     }
                 }
             }
             let broken = format!("{{\"ip\": \"{secret}");
-            let rejection = transform(&broken, envelope(), &masker()).unwrap_err();
+            let rejection = transform(&broken, envelope(), &keyring()).unwrap_err();
             prop_assert!(!rejection.to_string().contains(&secret));
         }
     }

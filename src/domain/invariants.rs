@@ -13,19 +13,39 @@ use crate::domain::event::{
     Envelope, JsonKind, MAX_APP_VERSION_CHARS, MAX_DEVICE_TYPE_CHARS, MAX_LOCALE_CHARS,
     MAX_USER_ID_CHARS, Masker, Rejection, transform,
 };
+use crate::domain::keyring::{KeyId, Keyring};
 
 const KEY: &[u8] = b"invariants-key-0123456789";
 const MESSAGE_ID: &str = "m-1";
+/// Not the default id, so a row that recorded a constant instead of its key's id is caught.
+const KEY_ID: &str = "invariants-1";
+
+/// A ring whose current key is [`KEY`]; another key beside it must not mask anything.
+fn keyring() -> Keyring {
+    let id = |text| KeyId::parse(text).expect("a valid key id");
+    Keyring::new(
+        vec![
+            (
+                id("invariants-0"),
+                Masker::new(b"invariants-old-key-0123456789"),
+            ),
+            (id(KEY_ID), Masker::new(KEY)),
+        ],
+        &id(KEY_ID),
+    )
+    .expect("a valid keyring")
+}
 
 /// Panics (a finding) unless `body` gives a row that obeys every rule or a rejection with a
 /// reason from the bounded set.
 pub fn check(body: &str) {
     let masker = Masker::new(KEY);
+    let keyring = keyring();
     let envelope = Envelope {
         message_id: MESSAGE_ID,
         sent_at: chrono::DateTime::UNIX_EPOCH,
     };
-    match transform(body, envelope, &masker) {
+    match transform(body, envelope, &keyring) {
         Ok(row) => {
             let input: serde_json::Value =
                 serde_json::from_str(body).expect("an accepted body is JSON");
@@ -34,6 +54,8 @@ pub fn check(body: &str) {
             // The PII is stored only as its keyed digest...
             assert_eq!(row.hashed_ip, masker.digest(&ip));
             assert_eq!(row.hashed_device_id, masker.digest(&device_id));
+            // ...made by the current key, whose id the row records.
+            assert_eq!(row.hmac_key_id.as_str(), KEY_ID);
             assert!(row.hashed_ip != ip && row.hashed_device_id != device_id);
             for digest in [&row.hashed_ip, &row.hashed_device_id] {
                 assert_eq!(digest.len(), 64);
@@ -68,7 +90,7 @@ pub fn check(body: &str) {
                 assert!(!text.is_empty() && !text.contains('\0'));
             }
             // Transforming the same body again gives the same row: masking is deterministic.
-            assert_eq!(transform(body, envelope, &masker).unwrap(), row);
+            assert_eq!(transform(body, envelope, &keyring).unwrap(), row);
         }
         Err(rejection) => {
             // The reason is bounded by its type. The text goes to logs and the DLQ, so it
@@ -85,12 +107,12 @@ pub fn check(body: &str) {
 /// reason (the same rejection, from SNS, whose `Message` is the body exactly).
 pub fn check_envelopes(body: &str) {
     check(body);
-    let masker = Masker::new(KEY);
     let envelope = Envelope {
         message_id: MESSAGE_ID,
         sent_at: chrono::DateTime::UNIX_EPOCH,
     };
-    let alone = transform(body, envelope, &masker);
+    let keyring = keyring();
+    let alone = transform(body, envelope, &keyring);
     for mode in EnvelopeMode::iter() {
         match unwrap(body, mode) {
             Ok(inner) => {
@@ -100,7 +122,7 @@ pub fn check_envelopes(body: &str) {
                         "{mode}: a body without an envelope is kept"
                     );
                 }
-                let _ = transform(&inner.body, envelope, &masker);
+                let _ = transform(&inner.body, envelope, &keyring);
             }
             Err(rejection) => {
                 assert_eq!(rejection.reason(), DeadLetterReason::InvalidEnvelope);
@@ -121,7 +143,7 @@ pub fn check_envelopes(body: &str) {
         let inner = unwrap(&notification, mode).expect("a well-formed notification unwraps");
         assert_eq!(inner.envelope, Some(EnvelopeKind::Sns));
         assert_eq!(inner.body, body);
-        assert_eq!(transform(&inner.body, envelope, &masker), alone);
+        assert_eq!(transform(&inner.body, envelope, &keyring), alone);
     }
 
     // Only a body that is one JSON value can stand as `detail` (else the event is not JSON).
@@ -130,7 +152,7 @@ pub fn check_envelopes(body: &str) {
         for mode in [EnvelopeMode::Auto, EnvelopeMode::EventBridge] {
             let inner = unwrap(&event, mode).expect("a well-formed event unwraps");
             assert_eq!(inner.envelope, Some(EnvelopeKind::EventBridge));
-            match (transform(&inner.body, envelope, &masker), &alone) {
+            match (transform(&inner.body, envelope, &keyring), &alone) {
                 (Ok(wrapped), Ok(alone)) => assert_eq!(&wrapped, alone),
                 (Err(wrapped), Err(alone)) => assert_eq!(wrapped.reason(), alone.reason()),
                 (wrapped, alone) => panic!("EventBridge changed {alone:?} into {wrapped:?}"),

@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod event;
 #[cfg(any(test, feature = "invariants"))]
 pub mod invariants;
+pub mod keyring;
 pub mod redact;
 #[cfg(feature = "service")]
 pub mod synthetic;

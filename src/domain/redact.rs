@@ -10,6 +10,9 @@
 //!
 //! The digests are prefixes of [`Masker::digest`], so an analyst who holds the key can still
 //! tell whether a sample holds a known value, and find its rows (`hashed_ip LIKE 'prefix%'`).
+//! `dlq inspect` redacts with the keyring's current key only: that is the key a redriven
+//! message's row would be masked with, and one prefix per value keeps a sample readable
+//! (`sqs2pg digest` gives a value's digest under every key).
 
 use std::fmt;
 

@@ -105,6 +105,7 @@ fn reuse_or(
 mod tests {
     use super::*;
     use crate::domain::event::{Envelope, Masker, transform};
+    use crate::domain::keyring::{KeyId, Keyring};
     use std::collections::HashSet;
 
     fn recipe(count: u64) -> Recipe {
@@ -123,7 +124,11 @@ mod tests {
             message_id: "m",
             sent_at: chrono::Utc::now(),
         };
-        transform(body, envelope, &Masker::new(b"0123456789abcdef"))
+        transform(
+            body,
+            envelope,
+            &Keyring::single(KeyId::default(), Masker::new(b"0123456789abcdef")),
+        )
     }
 
     #[test]

@@ -58,7 +58,8 @@ use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::{Queue, QueueError, ReceivedMessage};
 use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::domain::envelope::EnvelopeMode;
-use crate::domain::event::{LoginRow, Masker};
+use crate::domain::event::LoginRow;
+use crate::domain::keyring::Keyring;
 use crate::retry::RetryPolicy;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -389,7 +390,8 @@ impl DatabaseGate {
 struct Context<Q, S> {
     queue: Arc<Q>,
     sink: S,
-    masker: Masker,
+    /// Its current key masks each row; the row records that key's id.
+    keyring: Keyring,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     settings: Settings,
@@ -441,7 +443,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
     pub fn new(
         queue: Arc<Q>,
         sink: S,
-        masker: Masker,
+        keyring: Keyring,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
         settings: Settings,
@@ -457,7 +459,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
             context: Arc::new(Context {
                 queue,
                 sink,
-                masker,
+                keyring,
                 metrics,
                 readiness,
                 settings,

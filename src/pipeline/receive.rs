@@ -457,7 +457,7 @@ fn transformed<Q, S>(context: &Context<Q, S>, message: &ReceivedMessage) -> Work
     let result = envelope::unwrap(&message.body, context.settings.envelope)
         .map_err(|rejection| (rejection.reason(), rejection.to_string()))
         .and_then(|inner| {
-            transform(&inner.body, meta, &context.masker)
+            transform(&inner.body, meta, &context.keyring)
                 .map_err(|rejection| (rejection.reason(), inner.detail(&rejection)))
         });
     match result {

@@ -11,6 +11,7 @@ use crate::adapters::postgres::fake::FakeSink;
 use crate::adapters::sqs::fake::FakeQueue;
 use crate::domain::dead_letter::DeadLetterReason;
 use crate::domain::event::{LoginRow, Masker};
+use crate::domain::keyring::{KeyId, Keyring};
 use crate::retry::RetryPolicy;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -18,6 +19,8 @@ use crate::telemetry::metrics::Metrics;
 use super::{Pipeline, PipelineError, Settings, Summary};
 
 const EVENT: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+/// Not the default id, so a row that did not record its key's id would show.
+const KEY_ID: &str = "pipeline-1";
 const GARBAGE: &str = r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#;
 
 fn settings() -> Settings {
@@ -41,7 +44,10 @@ fn pipeline(
     Pipeline::new(
         Arc::clone(queue),
         sink,
-        Masker::new(b"test-hmac-key-0123456789abcdef"),
+        Keyring::single(
+            KeyId::parse(KEY_ID).unwrap(),
+            Masker::new(b"test-hmac-key-0123456789abcdef"),
+        ),
         Arc::new(Metrics::new()),
         Arc::new(Readiness::default()),
         settings,
@@ -85,7 +91,12 @@ async fn a_drain_commits_every_event_once_and_deletes_it() {
     assert_eq!(summary.inserted, 1_000, "{summary}");
     assert_eq!(summary.deleted, 1_000, "{summary}");
     assert_eq!(summary.received, 1_000, "{summary}");
-    assert_eq!(sink(&pipeline).rows.lock().unwrap().len(), 1_000);
+    let rows = sink(&pipeline).rows.lock().unwrap().clone();
+    assert_eq!(rows.len(), 1_000);
+    assert!(
+        rows.values().all(|row| row.hmac_key_id.as_str() == KEY_ID),
+        "each row records the key that masked it"
+    );
     assert_eq!(queue.remaining(), 0);
     assert_eq!(pipeline.context.budget.admitted(), 0, "everything settled");
     assert_eq!(pipeline.context.heartbeat.tracked(), 0);

@@ -581,6 +581,23 @@ impl Event for QueueDrained {
     }
 }
 
+/// At start: which keys the ring holds and which one masks new rows. Ids only; they are
+/// not secret, and an operator rotating keys needs to see which one is in use.
+pub struct KeyringLoaded<'a> {
+    pub keyring: &'a crate::domain::keyring::Keyring,
+}
+
+impl Event for KeyringLoaded<'_> {
+    fn emit(self, _: &Metrics) {
+        let ids: Vec<&str> = self.keyring.ids().map(|id| id.as_str()).collect();
+        tracing::info!(
+            message = "Masking with the current HMAC key; the others serve lookups only.",
+            current_key_id = %self.keyring.current_id(),
+            key_ids = %ids.join(","),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use crate::helpers::*;
 use futures::StreamExt;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sqs2pg::domain::event::{Envelope, Masker, transform};
+use sqs2pg::domain::event::{Envelope, transform};
 use sqs2pg::domain::synthetic::{Recipe, generate};
 
 /// The service's default filter, plus the consumer's debug line that counts skipped
@@ -101,7 +101,7 @@ impl Workload {
             .await
             .concat();
         assert_eq!(ids.len(), bodies.len());
-        let masker = Masker::new(HMAC_KEY.as_bytes());
+        let keyring = test_keyring();
         let now = chrono::Utc::now();
         let poison_before = self.poison.len();
         for (id, body) in ids.iter().zip(&bodies) {
@@ -114,7 +114,7 @@ impl Workload {
                 sqs2pg::domain::envelope::EnvelopeMode::Auto,
             )
             .expect("the harness's envelopes are sound");
-            if transform(&inner.body, envelope, &masker).is_ok() {
+            if transform(&inner.body, envelope, &keyring).is_ok() {
                 self.valid.insert(id.clone());
             } else {
                 self.poison.insert(id.clone());

@@ -579,7 +579,7 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
             malformed_share: 0.01,
         });
     let ids = queues.send(&bodies).await;
-    let masker = sqs2pg::domain::event::Masker::new(HMAC_KEY.as_bytes());
+    let keyring = test_keyring();
     let valid: BTreeSet<String> = ids
         .iter()
         .zip(&bodies)
@@ -588,7 +588,7 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
                 message_id: id,
                 sent_at: chrono::Utc::now(),
             };
-            sqs2pg::domain::event::transform(body, envelope, &masker).is_ok()
+            sqs2pg::domain::event::transform(body, envelope, &keyring).is_ok()
         })
         .map(|(id, _)| id.clone())
         .collect();

@@ -16,6 +16,7 @@ mod ingest;
 mod kubernetes;
 mod observability;
 mod progress;
+mod rotation;
 mod secrets;
 mod status;
 mod tls;

@@ -22,16 +22,20 @@ const RAW_IP6: &str = "2001:db8:1eac::77";
 const INVALID_IP: &str = "203.0.113.999";
 const RAW_DEVICE: &str = "LEAKCHECK-DEVICE-9f3a";
 const KEY: &str = "LEAKCHECK-KEY-0123456789abcdef";
+/// A key of the ring that is not current: it masks nothing, yet must not leak either.
+const OLD_KEY: &str = "LEAKCHECK-OLDKEY-5a7b0123456789";
+const KEY_ID: &str = "leak-2";
 const DB_PASSWORD: &str = "LEAKCHECK-PW-7c1e";
 const AWS_SECRET: &str = "LEAKCHECK-AWS-SECRET-55d0";
 
 /// Everything that must never appear outside a dead letter's body.
-const SECRETS: [&str; 7] = [
+const SECRETS: [&str; 8] = [
     RAW_IP,
     RAW_IP6,
     INVALID_IP,
     RAW_DEVICE,
     KEY,
+    OLD_KEY,
     DB_PASSWORD,
     AWS_SECRET,
 ];
@@ -200,10 +204,34 @@ fn valid_with_raw_ip(valid: &[String]) -> i64 {
         .count() as i64
 }
 
+/// A keyring directory in `logs`: `KEY` as `KEY_ID` and `OLD_KEY` as `leak-1`.
+fn leak_keyring(logs: &Logs) -> std::path::PathBuf {
+    let dir = logs.file("keyring");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(KEY_ID), format!("{KEY}\n")).unwrap();
+    std::fs::write(dir.join("leak-1"), OLD_KEY).unwrap();
+    dir
+}
+
+/// Which keys a leak run masks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// `KEY` alone, from SQS2PG_HMAC_KEY.
+    Single,
+    /// A ring of `KEY` (current) and `OLD_KEY`, from SQS2PG_HMAC_KEYRING_DIR.
+    Ring,
+}
+
 /// Runs `sqs2pg run --drain` at `rust_log` in `format` over valid events and poison holding
 /// the distinctive values, scraping the endpoints while it runs; then checks that no secret
 /// is in its stdout, stderr, endpoints, dead-letter attributes or dead-letter record.
-async fn run_and_check_for_leaks(logs: &Logs, format: &str, rust_log: &str, fifo: bool) {
+async fn run_and_check_for_leaks(
+    logs: &Logs,
+    format: &str,
+    rust_log: &str,
+    fifo: bool,
+    keys: Keys,
+) {
     let queues = async {
         if fifo {
             TestQueues::create_fifo().await
@@ -257,10 +285,16 @@ async fn run_and_check_for_leaks(logs: &Logs, format: &str, rust_log: &str, fifo
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("SQS2PG_HMAC_KEY", KEY)
         .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .env("SQS2PG_LOG_FORMAT", format)
         .env("RUST_LOG", rust_log);
+    match keys {
+        Keys::Single => command.env("SQS2PG_HMAC_KEY", KEY),
+        Keys::Ring => command
+            .env_remove("SQS2PG_HMAC_KEY")
+            .env("SQS2PG_HMAC_KEYRING_DIR", leak_keyring(logs))
+            .env("SQS2PG_HMAC_KEY_ID", KEY_ID),
+    };
     run_env(&mut command, &db, &queues);
     command.env("DATABASE_URL", &database_url);
     let started = Instant::now();
@@ -387,11 +421,15 @@ async fn run_and_check_for_leaks(logs: &Logs, format: &str, rust_log: &str, fifo
     for row in record {
         assert_no_secrets("the dead_letters table", row.get(0));
     }
-    // Rows hold digests made with the key, never the raw values.
+    // Rows hold digests made with the (current) key, never the raw values.
     let masker = Masker::new(KEY.as_bytes());
+    let key_id = match keys {
+        Keys::Single => "default",
+        Keys::Ring => KEY_ID,
+    };
     assert_eq!(
         db.count(&format!(
-            "SELECT count(*) FROM user_logins WHERE hashed_ip = '{}'",
+            "SELECT count(*) FROM user_logins WHERE hashed_ip = '{}' AND hmac_key_id = '{key_id}'",
             masker.digest(RAW_IP)
         ))
         .await,
@@ -417,7 +455,7 @@ async fn set_queue_delay(queues: &TestQueues, seconds: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
     let test = Test::alone().await; // heavy: every crate logging at TRACE
-    run_and_check_for_leaks(&test.logs, "text", "trace", false).await;
+    run_and_check_for_leaks(&test.logs, "text", "trace", false, Keys::Ring).await;
 }
 
 /// The same traffic on a FIFO pair: dead letters keep their group and carry a
@@ -425,7 +463,7 @@ async fn nothing_leaks_with_every_crate_logging_at_trace_in_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaks_with_every_crate_logging_at_trace_on_a_fifo_queue() {
     let test = Test::alone().await; // heavy: every crate logging at TRACE
-    run_and_check_for_leaks(&test.logs, "text", "trace", true).await;
+    run_and_check_for_leaks(&test.logs, "text", "trace", true, Keys::Single).await;
 }
 
 /// The most specific directives for the SDK's payload-logging modules must not lift the cap.
@@ -437,6 +475,7 @@ async fn nothing_leaks_with_every_crate_logging_at_trace_in_json() {
         "json",
         "trace,aws_smithy_runtime=trace,aws_smithy_runtime::client::orchestrator=trace,aws_smithy_runtime::client::orchestrator::http=trace",
         false,
+        Keys::Ring,
     )
     .await;
 }
@@ -457,6 +496,7 @@ fn help_never_shows_the_database_password_or_the_key() {
         &["dlq", "--help"],
         &["dlq", "inspect", "--help"],
         &["dlq", "redrive", "--help"],
+        &["digest", "--help"],
     ] {
         let output = Process::output(
             &test.logs,
@@ -474,7 +514,10 @@ fn help_never_shows_the_database_password_or_the_key() {
         if matches!(args, ["run", _] | ["help", "run"] | ["migrate", _]) {
             assert!(help.contains("DATABASE_URL"), "{args:?} names the variable");
         }
-        if matches!(args, ["run", _] | ["help", "run"] | ["dlq", "inspect", _]) {
+        if matches!(
+            args,
+            ["run", _] | ["help", "run"] | ["dlq", "inspect", _] | ["digest", _]
+        ) {
             assert!(
                 help.contains("SQS2PG_HMAC_KEY"),
                 "{args:?} names the variable"
@@ -513,7 +556,11 @@ fn fails_fast(logs: &Logs, command: &mut Command, what: &str) -> String {
 fn start_up_errors_name_the_setting_and_never_echo_the_key() {
     let test = Test::shared_blocking();
     let message = fails_fast(&test.logs, &mut bare(), "no key");
-    for name in ["SQS2PG_HMAC_KEY", "SQS2PG_HMAC_KEY_FILE"] {
+    for name in [
+        "SQS2PG_HMAC_KEY",
+        "SQS2PG_HMAC_KEY_FILE",
+        "SQS2PG_HMAC_KEYRING_DIR",
+    ] {
         assert!(message.contains(name), "{name} is named: {message}");
     }
 
@@ -542,6 +589,49 @@ fn start_up_errors_name_the_setting_and_never_echo_the_key() {
     assert!(message.contains("SQS2PG_HMAC_KEY_FILE"), "{message}");
     assert!(message.contains("16 bytes"), "{message}");
     assert!(!message.contains(short), "the key was echoed: {message}");
+
+    // A keyring: a short key is named by its id, never shown; several keys need a current one.
+    let ring = dir.join("ring");
+    std::fs::create_dir_all(&ring).unwrap();
+    std::fs::write(ring.join("k-old"), OLD_KEY).unwrap();
+    std::fs::write(ring.join("k-short"), format!("{short}\n")).unwrap();
+    let message = fails_fast(
+        &test.logs,
+        bare()
+            .env("SQS2PG_HMAC_KEYRING_DIR", &ring)
+            .env("SQS2PG_HMAC_KEY_ID", "k-old"),
+        "a keyring with a 15-byte key",
+    );
+    assert!(
+        message.contains("key k-short") && message.contains("16 bytes"),
+        "{message}"
+    );
+    assert_no_secrets("the short-key error", &message);
+    assert!(!message.contains(short), "the key was echoed: {message}");
+    std::fs::remove_file(ring.join("k-short")).unwrap();
+    std::fs::write(ring.join("k-new"), KEY).unwrap();
+    let message = fails_fast(
+        &test.logs,
+        bare().env("SQS2PG_HMAC_KEYRING_DIR", &ring),
+        "a keyring of two keys, none named current",
+    );
+    assert!(
+        message.contains("SQS2PG_HMAC_KEY_ID") && message.contains("k-new, k-old"),
+        "{message}"
+    );
+    assert_no_secrets("the no-current-key error", &message);
+    let message = fails_fast(
+        &test.logs,
+        bare()
+            .env("SQS2PG_HMAC_KEYRING_DIR", &ring)
+            .env("SQS2PG_HMAC_KEY", KEY),
+        "a keyring and a key",
+    );
+    assert!(
+        message.contains("--hmac-keyring-dir") && message.contains("--hmac-key"),
+        "{message}"
+    );
+    assert_no_secrets("the conflict error", &message);
 
     for path in [dir.join("missing.key"), dir.clone()] {
         let message = fails_fast(
@@ -736,4 +826,89 @@ async fn the_metrics_endpoint_listens_on_loopback_by_default() {
         bound.iter().all(IpAddr::is_loopback),
         "the default address is loopback only, not {bound:?}"
     );
+}
+
+/// `sqs2pg digest` at TRACE, in text and JSON, with the value on stdin and as an argument:
+/// neither the value nor any key of the ring is in its output or its logs, and its stdout
+/// is the digests (and SQL made of them) and nothing else. Its errors do not quote the value.
+#[test]
+fn digest_never_shows_the_value_or_a_key() {
+    let test = Test::shared_blocking();
+    let ring = leak_keyring(&test.logs);
+    let command = |args: &[&str]| {
+        let mut command = bare_sqs2pg_command();
+        command
+            .env("SQS2PG_HMAC_KEYRING_DIR", &ring)
+            .env("SQS2PG_HMAC_KEY_ID", KEY_ID)
+            .env("RUST_LOG", "trace")
+            .arg("digest")
+            .args(args);
+        command
+    };
+    let expected = [
+        (KEY_ID, Masker::new(KEY.as_bytes()).digest(RAW_IP)),
+        ("leak-1", Masker::new(OLD_KEY.as_bytes()).digest(RAW_IP)),
+    ];
+    for format in ["text", "json"] {
+        for log_format in ["text", "json"] {
+            let on_stdin = Process::output_with_input(
+                &test.logs,
+                command(&["--output", format, "--sql", "ip"]).env("SQS2PG_LOG_FORMAT", log_format),
+                format!("{RAW_IP}\n").as_bytes(),
+                Duration::from_secs(10),
+            );
+            let as_argument = Process::output(
+                &test.logs,
+                command(&["--output", format, "--sql", "ip", RAW_IP])
+                    .env("SQS2PG_LOG_FORMAT", log_format),
+                Duration::from_secs(10),
+            );
+            for output in [on_stdin, as_argument] {
+                assert!(output.status.success(), "{}", text(&output));
+                let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+                assert_no_secrets("digest's stdout", &stdout);
+                assert_no_secrets("digest's stderr", &stderr_of(&output));
+                // Not vacuous: the digests are there, and only they, the ids and the SQL.
+                let mut rest = stdout.clone();
+                for (id, digest) in &expected {
+                    assert!(stdout.contains(digest), "{stdout}");
+                    rest = rest.replace(digest, "").replace(id, "");
+                }
+                let allowed =
+                    |c: char| c.is_ascii_alphanumeric() || " \t\n\"'{}[]:,()*;_-".contains(c);
+                assert!(rest.chars().all(allowed), "unexpected output: {stdout}");
+                if format == "text" {
+                    assert_eq!(stdout.lines().count(), 3, "two keys and the SQL: {stdout}");
+                }
+            }
+        }
+    }
+    // Errors about the value say what is wrong with it, never what it is.
+    // Two lines, and a value that is not UTF-8.
+    for input in [
+        format!("{RAW_IP}\n{RAW_DEVICE}\n").into_bytes(),
+        [RAW_IP.as_bytes(), b"\xff"].concat(),
+    ] {
+        let output = Process::output_with_input(
+            &test.logs,
+            &mut command(&[]),
+            &input,
+            Duration::from_secs(10),
+        );
+        assert!(!output.status.success(), "{}", text(&output));
+        assert_no_secrets("digest's error", &text(&output));
+    }
+    // Two values as arguments: refused by digest itself, naming neither.
+    let output = Process::output(
+        &test.logs,
+        &mut command(&[RAW_IP, RAW_DEVICE]),
+        Duration::from_secs(10),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("several values"),
+        "{}",
+        text(&output)
+    );
+    assert_no_secrets("digest's error", &text(&output));
 }

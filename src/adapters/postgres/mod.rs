@@ -59,9 +59,10 @@ const MIGRATION_LOCK_KEY: i64 = 0x7371_7332_7067; // "sqs2pg"
 
 const INSERT_LOGINS: &str = "\
 INSERT INTO user_logins \
-    (message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at) \
+    (message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at, \
+     hmac_key_id) \
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                     $8::date[], $9::timestamptz[]) \
+                     $8::date[], $9::timestamptz[], $10::text[]) \
 ON CONFLICT (message_id) DO NOTHING";
 
 const SELECT_DEAD_LETTERED: &str =
@@ -679,6 +680,7 @@ async fn insert_on(
     let locales: Vec<Option<&str>> = rows.iter().map(|row| row.locale.as_deref()).collect();
     let create_dates: Vec<NaiveDate> = rows.iter().map(|row| row.create_date).collect();
     let sent_ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.sent_at).collect();
+    let key_ids = column(|row| row.hmac_key_id.as_str());
 
     let transaction = client
         .transaction()
@@ -701,6 +703,7 @@ async fn insert_on(
                 &app_versions,
                 &create_dates,
                 &sent_ats,
+                &key_ids,
             ],
         )
         .await

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::{Scan, plural};
@@ -11,12 +10,13 @@ use crate::adapters::sqs::{self, Queue as _, QueueDepth, SqsQueue, dead_letter_a
 use crate::cli::aws::sqs_client;
 use crate::cli::config::{DlqInspectArgs, OutputFormat};
 use crate::domain::dead_letter::{DeadLetterAttributes, RecordedReason};
-use crate::domain::event::Masker;
 use crate::domain::redact::redact;
 
 /// `sqs2pg dlq inspect`.
 pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
-    let masker = Masker::new(args.key.load()?.expose_secret());
+    // The current key: the one a redriven message's row would be masked with (see redact).
+    let keyring = args.key.keyring()?;
+    let masker = keyring.current().1;
     let queue = SqsQueue::connect(
         sqs_client().await?,
         args.queue.queue_url,
@@ -38,7 +38,7 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
             entry.count += 1;
             if entry.samples.len() < args.samples {
                 entry.samples.push(Sample {
-                    body: redact(message.body().unwrap_or_default(), &masker).to_string(),
+                    body: redact(message.body().unwrap_or_default(), masker).to_string(),
                     // The detail of one of our reasons is built from a typed rejection: no
                     // values. Any other detail is withheld with its reason.
                     detail: attributes.known_reason().and(attributes.detail.clone()),

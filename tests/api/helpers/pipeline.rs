@@ -7,12 +7,18 @@ use std::time::Duration;
 use sqs2pg::adapters::postgres::PostgresSink;
 use sqs2pg::adapters::sqs::Queue;
 use sqs2pg::domain::event::Masker;
+use sqs2pg::domain::keyring::{KeyId, Keyring};
 use sqs2pg::retry::RetryPolicy;
 use sqs2pg::telemetry::http::Readiness;
 use sqs2pg::telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use super::{HMAC_KEY, Pipeline, Settings, Summary, TestDb, TestQueues};
+
+/// The keyring of the binary's test environment: [`HMAC_KEY`] alone, with the default id.
+pub fn test_keyring() -> Keyring {
+    Keyring::single(KeyId::default(), Masker::new(HMAC_KEY.as_bytes()))
+}
 
 /// Settings for an in-process consumer that drains `queues`.
 pub fn drain_settings(queues: &TestQueues) -> Settings {
@@ -37,7 +43,7 @@ pub fn consumer<Q: Queue>(
     Arc::new(Pipeline::new(
         Arc::new(queue),
         db.sink(settings.writers),
-        Masker::new(HMAC_KEY.as_bytes()),
+        test_keyring(),
         Arc::new(Metrics::new()),
         Arc::new(Readiness::default()),
         settings,

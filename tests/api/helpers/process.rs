@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal;
 
-use super::{HMAC_KEY, TestDb, TestQueues};
+use super::{HMAC_KEY, TestDb, TestQueues, unique};
 
 /// Set to `1` to keep the logs of passing tests too.
 const KEEP_LOGS: &str = "SQS2PG_KEEP_TEST_LOGS";
@@ -90,6 +90,10 @@ pub struct Process {
 impl Process {
     /// Starts `command`, with whatever environment it was given.
     pub fn spawn(logs: &Logs, name: &str, command: &mut Command) -> Self {
+        Self::spawn_with_stdin(logs, name, command, Stdio::null())
+    }
+
+    fn spawn_with_stdin(logs: &Logs, name: &str, command: &mut Command, stdin: Stdio) -> Self {
         let base = logs.file(name).display().to_string();
         let (stdout, stderr) = (
             PathBuf::from(format!("{base}.stdout")),
@@ -97,7 +101,7 @@ impl Process {
         );
         std::fs::write(format!("{base}.command"), format!("{command:?}\n")).unwrap();
         let child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(File::create(&stdout).unwrap())
             .stderr(File::create(&stderr).unwrap())
             .spawn()
@@ -114,6 +118,33 @@ impl Process {
     /// Runs `command` to its end, like `Command::output`, but fails the test (killing the
     /// child) if that takes longer than `limit`: a hang must fail fast, not stall the suite.
     pub fn output(logs: &Logs, command: &mut Command, limit: Duration) -> Output {
+        Self::output_with_stdin(logs, command, Stdio::null(), limit)
+    }
+
+    /// [`Process::output`] with `input` on the child's stdin (kept in the test's folder as
+    /// `<program>.stdin`).
+    pub fn output_with_input(
+        logs: &Logs,
+        command: &mut Command,
+        input: &[u8],
+        limit: Duration,
+    ) -> Output {
+        let path = logs.file(&format!("{}.stdin", unique("input")));
+        std::fs::write(&path, input).unwrap();
+        Self::output_with_stdin(
+            logs,
+            command,
+            Stdio::from(File::open(&path).unwrap()),
+            limit,
+        )
+    }
+
+    fn output_with_stdin(
+        logs: &Logs,
+        command: &mut Command,
+        stdin: Stdio,
+        limit: Duration,
+    ) -> Output {
         // Named after the program, or what `runuser -u <user> -- <program>` runs.
         let mut words = std::iter::once(command.get_program()).chain(command.get_args());
         let program = match words.next() {
@@ -126,7 +157,7 @@ impl Process {
             .and_then(|program| Path::new(program).file_name())
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut process = Self::spawn(logs, &name, command);
+        let mut process = Self::spawn_with_stdin(logs, &name, command, stdin);
         let status = process.wait_within(limit);
         Output {
             status,

@@ -1,0 +1,16 @@
+-- The id of the HMAC key that made each row's digests, so a known value is found across key
+-- rotations: its digest under each key of the ring, matched with that key's id
+-- (`sqs2pg digest`). Ids are 1 to 32 characters (src/domain/keyring.rs).
+--
+-- Every existing row was made by the single key of a service without a keyring, and that
+-- configuration's key id is `default` (SQS2PG_HMAC_KEY_ID's default), so the rows get it.
+-- Adding a column with a constant default rewrites no row (PostgreSQL 11 and later).
+--
+-- The default stays: during a rolling upgrade the previous release's pods keep inserting
+-- without this column, and their rows were made by their single key, id `default`. The
+-- service itself always writes the column. A later migration may drop the default once no
+-- release older than this one runs.
+--
+-- No index: lookups filter on the digest (`hashed_ip = … AND hmac_key_id = …` per key),
+-- which the digest indexes serve; the id only confirms the pair.
+ALTER TABLE user_logins ADD COLUMN hmac_key_id varchar(32) NOT NULL DEFAULT 'default';

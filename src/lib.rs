@@ -3,18 +3,21 @@
 //!
 //! # Layout
 //! Dependencies run one way: domain ← retry ← adapters, telemetry ← pipeline ← cli.
-//! - [`domain`]: the pure core, no I/O. Parse, validate and mask one body; envelopes (SNS,
-//!   EventBridge); dead-letter reasons and their attribute codec; redaction for `dlq
-//!   inspect`; the invariants shared by property tests and fuzzing.
+//! - [`domain`]: the pure core, no I/O. Parse, validate and mask one body with the
+//!   keyring's current key; envelopes (SNS, EventBridge); dead-letter reasons and their
+//!   attribute codec; redaction for `dlq inspect`; the invariants shared by property tests
+//!   and fuzzing.
 //! - [`retry`]: transient-or-permanent classification and the one retry mechanism (backoff
 //!   with jitter), which reports each retry through a callback.
 //! - [`adapters`]: SQS ([`adapters::sqs::Queue`]) and PostgreSQL ([`adapters::postgres::Sink`])
 //!   behind traits, with in-memory fakes for tests.
 //! - [`telemetry`]: typed events (one `emit()` logs and counts), the metric registry, the
-//!   `/metrics`, `/healthz`, `/readyz` endpoints, logging setup.
+//!   `/metrics`, `/healthz`, `/readyz` endpoints, logging setup, and the throttle that
+//!   summarises poison floods.
 //! - [`pipeline`]: receive → batch → write → dead-letter → delete, with the heartbeat: each
-//!   stage a module, joined by bounded channels.
-//! - [`cli`]: flags and environment variables, and one module per subcommand.
+//!   stage a module, joined by bounded channels; its report tells people how a run goes.
+//! - [`cli`]: flags and environment variables, and one module per subcommand (`run` with its
+//!   progress bar, `status`, `digest`, `dlq`, …).
 //! - [`error_chain`]: an error and its causes on one line, for every fatal error and log.
 
 #[cfg(feature = "service")]

@@ -42,3 +42,13 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Digest(args) => digest::digest(args).map(done),
     }
 }
+
+/// `count` and the noun, singular for one: "1 message", "3 messages". For the commands'
+/// text output.
+fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}

@@ -8,6 +8,7 @@ mod redrive;
 pub use inspect::inspect;
 pub use redrive::{RedriveIncomplete, redrive};
 
+use super::plural;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -69,15 +70,6 @@ impl<'a> Scan<'a> {
                 .await?;
         }
         Ok(())
-    }
-}
-
-/// `count` and the noun, singular for one: "1 message", "3 messages".
-fn plural(count: u64, noun: &str) -> String {
-    if count == 1 {
-        format!("{count} {noun}")
-    } else {
-        format!("{count} {noun}s")
     }
 }
 

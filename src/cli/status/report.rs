@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::adapters::postgres::status::{DatabaseStatus, LAG_MAX_ROWS, LAG_WINDOW};
 use crate::adapters::sqs::QueueDepth;
+use crate::cli::plural;
 
 /// Why the age of the oldest message is not shown.
 pub const OLDEST_AGE_UNKNOWN: &str = "unknown: SQS reports no such attribute (CloudWatch's ApproximateAgeOfOldestMessage metric has it)";
@@ -399,15 +400,6 @@ fn seconds_text(seconds: f64) -> String {
 
 fn humanized(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
-}
-
-/// `count` and the noun, singular for one.
-fn plural(count: u64, noun: &str) -> String {
-    if count == 1 {
-        format!("{count} {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
 }
 
 #[cfg(test)]

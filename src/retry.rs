@@ -82,6 +82,14 @@ impl RetryPolicy {
         max_elapsed: Some(Duration::from_secs(10)),
     };
 
+    /// The waits between attempts under this policy, jittered, for loops that are not a
+    /// single call's retries (the breaker's probe). Endless when `max_elapsed` is `None`.
+    pub fn waits(&self) -> impl Iterator<Item = Duration> {
+        use backoff::backoff::Backoff as _;
+        let mut backoff = self.backoff();
+        std::iter::from_fn(move || backoff.next_backoff())
+    }
+
     fn backoff(&self) -> ExponentialBackoff {
         ExponentialBackoff {
             initial_interval: self.initial_interval,

@@ -49,6 +49,11 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_SHUTDOWN_TIMEOUT    time to finish in-flight work after SIGTERM/SIGINT [default: 30s]
   SQS2PG_ENVELOPE            envelopes unwrapped around events: auto, sns, eventbridge, none [default: auto]
   SQS2PG_BATCH_TIMEOUT       how long a batch may stay in flight before it is released, 5s to 12h [default: 2m]
+  SQS2PG_WRITE_PATIENCE      how long writes may keep failing (database unreachable or busy) before
+                             ingestion pauses until a probe write commits, 1s to 1h [default: 30s]
+  SQS2PG_POISON_REFUSALS_PER_MINUTE
+                             rows one database refusal (same SQLSTATE, constraint, table, column) may
+                             dead-letter per minute; past it the refusal pauses ingestion, 0 to 100000 [default: 20]
   SQS2PG_STATEMENT_TIMEOUT   deadline of each database statement and commit, 1s to 1h [default: 30s]
   SQS2PG_SQS_TIMEOUT         deadline of each SQS call attempt besides the long poll, 1s to 5m [default: 10s]
   SQS2PG_QUEUE_NAME          queue name for `setup` [default: user-logins]
@@ -740,6 +745,24 @@ pub struct RunArgs {
           allow_negative_numbers = true, value_parser = duration(BATCH_TIMEOUT))]
     pub batch_timeout: Duration,
 
+    /// How long a write may keep failing, the database unreachable or busy (a full disk, a
+    /// read-only primary), before ingestion pauses: nothing is received, what is held goes
+    /// back to the queue, /readyz answers 503, and a probe retries with backoff until a
+    /// write commits. 1s to 1h (a plain number is seconds).
+    #[arg(long, env = "SQS2PG_WRITE_PATIENCE", value_name = "DURATION", default_value = "30s",
+          allow_negative_numbers = true, value_parser = duration(WRITE_PATIENCE))]
+    pub write_patience: Duration,
+
+    /// Rows one database refusal (the same SQLSTATE, constraint, table and column) may
+    /// dead-letter per minute, 0 to 100000. A refused row is dead-lettered only if other
+    /// rows commit beside it (or a canary write of a stored row passes); a refusal that
+    /// takes more rows than this is the database's fault, and pauses ingestion instead.
+    #[arg(long, env = "SQS2PG_POISON_REFUSALS_PER_MINUTE", value_name = "COUNT",
+          default_value_t = crate::pipeline::verdict::DEFAULT_POISON_PER_MINUTE as u64,
+          allow_negative_numbers = true,
+          value_parser = whole_number(0, 100_000))]
+    pub poison_refusals_per_minute: u64,
+
     /// Client-side deadline of each database statement, commit and connection checkout, 1s
     /// to 1h (a plain number is seconds); past it the connection is dropped and the call
     /// retried on a fresh one.
@@ -809,6 +832,7 @@ const WAIT_TIME: DurationLimits = DurationLimits::sqs_seconds(0, 20);
 const BATCH_WINDOW: DurationLimits = DurationLimits::milliseconds(0, 60_000);
 const SHUTDOWN_TIMEOUT: DurationLimits = DurationLimits::at_least_seconds(0);
 const BATCH_TIMEOUT: DurationLimits = DurationLimits::seconds(5, 43_200);
+const WRITE_PATIENCE: DurationLimits = DurationLimits::seconds(1, 3_600);
 const REPORT_INTERVAL: DurationLimits = DurationLimits::seconds(0, 3_600);
 const STATEMENT_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 3_600);
 const SQS_TIMEOUT: DurationLimits = DurationLimits::seconds(1, 300);

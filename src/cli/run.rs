@@ -109,6 +109,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         visibility_timeout: args.visibility_timeout,
         wait_time: args.wait_time,
         batch_timeout: args.batch_timeout,
+        write_patience: args.write_patience,
+        poison_per_minute: usize::try_from(args.poison_refusals_per_minute).unwrap_or(usize::MAX),
         envelope: args.envelope,
         drain: args.drain,
         retry: RetryPolicy::FOREVER,

@@ -117,28 +117,32 @@ impl Budget {
     /// once, and bytes beyond the reservation are waited for.
     pub async fn admit(
         &self,
-        mut reservation: Reservation,
+        reservation: Reservation,
         messages: &[ReceivedMessage],
     ) -> Vec<Share> {
+        let Reservation {
+            messages: mut message_room,
+            bytes: mut byte_room,
+        } = reservation;
         let sizes: Vec<usize> = messages
             .iter()
             .map(|message| message_bytes(message).min(self.total_bytes))
             .collect();
         let needed: usize = sizes.iter().sum();
         self.expect(sizes.iter().copied().max().unwrap_or(0));
-        let reserved = reservation.bytes.num_permits();
-        if needed > reserved {
-            // Bodies bigger than reserved: wait for the rest (or for all of it at most).
-            let extra = (needed - reserved).min(self.total_bytes.saturating_sub(reserved));
-            if extra > 0 {
-                reservation.bytes.merge(acquire(&self.bytes, extra).await);
-            }
+        if needed > byte_room.num_permits() {
+            // Bodies bigger than reserved: give the reservation back and wait for all of it
+            // at once (the whole budget at most). Waiting for the rest on top of what it
+            // holds, a receive could wait for room another such receive holds while that
+            // one waits for its room: both forever, with 1 MiB bodies and a small budget.
+            drop(byte_room);
+            byte_room = acquire(&self.bytes, needed.min(self.total_bytes)).await;
         }
         let mut shares = Vec::with_capacity(messages.len());
         for size in sizes {
-            let messages = reservation.messages.split(1);
-            let size = size.min(reservation.bytes.num_permits());
-            let bytes = reservation.bytes.split(size);
+            let messages = message_room.split(1);
+            let size = size.min(byte_room.num_permits());
+            let bytes = byte_room.split(size);
             let (Some(messages), Some(bytes)) = (messages, bytes) else {
                 unreachable!("a reservation covers every message it was made for");
             };
@@ -255,6 +259,30 @@ mod tests {
             drop(budget.admit(reservation, &vec![message(300); 10]).await);
         }
         assert_eq!(budget.receive_bytes(1), SMALLEST_EXPECTATION);
+    }
+
+    /// Two receives that each reserved for small bodies and each brought ten bodies of a
+    /// MiB, with a budget of 2 MiB: each needs more than it holds. Holding its reservation
+    /// while it waits for the rest, each would wait for the other forever.
+    #[tokio::test(start_paused = true)]
+    async fn receives_of_bodies_bigger_than_reserved_never_wait_for_each_other() {
+        let budget = Arc::new(Budget::new(1000, 2 << 20, Arc::new(Metrics::new())));
+        let first = budget.reserve_receive(10).await;
+        let second = budget.reserve_receive(10).await;
+        let admit = |reservation| {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                let shares = budget.admit(reservation, &vec![message(1 << 20); 10]).await;
+                drop(shares);
+            })
+        };
+        let (a, b) = (admit(first), admit(second));
+        tokio::time::timeout(Duration::from_secs(60), async {
+            a.await.unwrap();
+            b.await.unwrap();
+        })
+        .await
+        .expect("both receives are admitted in turn");
     }
 
     #[tokio::test(start_paused = true)]

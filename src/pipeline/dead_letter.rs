@@ -1,26 +1,49 @@
 //! Dead-lettering: poison goes to the dead-letter queue once, with its reason. Copies
 //! already recorded in `dead_letters` (a lost delete brought them back) are only
-//! acknowledged; the rest are sent, then recorded.
+//! acknowledged; the rest are sent ([`send`], under the batch's deadline), then recorded
+//! ([`record`], after it: a copy that is in the DLQ is acknowledged whether or not its
+//! record lands, so a record that keeps failing never makes the batch come back and be
+//! sent again).
+
+use std::time::Duration;
 
 use crate::adapters::postgres::{Sink, SinkFailure};
 use crate::adapters::sqs::{Queue, QueueError, split_by_failures};
 use crate::domain::dead_letter::DeadLetter;
-use crate::retry::{Classify, ErrorClass, Stage, retry};
+use crate::retry::{Classify, ErrorClass, RetryPolicy, Stage, retry};
 use crate::telemetry::events::{
     CallFailed, DeadLetterRedelivered, DeadLetterRefused, DeadLettered,
 };
 
-use super::{BatchOutcome, Context, Tally};
+use super::{BatchOutcome, Context, InFlight, Tally};
 
-/// Sends `poison` (batch index, letter) to the dead-letter queue; returns the indexes that
-/// may be deleted: those sent (or found sent before).
-pub(super) async fn dead_letter<Q: Queue, S: Sink>(
+/// How long the messages of sent dead letters stay hidden while their record is written:
+/// the record's retries ([`RetryPolicy::BRIEF`]) and a margin.
+const RECORD_GRACE: Duration = Duration::from_secs(15);
+/// The record's own deadline ends this long before the grace does.
+const RECORD_MARGIN: Duration = Duration::from_secs(3);
+
+/// What [`send`] did.
+pub(super) struct Sent {
+    /// Batch indexes that may be deleted: sent now, or found sent before.
+    pub acknowledged: Vec<usize>,
+    /// The letters sent now, for [`record`].
+    pub letters: Vec<DeadLetter>,
+}
+
+/// Sends `poison` (batch index, letter) to the dead-letter queue, unless the record says a
+/// copy was sent before.
+pub(super) async fn send<Q: Queue, S: Sink>(
     context: &Context<Q, S>,
     poison: Vec<(usize, DeadLetter)>,
     outcome: &mut BatchOutcome,
-) -> Vec<usize> {
+) -> Sent {
+    let mut sent = Sent {
+        acknowledged: Vec::new(),
+        letters: Vec::new(),
+    };
     if poison.is_empty() {
-        return Vec::new();
+        return sent;
     }
     let copies: Vec<&str> = poison
         .iter()
@@ -68,13 +91,13 @@ pub(super) async fn dead_letter<Q: Queue, S: Sink>(
                 error: &error,
                 consequence: "Could not dead-letter the poison messages; they will come back.",
             });
-            return Vec::new();
+            return sent;
         }
     };
     let (done, to_send): (Vec<_>, Vec<_>) = poison
         .into_iter()
         .partition(|(_, letter)| already.contains(&letter.sqs_message_id));
-    let mut acknowledged: Vec<usize> = done.iter().map(|(index, _)| *index).collect();
+    sent.acknowledged = done.iter().map(|(index, _)| *index).collect();
     if !done.is_empty() {
         context
             .metrics
@@ -82,34 +105,14 @@ pub(super) async fn dead_letter<Q: Queue, S: Sink>(
         Tally::add(&context.tally.duplicates, done.len());
         outcome.duplicates += done.len() as u64;
     }
-    if to_send.is_empty() {
-        return acknowledged;
-    }
     for failure in &failures {
         context.metrics.emit(DeadLetterRefused {
             message_id: &letters[failure.index].message_id,
             code: &failure.code,
         });
     }
-    let (sent, _) = split_by_failures(to_send, &failures);
-    let sent_letters: Vec<DeadLetter> = sent.iter().map(|(_, letter)| letter.clone()).collect();
-    if let Err(error) = retry(context.settings.retry, Stage::DeadLetter, &reporter, || {
-        context
-            .sink
-            .record_dead_letters(&sent_letters, &context.settings.source_queue)
-    })
-    .await
-    {
-        // The letters are in the DLQ; acknowledging them is still right. Only a later lost
-        // delete could now duplicate them.
-        context.metrics.emit(CallFailed {
-            stage: Stage::DeadLetter,
-            class: error.class(),
-            error: &error.safe_detail(),
-            consequence: "Could not record dead letters; they are in the DLQ regardless.",
-        });
-    }
-    for (index, letter) in sent {
+    let (went, _) = split_by_failures(to_send, &failures);
+    for (index, letter) in went {
         context.metrics.emit(DeadLettered {
             message_id: &letter.message_id,
             reason: letter.reason,
@@ -117,9 +120,59 @@ pub(super) async fn dead_letter<Q: Queue, S: Sink>(
         });
         Tally::add(&context.tally.dead_lettered, 1u64);
         outcome.dead_lettered.push(letter.reason);
-        acknowledged.push(index);
+        sent.acknowledged.push(index);
+        sent.letters.push(letter);
     }
-    acknowledged
+    sent
+}
+
+/// Records that `letters` (of `batch`) are in the dead-letter queue, for a few seconds at
+/// most and whatever the batch's deadline: their messages stay hidden meanwhile, and are
+/// deleted afterwards even if the record failed (only a later lost delete could then bring
+/// a second copy).
+pub(super) async fn record<Q: Queue, S: Sink>(
+    context: &Context<Q, S>,
+    batch: &[InFlight],
+    letters: &[DeadLetter],
+) {
+    if letters.is_empty() {
+        return;
+    }
+    let copies: std::collections::HashSet<&str> =
+        letters.iter().map(|l| l.sqs_message_id.as_str()).collect();
+    context.heartbeat.renew(
+        batch
+            .iter()
+            .filter(|m| copies.contains(m.message.sqs_message_id.as_str()))
+            .map(|m| m.message.receipt_handle.as_str()),
+        tokio::time::Instant::now() + RECORD_GRACE,
+    );
+    let reporter = context.metrics.retry_reporter();
+    let recorded = tokio::time::timeout(
+        RECORD_GRACE - RECORD_MARGIN,
+        retry(RetryPolicy::BRIEF, Stage::DeadLetter, &reporter, || {
+            context
+                .sink
+                .record_dead_letters(letters, &context.settings.source_queue)
+        }),
+    )
+    .await;
+    let failure = match recorded {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some((error.class(), error.safe_detail())),
+        Err(_) => Some((
+            ErrorClass::Transient,
+            format!("no record within {:?}", RECORD_GRACE - RECORD_MARGIN),
+        )),
+    };
+    if let Some((class, error)) = failure {
+        context.metrics.emit(CallFailed {
+            stage: Stage::DeadLetter,
+            class,
+            error: &error,
+            consequence: "Could not record dead letters; they are in the DLQ regardless, and their messages are deleted.",
+        });
+    }
 }
 
 /// One attempt to dead-letter a batch's poison: read the record, then send what it lacks.

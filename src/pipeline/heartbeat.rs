@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::{MAX_VISIBILITY, Queue};
 use crate::retry::{Classify, ErrorClass, RetryPolicy, Stage, retry};
-use crate::telemetry::events::{CallFailed, MessagesReleased, VisibilityExtended};
+use crate::telemetry::events::{CallFailed, MessagesLetGo, MessagesReleased, VisibilityExtended};
 
 use super::{Context, InFlight, Tally};
 
@@ -64,6 +64,26 @@ impl Heartbeat {
                 hidden_until: now + self.visibility,
             },
         );
+    }
+
+    /// Keeps these messages hidden until `deadline` instead of their own: the probe's
+    /// messages between its attempts, dead letters while their record is written. One
+    /// dropped at its old deadline is tracked again, due for an extension at once (its
+    /// 12-hour cap then counts from now: SQS refuses an extension past the real one, which
+    /// is logged and harmless).
+    pub fn renew<'a>(&self, receipt_handles: impl IntoIterator<Item = &'a str>, deadline: Instant) {
+        let now = Instant::now();
+        let mut tracked = self.tracked.lock().expect("not poisoned");
+        for handle in receipt_handles {
+            tracked
+                .entry(handle.to_owned())
+                .and_modify(|entry| entry.deadline = deadline)
+                .or_insert(Tracked {
+                    received: now,
+                    deadline,
+                    hidden_until: now,
+                });
+        }
     }
 
     /// Stops extending these messages (they are being deleted or released).
@@ -165,6 +185,31 @@ pub(super) async fn extend_due<Q: Queue, S: Sink>(context: &Context<Q, S>) {
             }),
         }
     }
+}
+
+/// Hands messages back by letting them go: no longer extended, they return to the queue
+/// when their visibility runs out (at most one visibility timeout after the last
+/// extension). While the writes are paused this is how messages go back, not [`release`]:
+/// made visible at once, they would be taken by the polls still in flight, handed back,
+/// taken again, each time costing them a receive towards SQS's maxReceiveCount (measured in
+/// the pipeline's tests: five receives of one message within a second, with a few polls in
+/// flight). Let go, an outage of any length costs each message at most two receives.
+pub(super) fn let_go<Q: Queue, S: Sink>(
+    context: &Context<Q, S>,
+    messages: Vec<InFlight>,
+    why: &'static str,
+) {
+    if messages.is_empty() {
+        return;
+    }
+    context
+        .heartbeat
+        .forget(messages.iter().map(|m| m.message.receipt_handle.as_str()));
+    Tally::add(&context.tally.released, messages.len());
+    context.metrics.emit(MessagesLetGo {
+        count: messages.len(),
+        why,
+    });
 }
 
 /// Hands messages back to the queue at once (visibility 0): those received after shutdown

@@ -17,6 +17,9 @@
 //! - [`delete`]: `DeleteMessageBatch` after the commit, concurrently with later batches.
 //! - [`heartbeat`]: extends the visibility of every message in flight, in batched calls,
 //!   never past its batch's deadline; and releases messages (visibility 0).
+//! - [`verdict`] and [`breaker`]: a refused row is poison only if the database was seen to
+//!   take other rows meanwhile; otherwise the fault is the database's, and the writes pause
+//!   (nothing received, `/readyz` 503) until a probe write commits.
 //! - [`probe`]: readiness and queue-depth gauges.
 //! - [`report`]: what the run has done so far, for people: a drain's progress lines, an
 //!   always-on run's periodic summary, and poison floods summarised rather than logged
@@ -34,6 +37,7 @@
 //!   while it is spent, which is the backpressure from a slow database.
 
 pub mod batch;
+pub mod breaker;
 pub mod budget;
 pub mod dead_letter;
 pub mod delete;
@@ -41,6 +45,7 @@ pub mod heartbeat;
 pub mod probe;
 pub mod receive;
 pub mod report;
+pub mod verdict;
 pub mod write;
 
 #[cfg(test)]
@@ -77,6 +82,11 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// (`SQS2PG_BATCH_TIMEOUT`): far above a healthy batch (milliseconds) and a database
 /// restart (seconds), so only work that cannot finish reaches it.
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a write may keep failing, unreachable or busy, before the writes pause
+/// (`SQS2PG_WRITE_PATIENCE`): longer than a restart or a failover of the database, which
+/// retries ride out with the messages held in flight, and short enough that an outage
+/// pauses ingestion long before SQS's maxReceiveCount comes into play.
+pub const DEFAULT_WRITE_PATIENCE: Duration = Duration::from_secs(30);
 /// Receivers kept polling while the queue is idle: one long poll every 20 s.
 pub const DEFAULT_RECEIVERS_MIN: usize = 1;
 /// Receivers at most. Each receive brings at most 10 messages a round trip, so hiding a
@@ -121,9 +131,14 @@ pub struct Settings {
     pub wait_time: Duration,
     /// The longest a message may stay in flight, from its receipt to its delete. Past it
     /// its batch is abandoned: the messages are released to come back (here or elsewhere),
-    /// and receiving pauses until the database answers. The heartbeat never extends
-    /// visibility beyond it.
+    /// and the writes pause (the breaker) until a probe commits. The heartbeat never
+    /// extends visibility beyond it.
     pub batch_timeout: Duration,
+    /// How long a write may keep failing, unreachable or busy, before the writes pause.
+    pub write_patience: Duration,
+    /// Rows one database refusal may dead-letter per minute; past it the refusal is judged
+    /// the database's fault ([`verdict`]).
+    pub poison_per_minute: usize,
     /// Which envelopes (SNS, EventBridge) around an event are unwrapped.
     pub envelope: EnvelopeMode,
     /// Stop once the queue is empty and everything received is acknowledged.
@@ -152,6 +167,8 @@ impl Settings {
             visibility_timeout: Duration::from_secs(30),
             wait_time: Duration::from_secs(20),
             batch_timeout: DEFAULT_BATCH_TIMEOUT,
+            write_patience: DEFAULT_WRITE_PATIENCE,
+            poison_per_minute: verdict::DEFAULT_POISON_PER_MINUTE,
             envelope: EnvelopeMode::Auto,
             drain: false,
             retry: RetryPolicy::FOREVER,
@@ -347,45 +364,6 @@ impl Tally {
     }
 }
 
-/// Whether receivers may take more work: closed after a batch was abandoned, until the
-/// database answers again, so messages are not taken and abandoned over and over (each
-/// time costs a receive count, and SQS moves a message to the DLQ itself at
-/// maxReceiveCount).
-#[derive(Debug)]
-struct DatabaseGate {
-    open: watch::Sender<bool>,
-}
-
-impl DatabaseGate {
-    fn new() -> Self {
-        Self {
-            open: watch::Sender::new(true),
-        }
-    }
-
-    /// Waits until the gate is open; `false` if `stop` came first.
-    async fn wait_open(&self, stop: &CancellationToken) -> bool {
-        let mut open = self.open.subscribe();
-        tokio::select! {
-            result = open.wait_for(|open| *open) => result.is_ok(),
-            () = stop.cancelled() => false,
-        }
-    }
-
-    /// Closes the gate; `true` if it was open (the caller then probes until it reopens).
-    fn close(&self) -> bool {
-        self.open.send_replace(false)
-    }
-
-    fn is_open(&self) -> bool {
-        *self.open.borrow()
-    }
-
-    fn reopen(&self) {
-        self.open.send_replace(true);
-    }
-}
-
 /// Everything the stages share.
 struct Context<Q, S> {
     queue: Arc<Q>,
@@ -398,12 +376,15 @@ struct Context<Q, S> {
     budget: Budget,
     heartbeat: Heartbeat,
     tally: Tally,
-    database: DatabaseGate,
+    /// Open while writes fail systemically: nothing is received, the probe tries to write.
+    breaker: breaker::Breaker,
+    /// How many rows each database refusal dead-lettered lately.
+    poison: verdict::PoisonLedger,
     /// The source queue's latest depth (from the probe or a drain's end check).
     backlog: watch::Sender<Option<report::Backlog>>,
     /// Transactions at a time: one permit per writer.
     writers: Arc<Semaphore>,
-    /// The heartbeat, the probes and the database watch: they outlive the stages, and stop
+    /// The heartbeat, the probes and the breaker's probe: they outlive the stages, and stop
     /// on `done` once all work is over.
     background: TaskTracker,
     done: CancellationToken,
@@ -454,6 +435,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
             Arc::clone(&metrics),
         );
         let heartbeat = Heartbeat::new(settings.visibility_timeout);
+        let poison = verdict::PoisonLedger::new(settings.poison_per_minute);
         let writers = Arc::new(Semaphore::new(writers_for(&*queue, &settings)));
         Self {
             context: Arc::new(Context {
@@ -466,7 +448,8 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
                 budget,
                 heartbeat,
                 tally: Tally::default(),
-                database: DatabaseGate::new(),
+                breaker: breaker::Breaker::default(),
+                poison,
                 backlog: watch::Sender::new(None),
                 writers,
                 background: TaskTracker::new(),

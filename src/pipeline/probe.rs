@@ -1,6 +1,6 @@
 //! Probes: readiness (the database answers, SQS answers) and the queue-depth gauges, kept
-//! fresh while nothing else touches them; and, after an abandoned batch, the wait for the
-//! database that reopens receiving.
+//! fresh while nothing else touches them. (The write path's own probe, while writes are
+//! paused, is the breaker's: [`super::breaker`].)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::Queue;
-use crate::telemetry::events::{
-    QueueDepthPolled, QueueDepthUnavailable, ReceivingPaused, ReceivingResumed,
-};
+use crate::telemetry::events::{QueueDepthPolled, QueueDepthUnavailable};
 use crate::telemetry::metrics::QueueRole;
 
 use super::report::Backlog;
@@ -19,8 +17,6 @@ use super::{Context, DRAIN_QUEUE_POLL_INTERVAL, QUEUE_POLL_INTERVAL};
 
 /// How often readiness re-checks the database when nothing else has.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
-/// How often a closed database gate checks the database.
-const RECOVERY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Until `done`: pings the database every few seconds and polls the queue depths.
 /// A drain polls the depths more often: they are its progress's backlog and ETA.
@@ -66,38 +62,6 @@ pub(super) async fn run<Q: Queue, S: Sink>(context: Arc<Context<Q, S>>, done: Ca
         tokio::select! {
             () = done.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-/// After an abandoned batch closed the database gate: pings until the database answers,
-/// then reopens it, so receiving resumes. Gives up when the pipeline is done.
-pub(super) async fn reopen_when_database_answers<Q: Queue, S: Sink>(context: &Context<Q, S>) {
-    let waiting_since = Instant::now();
-    let mut warned = false;
-    loop {
-        match context.sink.ping().await {
-            Ok(()) => {
-                context.readiness.set_database_reachable(true);
-                if warned {
-                    context.metrics.emit(ReceivingResumed {
-                        waited: waiting_since.elapsed(),
-                    });
-                }
-                context.database.reopen();
-                return;
-            }
-            Err(error) => {
-                context.readiness.set_database_reachable(false);
-                if !warned {
-                    warned = true;
-                    context.metrics.emit(ReceivingPaused { error: &error });
-                }
-            }
-        }
-        tokio::select! {
-            () = context.done.cancelled() => return,
-            () = tokio::time::sleep(RECOVERY_PROBE_INTERVAL) => {}
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Receivers: concurrent long polls that never wait on the database, only on the in-flight
-//! budget (and, after an abandoned batch, on the database answering again).
+//! budget (and, while the writes are paused, on the breaker closing).
 //!
 //! Their number adapts, as Lambda's SQS poller does: a receive that comes back full adds a
 //! receiver while the budget has room, up to `receivers_max`; one that comes back less than
@@ -155,7 +155,7 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
     async fn receive_loop(self: Arc<Self>) {
         let context = &self.context;
         while !self.stop.is_cancelled() {
-            if !context.database.wait_open(&self.stop).await {
+            if !context.breaker.wait_closed(&self.stop).await {
                 break;
             }
             let per_receive = context.settings.per_receive();
@@ -212,10 +212,9 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                 heartbeat::release(context, batch, "received during shutdown").await;
                 break;
             }
-            if !context.database.is_open() {
-                // A poll in flight when a batch was abandoned: its messages would only be
-                // abandoned in turn.
-                heartbeat::release(context, batch, "received while the database is down").await;
+            if context.breaker.is_open() {
+                // A poll in flight when the writes paused: its messages would only wait.
+                heartbeat::let_go(context, batch, "received while writes are paused");
                 continue;
             }
             if let Err(mpsc::error::SendError(batch)) = self.to_batcher.send(batch).await {

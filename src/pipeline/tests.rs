@@ -458,3 +458,246 @@ async fn a_transient_receive_failure_is_retried() {
             >= 3
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Systemic failures: the breaker
+
+/// A bad migration: for a while every row is refused alike, while `SELECT 1` answers. No
+/// valid message is dead-lettered, readiness says so, nothing more is received than one
+/// probe's worth, and once the refusal goes every event is a row, each received at most
+/// twice.
+#[tokio::test(start_paused = true)]
+async fn a_database_that_refuses_every_row_pauses_ingestion_and_dead_letters_nothing() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 50]));
+    let settings = Settings {
+        drain: false,
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    while sink(&pipeline).rows.lock().unwrap().len() < 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sink(&pipeline)
+        .refuse_every_row
+        .store(true, Ordering::SeqCst);
+    queue.send(vec![EVENT; 500]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics = pipeline.metrics();
+    assert_eq!(metrics.writes_paused.get(), 1, "the breaker is open");
+    assert_eq!(
+        metrics.write_pauses_total(crate::telemetry::metrics::PauseKind::Refused),
+        1
+    );
+    assert_eq!(
+        pipeline.context.readiness.check(),
+        Err("writes paused: the database refuses them (see the log)")
+    );
+    let calls = queue.receive_calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        queue.receive_calls.load(Ordering::SeqCst),
+        calls,
+        "while the canary is refused, nothing is received"
+    );
+    assert!(queue.dead_letters.lock().unwrap().is_empty());
+
+    sink(&pipeline)
+        .refuse_every_row
+        .store(false, Ordering::SeqCst);
+    while queue.remaining() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metrics.writes_paused.get(), 0, "a probe committed: closed");
+    assert_eq!(pipeline.context.readiness.check(), Ok(()));
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.inserted, 550, "{summary}");
+    assert_eq!(summary.dead_lettered, 0, "{summary}");
+    assert!(queue.dead_letters.lock().unwrap().is_empty());
+    assert!(
+        queue.most_receives_of_one.load(Ordering::SeqCst) <= 2,
+        "an outage of any length costs a message at most two receives: {}",
+        queue.most_receives_of_one.load(Ordering::SeqCst)
+    );
+}
+
+/// A rejection that only new rows meet (the canary, a stored row, passes): the probe
+/// holds its few messages and writes them again and again, so a ten-minute outage costs
+/// each message a receive or two, not one per attempt.
+#[tokio::test(start_paused = true)]
+async fn a_long_outage_costs_each_message_at_most_two_receives() {
+    fn refused(_: &LoginRow) -> bool {
+        true
+    }
+    let sink = FakeSink {
+        refuse: Some(refused),
+        ..FakeSink::default()
+    };
+    // A row stored before the fault: the canary writes it again, and passes.
+    let stored = crate::domain::event::transform(
+        EVENT,
+        crate::domain::event::Envelope {
+            message_id: "stored",
+            sent_at: chrono::Utc::now(),
+        },
+        &Keyring::single(KeyId::default(), Masker::new(b"k")),
+    )
+    .unwrap();
+    sink.rows
+        .lock()
+        .unwrap()
+        .insert("stored".to_owned(), stored);
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 100]));
+    let settings = Settings {
+        drain: false,
+        // Every refusal is the database's fault: the probe can never dead-letter.
+        poison_per_minute: 0,
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, sink, settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(pipeline.metrics().writes_paused.get(), 1);
+    assert!(queue.dead_letters.lock().unwrap().is_empty());
+    let most = queue.most_receives_of_one.load(Ordering::SeqCst);
+    assert!(
+        most <= 2,
+        "ten minutes paused, yet a message was received {most} times"
+    );
+    assert!(
+        pipeline.metrics().write_probes.get() > 50,
+        "probes went on: {}",
+        pipeline.metrics().write_probes.get()
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(queue.remaining(), 100, "nothing lost");
+    assert_eq!(pipeline.context.heartbeat.tracked(), 0, "the probe let go");
+    assert_eq!(
+        queue.depth().await.unwrap().in_flight,
+        0,
+        "what the probe held went back at once"
+    );
+}
+
+/// One poison row alone in its batch: no batch-mate commits, but the canary (a stored row
+/// written again) passes, so the table takes rows and the refused one is poison.
+#[tokio::test(start_paused = true)]
+async fn a_row_refused_alone_is_poison_when_the_canary_passes() {
+    fn refused(row: &LoginRow) -> bool {
+        row.message_id.ends_with('1')
+    }
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 1]));
+    let sink = FakeSink {
+        refuse: Some(refused),
+        ..FakeSink::default()
+    };
+    let pipeline = pipeline(&queue, sink, settings());
+    assert_eq!(drained(&pipeline).await.inserted, 1);
+    queue.send([EVENT]);
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.dead_lettered, 1, "{summary}");
+    assert_eq!(pipeline.metrics().writes_paused.get(), 0, "no pause");
+    let letters = queue.dead_letters.lock().unwrap();
+    assert_eq!(letters[0].reason, DeadLetterReason::DatabaseRejected);
+    assert!(
+        letters[0].detail.contains("SQLSTATE 23514"),
+        "{}",
+        letters[0].detail
+    );
+}
+
+/// The same row on an empty table: there is no stored row to try, so no evidence that the
+/// table takes any row. The writes pause; when a valid message arrives, the probe writes
+/// both, the valid one commits, and the refused one is isolated as poison.
+#[tokio::test(start_paused = true)]
+async fn a_row_refused_alone_on_an_empty_table_waits_for_a_batch_mate() {
+    fn refused(row: &LoginRow) -> bool {
+        row.message_id.ends_with('0')
+    }
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 1]));
+    let sink = FakeSink {
+        refuse: Some(refused),
+        ..FakeSink::default()
+    };
+    let pipeline = Arc::new(pipeline(
+        &queue,
+        sink,
+        Settings {
+            drain: false,
+            ..settings()
+        },
+    ));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(pipeline.metrics().writes_paused.get(), 1);
+    assert!(queue.dead_letters.lock().unwrap().is_empty());
+    queue.send([EVENT]);
+    while queue.remaining() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pipeline.metrics().writes_paused.get(), 0);
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(
+        (summary.inserted, summary.dead_lettered),
+        (1, 1),
+        "{summary}"
+    );
+}
+
+/// A full disk (53100): busy, so retried, but past the write patience the writes pause
+/// instead of holding the batch to its deadline and releasing it over and over.
+#[tokio::test(start_paused = true)]
+async fn writes_busy_past_their_patience_pause_and_resume_when_the_database_recovers() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 20]));
+    let settings = Settings {
+        drain: false,
+        write_patience: Duration::from_secs(5),
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    sink(&pipeline).busy.store(true, Ordering::SeqCst);
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let metrics = pipeline.metrics();
+    assert_eq!(
+        metrics.write_pauses_total(crate::telemetry::metrics::PauseKind::Failing),
+        1
+    );
+    assert_eq!(
+        metrics.batches_abandoned.get(),
+        0,
+        "paused before its deadline"
+    );
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    sink(&pipeline).busy.store(false, Ordering::SeqCst);
+    while queue.remaining() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.inserted, 20, "{summary}");
+    assert!(queue.most_receives_of_one.load(Ordering::SeqCst) <= 2);
+}
+
+/// The dead letter went to the DLQ, but its record keeps failing, past the batch deadline:
+/// the message is still deleted, and never sent a second time.
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_whose_record_fails_is_still_acknowledged_and_sent_once() {
+    let queue = Arc::new(FakeQueue::with_bodies([GARBAGE]));
+    let settings = Settings {
+        batch_timeout: Duration::from_secs(5),
+        ..settings()
+    };
+    let pipeline = pipeline(&queue, FakeSink::default(), settings);
+    sink(&pipeline)
+        .failing_records
+        .store(true, Ordering::SeqCst);
+    let summary = drained(&pipeline).await;
+    assert_eq!(summary.dead_lettered, 1, "{summary}");
+    assert_eq!(summary.deleted, 1, "{summary}");
+    assert_eq!(queue.dead_letters.lock().unwrap().len(), 1);
+    assert_eq!(queue.remaining(), 0);
+}

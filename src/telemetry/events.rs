@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::adapters::sqs::QueueDepth;
 use crate::domain::dead_letter::DeadLetterReason;
 use crate::retry::{ErrorClass, Loudness, RetryReport, Stage};
-use crate::telemetry::metrics::{Metrics, QueueRole};
+use crate::telemetry::metrics::{Metrics, PauseKind, QueueRole};
 use crate::telemetry::throttle::Verdict;
 
 /// Something worth telling an operator.
@@ -392,6 +392,26 @@ impl Event for MessagesReleased {
     }
 }
 
+/// Messages handed back by no longer extending them: they return to the queue when their
+/// visibility timeout runs out.
+#[derive(Debug)]
+pub struct MessagesLetGo {
+    pub count: usize,
+    pub why: &'static str,
+}
+
+impl Event for MessagesLetGo {
+    fn emit(self, metrics: &Metrics) {
+        metrics.messages_released.inc_by(self.count as u64);
+        tracing::info!(
+            message =
+                "Let messages go; they return to the queue when their visibility timeout runs out.",
+            why = self.why,
+            count = self.count
+        );
+    }
+}
+
 /// A batch reached `SQS2PG_BATCH_TIMEOUT`; its messages are released.
 #[derive(Debug)]
 pub struct BatchAbandoned {
@@ -468,31 +488,77 @@ impl Event for QueueDepthUnavailable<'_> {
     }
 }
 
-/// After an abandoned batch the database does not answer: receiving pauses.
-pub struct ReceivingPaused<'a> {
+/// The writes pause: the breaker opened (see `crate::pipeline::breaker`).
+pub struct WritesPaused<'a> {
+    pub cause: &'a dyn std::fmt::Display,
+    pub kind: PauseKind,
+}
+
+impl Event for WritesPaused<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.writes_paused.set(1);
+        metrics
+            .write_pauses
+            .with_label_values(&[self.kind.as_str()])
+            .inc();
+        tracing::error!(
+            message = "Writes fail systemically; ingestion pauses until a probe write commits. Messages go back to the queue, none to the dead-letter queue.",
+            cause = %self.cause,
+            kind = self.kind.as_str(),
+        );
+    }
+}
+
+/// The writes are still paused: a reminder, at most once a minute.
+pub struct WritesStillPaused<'a> {
+    pub cause: &'a dyn std::fmt::Display,
+    pub paused_for: Duration,
+    pub probes: u64,
+}
+
+impl Event for WritesStillPaused<'_> {
+    fn emit(self, _: &Metrics) {
+        tracing::error!(
+            message = "Writes are still paused; probing.",
+            cause = %self.cause,
+            paused_for_s = self.paused_for.as_secs(),
+            probes = self.probes,
+        );
+    }
+}
+
+/// A probe of the paused write path failed at `step` (canary, receive or write).
+pub struct WriteProbeFailed<'a> {
+    pub step: &'static str,
     pub error: &'a dyn std::fmt::Display,
 }
 
-impl Event for ReceivingPaused<'_> {
-    fn emit(self, _: &Metrics) {
-        tracing::warn!(
-            message = "Database does not answer; receiving pauses until it does.",
+impl Event for WriteProbeFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.write_probes.inc();
+        tracing::debug!(
+            message = "Probe of the paused writes failed.",
+            step = self.step,
             error = %self.error,
         );
     }
 }
 
-/// The database answers again after a pause: receiving resumes.
+/// A probe write committed: the writes resume.
 #[derive(Debug)]
-pub struct ReceivingResumed {
-    pub waited: Duration,
+pub struct WritesResumed {
+    pub paused_for: Duration,
+    pub probes: u64,
 }
 
-impl Event for ReceivingResumed {
-    fn emit(self, _: &Metrics) {
-        tracing::info!(
-            message = "Database answers again; receiving resumes.",
-            waited_s = self.waited.as_secs()
+impl Event for WritesResumed {
+    fn emit(self, metrics: &Metrics) {
+        metrics.writes_paused.set(0);
+        metrics.write_probes.inc();
+        tracing::warn!(
+            message = "A probe write committed; writes and receiving resume.",
+            paused_for_s = self.paused_for.as_secs(),
+            probes = self.probes,
         );
     }
 }

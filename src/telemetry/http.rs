@@ -19,6 +19,7 @@ use crate::telemetry::metrics::Metrics;
 pub struct Readiness {
     database_reachable: AtomicBool,
     queue_reachable: AtomicBool,
+    writes_paused: AtomicBool,
     shutting_down: AtomicBool,
 }
 
@@ -29,6 +30,11 @@ impl Readiness {
 
     pub fn set_queue_reachable(&self, reachable: bool) {
         self.queue_reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// While writes fail systemically, the instance takes no work: not ready.
+    pub fn set_writes_paused(&self, paused: bool) {
+        self.writes_paused.store(paused, Ordering::Relaxed);
     }
 
     pub fn begin_shutdown(&self) {
@@ -43,6 +49,8 @@ impl Readiness {
             Err("database unreachable")
         } else if !self.queue_reachable.load(Ordering::Relaxed) {
             Err("SQS unreachable")
+        } else if self.writes_paused.load(Ordering::Relaxed) {
+            Err("writes paused: the database refuses them (see the log)")
         } else {
             Ok(())
         }
@@ -114,6 +122,12 @@ mod tests {
         assert_eq!(readiness.check(), Err("SQS unreachable"));
         readiness.set_queue_reachable(true);
         assert_eq!(readiness.check(), Ok(()));
+        readiness.set_writes_paused(true);
+        assert_eq!(
+            readiness.check(),
+            Err("writes paused: the database refuses them (see the log)")
+        );
+        readiness.set_writes_paused(false);
         readiness.begin_shutdown();
         assert_eq!(readiness.check(), Err("shutting down"));
     }

@@ -139,6 +139,16 @@ metrics! {
     last_commit (LAST_COMMIT): Gauge = float_gauge(
         "sqs2pg_last_commit_timestamp_seconds",
         "Unix time of the latest committed batch, or of the start before the first: time() minus it is how long nothing was committed.");
+    writes_paused (WRITES_PAUSED): IntGauge = gauge(
+        "sqs2pg_writes_paused",
+        "1 while writes fail systemically and ingestion is paused (the circuit breaker is open), until a probe write commits.");
+    write_pauses (WRITE_PAUSES): IntCounterVec = counter_vec(
+        "sqs2pg_write_pauses_total",
+        "Times the writes paused, by cause: refused (rows refused alike), deadline (a batch past SQS2PG_BATCH_TIMEOUT), failing (writes failing past SQS2PG_WRITE_PATIENCE).",
+        &["cause"]);
+    write_probes (WRITE_PROBES): IntCounter = counter(
+        "sqs2pg_write_probes_total",
+        "Probes of a paused write path: a canary write, then a real write of a few messages.");
     ready (READY): IntGauge = gauge(
         "sqs2pg_ready",
         "1 when the database and SQS are reachable and the service is not shutting down.");
@@ -152,6 +162,24 @@ metrics! {
 pub enum QueueRole {
     Source,
     DeadLetter,
+}
+
+/// Why the writes paused: the `cause` label of `sqs2pg_write_pauses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum PauseKind {
+    /// Rows refused alike, the table seen taking none.
+    Refused,
+    /// A batch past `SQS2PG_BATCH_TIMEOUT`.
+    Deadline,
+    /// Writes failing, unreachable or busy, past `SQS2PG_WRITE_PATIENCE`.
+    Failing,
+}
+
+impl PauseKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 impl Metrics {
@@ -179,7 +207,14 @@ impl Metrics {
         for role in QueueRole::iter() {
             metrics.set_queue_depth(role, QueueDepth::default());
         }
+        for kind in PauseKind::iter() {
+            metrics.write_pauses.with_label_values(&[kind.as_str()]);
+        }
         metrics
+    }
+
+    pub fn write_pauses_total(&self, kind: PauseKind) -> u64 {
+        self.write_pauses.with_label_values(&[kind.as_str()]).get()
     }
 
     pub(crate) fn set_last_commit(&self, at: chrono::DateTime<chrono::Utc>) {

@@ -1,31 +1,71 @@
 //! An in-memory sink: rows keyed by message id (a second insert of an id is a duplicate,
-//! as with `ON CONFLICT DO NOTHING`), the dead-letter record, and faults a test turns on.
+//! as with `ON CONFLICT DO NOTHING`), the dead-letter record, and faults a test turns on:
+//! a database that is down (unreachable), busy (transient refusals), refuses some rows
+//! (poison) or refuses every row alike (a bad migration).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::domain::dead_letter::DeadLetter;
 use crate::domain::event::LoginRow;
 use crate::retry::{Classify, ErrorClass};
 
-use super::{InsertOutcome, Sink, SinkFailure};
+use super::{Blame, Canary, InsertOutcome, Refusal, Sink, SinkFailure};
 
 #[derive(Debug, thiserror::Error)]
 #[error("fake database: {what}")]
 pub struct FakeError {
-    pub class: ErrorClass,
+    /// Boxed: a refusal's names make it large, and it travels in every `Result`.
+    pub blame: Box<Blame>,
     pub what: &'static str,
+}
+
+impl FakeError {
+    fn unreachable() -> Self {
+        Self {
+            blame: Box::new(Blame::Unreachable),
+            what: "connection refused",
+        }
+    }
+
+    fn refused(constraint: &str) -> Self {
+        Self {
+            blame: Box::new(Blame::Refused(Refusal {
+                sqlstate: "23514".to_owned(),
+                table: Some("user_logins".to_owned()),
+                column: None,
+                constraint: Some(constraint.to_owned()),
+                datatype: None,
+                message: None,
+            })),
+            what: "check constraint refused the row",
+        }
+    }
 }
 
 impl Classify for FakeError {
     fn class(&self) -> ErrorClass {
-        self.class
+        match *self.blame {
+            Blame::Refused(_) => ErrorClass::Permanent,
+            Blame::Unreachable | Blame::Busy(_) => ErrorClass::Transient,
+        }
     }
 }
 
-impl SinkFailure for FakeError {}
+impl SinkFailure for FakeError {
+    fn safe_detail(&self) -> String {
+        match &*self.blame {
+            Blame::Refused(refusal) => format!("database rejected the row: {refusal}"),
+            _ => self.to_string(),
+        }
+    }
+
+    fn blame(&self) -> Blame {
+        (*self.blame).clone()
+    }
+}
 
 #[derive(Default)]
 pub struct FakeSink {
@@ -38,7 +78,14 @@ pub struct FakeSink {
     /// Inserts that fail transiently before one succeeds.
     pub failing_inserts: AtomicUsize,
     /// While set, every call fails transiently (the database is down).
-    pub down: std::sync::atomic::AtomicBool,
+    pub down: AtomicBool,
+    /// While set, every insert and the canary are refused alike (a constraint a bad
+    /// migration added), while `ping` still answers.
+    pub refuse_every_row: AtomicBool,
+    /// While set, every insert fails with a busy refusal (a full disk), the canary too.
+    pub busy: AtomicBool,
+    /// While set, recording dead letters fails transiently (the rest works).
+    pub failing_records: AtomicBool,
     /// Inserts in flight now, and the most seen at once.
     pub inserting: AtomicUsize,
     pub most_concurrent_inserts: AtomicUsize,
@@ -48,10 +95,29 @@ pub struct FakeSink {
 impl FakeSink {
     fn check_up(&self) -> Result<(), FakeError> {
         if self.down.load(Ordering::SeqCst) {
+            return Err(FakeError::unreachable());
+        }
+        Ok(())
+    }
+
+    /// The faults that refuse any write, the canary's included.
+    fn check_writable(&self) -> Result<(), FakeError> {
+        self.check_up()?;
+        if self.busy.load(Ordering::SeqCst) {
             return Err(FakeError {
-                class: ErrorClass::Transient,
-                what: "connection refused",
+                blame: Box::new(Blame::Busy(Refusal {
+                    sqlstate: "53100".to_owned(),
+                    table: None,
+                    column: None,
+                    constraint: None,
+                    datatype: None,
+                    message: Some("could not extend file: No space left on device".to_owned()),
+                })),
+                what: "disk full",
             });
+        }
+        if self.refuse_every_row.load(Ordering::SeqCst) {
+            return Err(FakeError::refused("bad_migration"));
         }
         Ok(())
     }
@@ -67,24 +133,28 @@ impl Sink for FakeSink {
             .fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.insert_delay).await;
         self.inserting.fetch_sub(1, Ordering::SeqCst);
-        self.check_up()?;
+        self.check_writable()?;
         if self
             .failing_inserts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
             return Err(FakeError {
-                class: ErrorClass::Transient,
+                blame: Box::new(Blame::Busy(Refusal {
+                    sqlstate: "40001".to_owned(),
+                    table: None,
+                    column: None,
+                    constraint: None,
+                    datatype: None,
+                    message: Some("could not serialize access".to_owned()),
+                })),
                 what: "serialization failure",
             });
         }
         if let Some(refuse) = self.refuse
             && rows.iter().any(|row| refuse(row))
         {
-            return Err(FakeError {
-                class: ErrorClass::Permanent,
-                what: "value too long",
-            });
+            return Err(FakeError::refused("no_toasters"));
         }
         let mut stored = self.rows.lock().unwrap();
         let mut outcome = InsertOutcome::default();
@@ -111,6 +181,9 @@ impl Sink for FakeSink {
 
     async fn record_dead_letters(&self, letters: &[DeadLetter], _: &str) -> Result<(), FakeError> {
         self.check_up()?;
+        if self.failing_records.load(Ordering::SeqCst) {
+            return Err(FakeError::unreachable());
+        }
         self.dead_letter_record
             .lock()
             .unwrap()
@@ -120,5 +193,14 @@ impl Sink for FakeSink {
 
     async fn ping(&self) -> Result<(), FakeError> {
         self.check_up()
+    }
+
+    async fn canary(&self) -> Result<Canary, FakeError> {
+        self.check_writable()?;
+        if self.rows.lock().unwrap().is_empty() {
+            Ok(Canary::NoRow)
+        } else {
+            Ok(Canary::Accepted)
+        }
     }
 }

@@ -1,20 +1,24 @@
 //! The PostgreSQL adapter: idempotent inserts keyed on the message id, the record of
 //! dead-lettered messages, and the migrations.
 //!
-//! Errors are split by whose fault they are. SQLSTATE classes 22 (data exception) and 23
-//! (integrity violation) blame the rows, so they are [`ErrorClass::Permanent`] and the
-//! consumer isolates and dead-letters the guilty message. Everything else (connections,
-//! restarts, serialization failures, deadlocks, even a missing table) blames the database,
-//! not a message: it is [`ErrorClass::Transient`], retried while the messages wait in flight.
-//! The one exception is [`SinkError::Connect`] from the connection `migrate` opens at start:
-//! a wrong password or a missing database will not fix itself, so start-up fails at once.
+//! Errors say what they blame ([`Blame`], in [`refusal`]): no answer (a lost connection, a
+//! deadline) and a busy database (serialization failures, deadlocks, a full disk, a
+//! read-only primary) are [`ErrorClass::Transient`], retried while the messages wait in
+//! flight; any other refusal (a constraint, a trigger, a missing table or column) is
+//! [`ErrorClass::Permanent`], and the write path decides by isolation whether the rows or
+//! the database are at fault. [`SinkError::Connect`] from the connection `migrate` opens at
+//! start is permanent when the settings are wrong: a wrong password or a missing database
+//! will not fix itself, so start-up fails at once.
 //!
 //! Errors render on one line with their cause, and only with what PostgreSQL's message and
 //! SQLSTATE say: never its DETAIL, which can quote row values.
 
 #[cfg(test)]
 pub mod fake;
+pub mod refusal;
 pub mod status;
+
+pub use refusal::{Blame, Refusal};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,20 @@ INSERT INTO user_logins \
      hmac_key_id) \
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
                      $8::date[], $9::timestamptz[], $10::text[]) \
+ON CONFLICT (message_id) DO NOTHING";
+
+/// Whether the table holds a row the canary can write again.
+const CANARY_ROW_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM user_logins)";
+/// The canary: the newest row written again, through the same constraints and triggers as
+/// any insert, in a transaction that is rolled back. Its key conflicts with itself, so even
+/// a commit would change nothing; the rollback also undoes what a trigger may do.
+const CANARY_INSERT: &str = "\
+INSERT INTO user_logins \
+    (message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at, \
+     hmac_key_id) \
+SELECT message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at, \
+       hmac_key_id \
+FROM user_logins ORDER BY ingested_at DESC LIMIT 1 \
 ON CONFLICT (message_id) DO NOTHING";
 
 const SELECT_DEAD_LETTERED: &str =
@@ -197,19 +215,26 @@ impl SinkError {
         move |cause| Self::Postgres { operation, cause }
     }
 
-    /// A description safe for logs and the dead-letter queue: the server's message and
-    /// SQLSTATE, never its DETAIL line, which quotes the failing row.
+    /// A description safe for logs and the dead-letter queue: a refusal's SQLSTATE and the
+    /// names it gives (constraint, table, column, type), with its message only where that
+    /// never quotes a value ([`Refusal`]); never its DETAIL line, which quotes the row.
     pub fn safe_detail(&self) -> String {
-        match self {
-            Self::Postgres { cause, .. } => match cause.as_db_error() {
-                Some(db) => format!(
-                    "database rejected the row: {} (SQLSTATE {})",
-                    db.message(),
-                    db.code().code()
-                ),
-                None => self.to_string(),
-            },
-            other => other.to_string(),
+        match self.blame() {
+            Blame::Refused(refusal) => format!("database rejected the row: {refusal}"),
+            _ => self.to_string(),
+        }
+    }
+
+    /// What this error blames (see [`Blame`]).
+    pub fn blame(&self) -> Blame {
+        let cause = match self {
+            Self::Postgres { cause, .. } | Self::Connect { cause } => Some(cause),
+            Self::Pool(deadpool_postgres::PoolError::Backend(cause)) => Some(cause),
+            _ => None,
+        };
+        match cause.and_then(tokio_postgres::Error::as_db_error) {
+            Some(db) => Blame::of(db),
+            None => Blame::Unreachable,
         }
     }
 }
@@ -217,9 +242,9 @@ impl SinkError {
 impl Classify for SinkError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Postgres { cause, .. } => match cause.code().map(|code| &code.code()[..2]) {
-                Some("22" | "23") => ErrorClass::Permanent,
-                _ => ErrorClass::Transient,
+            Self::Postgres { .. } => match self.blame() {
+                Blame::Refused(_) => ErrorClass::Permanent,
+                Blame::Unreachable | Blame::Busy(_) => ErrorClass::Transient,
             },
             // Only the connection `migrate` opens at start: there a wrong password or a
             // missing database is a configuration error, best reported at once.
@@ -232,14 +257,23 @@ impl Classify for SinkError {
             | Self::Tls(_) => ErrorClass::Permanent,
             // The pool's connections are the running consumer's. An authentication failure
             // there (a password rotated before the new secret is deployed, a database being
-            // recreated) stays transient on purpose: to the write path a permanent error
-            // blames the rows and dead-letters them, and the messages are safe in flight
-            // meanwhile, so retrying until the operator fixes the setting loses nothing.
+            // recreated) stays transient on purpose: the messages are safe in flight, and a
+            // write path that keeps failing pauses ingestion (the circuit breaker) until the
+            // operator fixes the setting, losing nothing.
             Self::Pool(_) | Self::Timeout { .. } | Self::ConnectTimeout { .. } => {
                 ErrorClass::Transient
             }
         }
     }
+}
+
+/// What the canary write found: see [`Sink::canary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canary {
+    /// A row already in the table was written again and accepted: the table takes rows.
+    Accepted,
+    /// The table is empty: nothing to try, so no evidence either way.
+    NoRow,
 }
 
 /// How one committed batch went.
@@ -466,11 +500,19 @@ pub trait SinkFailure: Classify + std::fmt::Display + Send + Sync + 'static {
     fn safe_detail(&self) -> String {
         self.to_string()
     }
+
+    /// What the failure blames: the write path retries the unreachable and the busy, and
+    /// isolates refusals to tell poison rows from a database that refuses everything.
+    fn blame(&self) -> Blame;
 }
 
 impl SinkFailure for SinkError {
     fn safe_detail(&self) -> String {
         SinkError::safe_detail(self)
+    }
+
+    fn blame(&self) -> Blame {
+        SinkError::blame(self)
     }
 }
 
@@ -501,6 +543,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// A cheap round trip, for readiness.
     fn ping(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Writes a row the table already holds again, through its constraints and triggers,
+    /// and rolls back: whether the table takes a row known to be valid. `SELECT 1` answers
+    /// while a constraint, a trigger, a missing column or a read-only primary refuses every
+    /// insert; this does not.
+    fn canary(&self) -> impl Future<Output = Result<Canary, Self::Error>> + Send;
 }
 
 impl Sink for PostgresSink {
@@ -524,6 +572,10 @@ impl Sink for PostgresSink {
 
     async fn ping(&self) -> Result<(), SinkError> {
         PostgresSink::ping(self).await
+    }
+
+    async fn canary(&self) -> Result<Canary, SinkError> {
+        PostgresSink::canary(self).await
     }
 }
 
@@ -659,6 +711,36 @@ impl PostgresSink {
                 .await
                 .map_err(SinkError::postgres("ping"))?;
             Ok(())
+        })
+        .await
+    }
+}
+
+impl PostgresSink {
+    /// See [`Sink::canary`].
+    pub async fn canary(&self) -> Result<Canary, SinkError> {
+        self.on_connection("canary insert", async |client| {
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(SinkError::postgres("begin"))?;
+            let exists: bool = transaction
+                .query_one(CANARY_ROW_EXISTS, &[])
+                .await
+                .map_err(SinkError::postgres("canary select"))?
+                .get(0);
+            if !exists {
+                return Ok(Canary::NoRow);
+            }
+            transaction
+                .execute(CANARY_INSERT, &[])
+                .await
+                .map_err(SinkError::postgres("canary insert"))?;
+            transaction
+                .rollback()
+                .await
+                .map_err(SinkError::postgres("rollback"))?;
+            Ok(Canary::Accepted)
         })
         .await
     }

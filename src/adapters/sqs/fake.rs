@@ -54,6 +54,8 @@ pub struct FakeQueue {
     /// Each `change_visibility` call: the handles and the timeout asked for, and when.
     pub visibility_changes: Mutex<Vec<(Instant, Vec<String>, Duration)>>,
     pub deleted: AtomicUsize,
+    /// The most times any one message was received: what SQS's maxReceiveCount counts.
+    pub most_receives_of_one: AtomicUsize,
     /// Acts as a FIFO queue would: [`Queue::keeps_group_order`].
     pub fifo: bool,
 }
@@ -109,6 +111,8 @@ impl FakeQueue {
             .take(max)
             .map(|stored| {
                 stored.receives += 1;
+                self.most_receives_of_one
+                    .fetch_max(stored.receives as usize, Ordering::SeqCst);
                 stored.hidden_until = Some(now + visibility);
                 let handle = format!("{}#{}", stored.id, stored.receives);
                 stored.handle = Some(handle.clone());

@@ -57,21 +57,26 @@ fn seed() -> u64 {
 
 /// Messages sent to a queue, split by what the consumer must do with them.
 #[derive(Default)]
-struct Workload {
-    sent: usize,
-    valid: HashSet<String>,
-    poison: HashSet<String>,
+pub(crate) struct Workload {
+    pub(crate) sent: usize,
+    pub(crate) valid: HashSet<String>,
+    pub(crate) poison: HashSet<String>,
 }
 
 impl Workload {
     /// Generates `count` realistic bodies (`malformed_share` of them poison) and sends them.
-    async fn send(queues: &TestQueues, count: u64, seed: u64, malformed_share: f64) -> Self {
+    pub(crate) async fn send(
+        queues: &TestQueues,
+        count: u64,
+        seed: u64,
+        malformed_share: f64,
+    ) -> Self {
         let mut work = Self::default();
         work.send_more(queues, count, seed, malformed_share).await;
         work
     }
 
-    async fn send_more(
+    pub(crate) async fn send_more(
         &mut self,
         queues: &TestQueues,
         count: u64,
@@ -143,7 +148,7 @@ fn sns_notification(body: &str) -> String {
 }
 
 /// Exactly one row per valid message: no id twice, none missing, none unexpected.
-async fn assert_exactly_once(db: &TestDb, work: &Workload) {
+pub(crate) async fn assert_exactly_once(db: &TestDb, work: &Workload) {
     let ids = db.message_ids().await;
     let distinct: HashSet<&String> = ids.iter().collect();
     let missing = work
@@ -165,15 +170,15 @@ async fn assert_exactly_once(db: &TestDb, work: &Workload) {
 }
 
 /// What the dead-letter queue holds, by original message id.
-struct DeadLetterCopies {
-    raw: usize,
+pub(crate) struct DeadLetterCopies {
+    pub(crate) raw: usize,
     /// The SentTimestamp (ms since the epoch) of each copy, by original message id.
     by_original: HashMap<String, Vec<i64>>,
 }
 
 impl DeadLetterCopies {
     /// Reads every message of the dead-letter queue (hidden for 10 minutes, so each is seen once).
-    async fn read(queues: &TestQueues) -> Self {
+    pub(crate) async fn read(queues: &TestQueues) -> Self {
         use aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp;
         let mut copies = Self {
             raw: 0,
@@ -211,12 +216,12 @@ impl DeadLetterCopies {
     }
 
     /// Copies beyond the first of each message.
-    fn duplicates(&self) -> usize {
+    pub(crate) fn duplicates(&self) -> usize {
         self.raw - self.by_original.len()
     }
 
     /// Every poison message is there under its original id, and nothing else is.
-    fn assert_exactly_the_poison(&self, work: &Workload) {
+    pub(crate) fn assert_exactly_the_poison(&self, work: &Workload) {
         let originals: HashSet<&String> = self.by_original.keys().collect();
         let missing = work
             .poison
@@ -249,7 +254,7 @@ impl DeadLetterCopies {
 
 /// The counts of `run --output json`'s summary, the last line of a clean run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-struct RunSummary {
+pub(crate) struct RunSummary {
     inserted: u64,
     duplicates: u64,
     dead_lettered: u64,
@@ -266,7 +271,11 @@ impl RunSummary {
 
 /// `sqs2pg <args>` with the test services' environment, JSON logs at [`LOG_FILTER`], the
 /// summary as JSON ([`RunSummary`]), plus whatever `configure` sets.
-fn start_service(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) -> Process {
+pub(crate) fn start_service(
+    logs: &Logs,
+    name: &str,
+    configure: impl FnOnce(&mut Command),
+) -> Process {
     let mut command = sqs2pg_command();
     command
         .env("RUST_LOG", LOG_FILTER)
@@ -277,7 +286,13 @@ fn start_service(logs: &Logs, name: &str, configure: impl FnOnce(&mut Command)) 
 }
 
 /// `sqs2pg run <args>` on `queues` into `db`.
-fn run(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, args: &[&str]) -> Process {
+pub(crate) fn run(
+    logs: &Logs,
+    name: &str,
+    db: &TestDb,
+    queues: &TestQueues,
+    args: &[&str],
+) -> Process {
     start_service(logs, name, |command| {
         run_env(command, db, queues);
         command.arg("run").args(args);
@@ -285,7 +300,7 @@ fn run(logs: &Logs, name: &str, db: &TestDb, queues: &TestQueues, args: &[&str])
 }
 
 /// Waits for a clean exit (status 0) and returns the printed summary.
-async fn finish(service: &mut Process, limit: Duration) -> RunSummary {
+pub(crate) async fn finish(service: &mut Process, limit: Duration) -> RunSummary {
     let status = service.exit_within(limit).await;
     assert!(
         status.is_some_and(|status| status.success()),
@@ -324,7 +339,7 @@ fn retries_logged(service: &Process) -> usize {
 /// consumer runs far more receive loops (16) than there are batches (5), so a message that
 /// came back would be received again at once.
 /// Waits up to 60 s for `db` to hold more than `rows` rows; returns how long it took.
-async fn rows_beyond(db: &TestDb, rows: i64, what: &str) -> Duration {
+pub(crate) async fn rows_beyond(db: &TestDb, rows: i64, what: &str) -> Duration {
     let started = Instant::now();
     eventually(Duration::from_secs(60), what, || async move {
         db.row_count().await > rows
@@ -715,9 +730,9 @@ async fn frozen_database_connections_mid_drain_are_dropped_and_their_work_retrie
 }
 
 /// The database stops answering altogether (open and new connections alike) for longer
-/// than SQS2PG_BATCH_TIMEOUT: the batches in flight are abandoned and their messages
-/// released, the loops wait for the database instead of receiving more, and once it
-/// answers again everything lands exactly once, with nothing valid in the DLQ.
+/// than SQS2PG_BATCH_TIMEOUT: the batches in flight are abandoned and their messages let go,
+/// the writes pause (the loops stop receiving) until a probe commits, and once it answers
+/// again everything lands exactly once, with nothing valid in the DLQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight() {
     let test = Test::alone().await;
@@ -759,11 +774,14 @@ async fn a_silent_database_past_the_batch_timeout_releases_the_batches_in_flight
         abandoned_after < Duration::from_secs(5 + 10),
         "abandoned near the batch timeout"
     );
+    let paused = service.log_events(
+        "Writes fail systemically; ingestion pauses until a probe write commits. Messages go back to the queue, none to the dead-letter queue.",
+    );
     assert!(
-        !service
-            .log_events("Database does not answer; receiving pauses until it does.")
-            .is_empty(),
-        "the loops waited for the database"
+        paused
+            .iter()
+            .any(|event| event["fields"]["kind"] == "deadline"),
+        "the writes paused for the deadline, so the loops waited for the database: {paused:?}"
     );
     assert_exactly_once(&db, &work).await;
     assert_eq!(queues.source_total().await, 0, "nothing left in the queue");

@@ -353,6 +353,56 @@ async fn a_row_the_database_refuses_is_isolated_and_dead_lettered_while_the_rest
     );
 }
 
+/// A trigger refuses one row with RAISE (P0001, a SQLSTATE outside classes 22 and 23, which
+/// used to be retried forever with its whole batch): that row alone is dead-lettered, its
+/// batch-mates commit, and the detail names the SQLSTATE but not the trigger's message,
+/// which quotes the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_a_trigger_refuses_is_isolated_and_dead_lettered_alone() {
+    let _test = Test::shared().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse_toasters() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.device_type = 'toaster' THEN \
+               RAISE EXCEPTION 'no device of type %', NEW.device_type; \
+             END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_toasters BEFORE INSERT ON user_logins \
+             FOR EACH ROW EXECUTE FUNCTION refuse_toasters();",
+        )
+        .await
+        .unwrap();
+    let (mut bodies, _) = generate(Recipe {
+        count: 10,
+        seed: 5,
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    });
+    bodies[3] = SAMPLE.replace("android", "toaster");
+    let ids = queues.send(&bodies).await;
+
+    let summary = drain(
+        &consumer(queues.sqs_queue(), &db, drain_settings(&queues)),
+        Duration::from_secs(60),
+    )
+    .await;
+    println!("trigger refusal: {summary}");
+    assert_eq!((summary.inserted, summary.dead_lettered), (9, 1));
+    let letters = queues.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        attribute_of(&letters[0], attribute::ORIGINAL_MESSAGE_ID).as_deref(),
+        Some(ids[3].as_str())
+    );
+    let detail = attribute_of(&letters[0], attribute::DETAIL).unwrap();
+    assert!(detail.contains("SQLSTATE P0001"), "{detail}");
+    assert!(
+        !detail.contains("toaster"),
+        "a value in the detail: {detail}"
+    );
+}
+
 /// SQS's counts are approximate: a single "empty" reading must not end a drain while
 /// messages remain. Here one receive finds nothing and one depth read says "empty" while
 /// all 20 messages still wait; the drain must go on until the queue really is empty.

@@ -19,4 +19,5 @@ mod progress;
 mod rotation;
 mod secrets;
 mod status;
+mod systemic;
 mod tls;

@@ -176,3 +176,74 @@ async fn a_write_path_that_fails_for_many_batch_deadlines_moves_nothing_valid_to
     assert_exactly_once(&db, &work).await;
     letters.assert_exactly_the_poison(&work);
 }
+
+/// A storm of transient refusals: for 10 s half of the insert statements fail with a
+/// SQLSTATE that retrying clears (serialization failure, deadlock, disk full, out of
+/// memory, statement timeout, lock not available, I/O error). They are retried: nothing is
+/// lost, nothing valid is dead-lettered, and the writes never pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_transient_refusals_loses_nothing_and_dead_letters_nothing() {
+    let test = Test::alone().await;
+    let logs = &test.logs;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_with(3));
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE storm (until timestamptz NOT NULL); \
+             CREATE FUNCTION storm() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             DECLARE codes text[] := ARRAY['40001','40P01','53100','53200','57014','55P03','58030']; \
+             BEGIN \
+               IF EXISTS (SELECT 1 FROM storm WHERE until > clock_timestamp()) AND random() < 0.5 THEN \
+                 RAISE EXCEPTION 'storm' USING ERRCODE = codes[1 + floor(random() * 7)::int]; \
+               END IF; \
+               RETURN NULL; \
+             END $$; \
+             CREATE TRIGGER storm BEFORE INSERT ON user_logins \
+             FOR EACH STATEMENT EXECUTE FUNCTION storm(); \
+             INSERT INTO storm VALUES (clock_timestamp() + interval '10 seconds');",
+        )
+        .await
+        .unwrap();
+    let work = Workload::send(&queues, 1_000, 54, 0.02).await;
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut service = run(
+        logs,
+        "consumer",
+        &db,
+        &queues,
+        &["--metrics-addr", &metrics_addr, "--visibility-timeout", "5"],
+    );
+    all_ingested(&db, &queues, &work, Duration::from_secs(120)).await;
+    let page = http_get(&format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .map(|(_, page)| page)
+        .unwrap_or_default();
+    let retries = scraped_samples(&page)
+        .into_iter()
+        .filter(|sample| sample.name == "sqs2pg_retries_total")
+        .map(|sample| sample.value)
+        .sum::<f64>();
+    let pauses = scraped_samples(&page)
+        .into_iter()
+        .filter(|sample| sample.name == "sqs2pg_write_pauses_total")
+        .map(|sample| sample.value)
+        .sum::<f64>();
+    service.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(service.wait_within(Duration::from_secs(60)).success());
+    let letters = DeadLetterCopies::read(&queues).await;
+    println!(
+        "transient storm: {} messages ({} poison); {retries} retries, {pauses} pauses; \
+         dead-letter queue: {} copies",
+        work.sent,
+        work.poison.len(),
+        letters.raw,
+    );
+    assert!(retries > 0.0, "the storm was met");
+    assert_eq!(
+        pauses, 0.0,
+        "a storm shorter than the write patience pauses nothing"
+    );
+    assert_exactly_once(&db, &work).await;
+    letters.assert_exactly_the_poison(&work);
+}

@@ -3,6 +3,7 @@
 //! slow calls) in front of the real LocalStack queue.
 
 mod attributes;
+mod credentials;
 #[cfg(test)]
 pub mod fake;
 mod send;
@@ -10,6 +11,7 @@ mod send;
 pub(crate) mod stub;
 
 pub use attributes::{dead_letter_attributes, string_attributes};
+pub use credentials::{CREDENTIALS_DEADLINE, CredentialsFailure, check_credentials};
 pub use send::NotTaken;
 
 use std::collections::{HashMap, HashSet};
@@ -166,10 +168,10 @@ impl Classify for QueueError {
     }
 }
 
+use credentials::CHECK_CREDENTIALS;
+
 /// The setting to check when a call fails this way.
 const CHECK_ENDPOINT: &str = "check AWS_ENDPOINT_URL (or, without it, AWS_REGION) and the network";
-const CHECK_CREDENTIALS: &str =
-    "check the AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)";
 const CHECK_QUEUE_URL: &str = "check SQS2PG_QUEUE_URL (and SQS2PG_DLQ_URL, if set)";
 
 impl QueueError {
@@ -179,9 +181,15 @@ impl QueueError {
         R: std::fmt::Debug,
         SdkError<E, R>: std::error::Error + 'static,
     {
-        let credentials = is_missing_credentials(&error);
+        // Not the endpoint's fault, whatever kind of failure the SDK calls it.
+        if let Some(failure) = CredentialsFailure::behind(&error) {
+            return Self {
+                operation,
+                class: failure.class(),
+                detail: failure.to_string(),
+            };
+        }
         let class = match &error {
-            _ if credentials => ErrorClass::Permanent,
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => ErrorClass::Transient,
@@ -189,17 +197,11 @@ impl QueueError {
             _ => ErrorClass::Permanent,
         };
         let hint = match &error {
-            _ if credentials => Some(CHECK_CREDENTIALS),
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Some(CHECK_ENDPOINT),
             SdkError::ServiceError(_) => hint_for_code(error.code()),
             _ => None,
         };
-        let description = if credentials {
-            // The chain lists every provider tried, over several lines.
-            "no AWS credentials found (tried the environment, the profile, web identity, ECS and instance metadata)".to_owned()
-        } else {
-            describe_sdk_error(&error)
-        };
+        let description = describe_sdk_error(&error);
         Self {
             operation,
             class,
@@ -236,25 +238,6 @@ where
         }
     }
     one_line(error)
-}
-
-/// No credentials at all (no provider in the chain is configured): the SDK reports it as
-/// a dispatch failure, which would otherwise count as transient and be retried. Told apart
-/// by the text of `CredentialsError::CredentialsNotLoaded`, since its type lives in a crate
-/// (`aws-credential-types`) this one does not name. A provider that failed or timed out
-/// (instance metadata briefly unreachable) says otherwise, and stays transient.
-fn is_missing_credentials<E, R>(error: &SdkError<E, R>) -> bool
-where
-    E: std::error::Error + 'static,
-    SdkError<E, R>: std::error::Error + 'static,
-{
-    match error {
-        SdkError::DispatchFailure(failure) => {
-            failure.as_connector_error().is_some_and(|c| c.is_other())
-                && one_line(error).contains("credential provider was not enabled")
-        }
-        _ => false,
-    }
 }
 
 fn hint_for_code(code: Option<&str>) -> Option<&'static str> {

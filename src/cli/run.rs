@@ -82,7 +82,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .await
-        .context("finding the dead-letter queue")?;
+        .context("finding the dead-letter queue")?
+        // Tags its dead letters and checks the tags of redriven messages.
+        .with_keyring(keyring.clone());
         anyhow::Ok((report, queue))
     };
     // A signal while starting (perhaps retrying an unreachable database) stops at once:

@@ -1,17 +1,14 @@
 //! `sqs2pg dlq redrive`: dead letters back to the source queue, each with its original id,
-//! so a message that was already ingested is still deduplicated. Sent first, deleted from
+//! timestamp and their tag, so a message that was already ingested is still deduplicated. Sent first, deleted from
 //! the DLQ after: a crash in between only makes a duplicate in the source, which the
 //! consumer skips.
 
 use std::collections::HashMap;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use chrono::DateTime;
 
 use super::{Scan, plural};
-use crate::adapters::sqs::{
-    self, FifoIds, OutgoingMessage, QueueError, SqsQueue, dead_letter_attributes,
-};
+use crate::adapters::sqs::{OutgoingMessage, QueueError, SqsQueue, dead_letter_attributes};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::DlqRedriveArgs;
 use crate::domain::dead_letter::{DeadLetterAttributes, DeadLetterReason};
@@ -143,40 +140,29 @@ async fn redrive_queue(
     Ok(Redriven { count, incomplete })
 }
 
-/// A dead letter as it goes back: its body unchanged, its original id and SentTimestamp
-/// (those of the copy, for one SQS itself moved there), and on a FIFO source the group it
-/// had, with the DLQ copy's id as deduplication id, so a redrive that crashed and is run
+/// A dead letter as it goes back: its body unchanged, with its original id, SentTimestamp
+/// and their tag if it has one (see [`DeadLetterAttributes::redriven`]: without one it goes
+/// back as a fresh message); its group kept (a FIFO queue's, or a fair queue's), and on a
+/// FIFO source the DLQ copy's id as deduplication id, so a redrive that crashed and is run
 /// again within SQS's five minutes does not send it twice.
 fn redriven_message(
     queue: &SqsQueue,
     message: &Message,
     attributes: &DeadLetterAttributes,
 ) -> OutgoingMessage {
-    let system = |name: MessageSystemAttributeName| {
-        message
-            .attributes()
-            .and_then(|attributes| attributes.get(&name))
-            .cloned()
-    };
-    let original_id = attributes
-        .original_message_id
-        .clone()
-        .or_else(|| message.message_id().map(str::to_owned))
-        .unwrap_or_default();
-    let sent_at = attributes.original_sent_at.or_else(|| {
-        system(MessageSystemAttributeName::SentTimestamp)
-            .and_then(|millis| millis.parse().ok())
-            .and_then(DateTime::from_timestamp_millis)
-    });
+    let group_id = message
+        .attributes()
+        .and_then(|attributes| attributes.get(&MessageSystemAttributeName::MessageGroupId))
+        .cloned();
     OutgoingMessage {
-        body: message.body().unwrap_or_default().to_owned(),
-        attributes: DeadLetterAttributes::redriven(original_id, sent_at).encode(),
-        fifo: queue.is_fifo().then(|| FifoIds {
-            group_id: system(MessageSystemAttributeName::MessageGroupId)
-                .unwrap_or_else(|| sqs::DEFAULT_GROUP_ID.to_owned()),
-            deduplication_id: message.message_id().unwrap_or_default().to_owned(),
-        }),
+        attributes: DeadLetterAttributes::redriven(attributes).encode(),
+        ..OutgoingMessage::new(message.body().unwrap_or_default().to_owned())
     }
+    .in_group(
+        queue.is_fifo(),
+        group_id,
+        message.message_id().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -187,18 +173,22 @@ mod tests {
     use crate::adapters::sqs::stub::{StubSqs, batch_answer};
     use crate::domain::dead_letter::attribute;
 
-    /// A dead letter as ReceiveMessage returns it.
+    /// The tag of a dead letter: redrive carries it without reading it.
+    const TAG: &str = "default:0123abcd";
+
+    /// A dead letter as ReceiveMessage returns it, as sqs2pg writes one.
     fn dead_letter(id: &str, body: &str, original_id: &str) -> Value {
         json!({
             "MessageId": id,
             "ReceiptHandle": format!("handle-{id}"),
             "Body": body,
             "MD5OfBody": "00000000000000000000000000000000",
-            "Attributes": { "SentTimestamp": "1700000000000" },
+            "Attributes": { "SentTimestamp": "1700000000000", "MessageGroupId": "tenant-7" },
             "MessageAttributes": {
                 attribute::REASON: { "DataType": "String", "StringValue": "invalid_json" },
                 attribute::ORIGINAL_MESSAGE_ID: { "DataType": "String", "StringValue": original_id },
                 attribute::ORIGINAL_SENT_TIMESTAMP: { "DataType": "String", "StringValue": "1600000000000" },
+                attribute::ATTRIBUTES_TAG: { "DataType": "String", "StringValue": TAG },
             },
         })
     }
@@ -251,9 +241,23 @@ mod tests {
         assert_eq!(carried(attribute::ORIGINAL_MESSAGE_ID), "original-1");
         assert_eq!(carried(attribute::ORIGINAL_SENT_TIMESTAMP), "1600000000000");
         assert_eq!(
+            carried(attribute::ATTRIBUTES_TAG),
+            TAG,
+            "the tag, unchanged"
+        );
+        assert_eq!(
             carried(attribute::REASON),
             Value::Null,
             "the reason stays behind"
+        );
+        assert_eq!(
+            sent["MessageGroupId"], "tenant-7",
+            "a fair queue's group is kept on a standard queue"
+        );
+        assert_eq!(
+            sent["MessageDeduplicationId"],
+            Value::Null,
+            "which refuses a deduplication id"
         );
         let deleted: Vec<String> = stub
             .calls("DeleteMessageBatch")

@@ -1,7 +1,8 @@
 //! The dead-letter queue tools: `dlq inspect` masks PII; `dlq redrive` keeps the original
 //! message id, so an ingested message stays deduplicated and poison returns to the DLQ once.
 //! The original id and timestamp count only beside a tag sqs2pg wrote: forged ones on a
-//! fresh event are ignored and counted. A fair queue's groups survive the DLQ and redrive.
+//! fresh event are ignored and counted. A fair queue's groups survive the DLQ and redrive,
+//! and a redrive whose DLQ delete fails says so.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Utc};
+use sqs2pg::domain::envelope::EnvelopeMode;
 
 fn string(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
@@ -594,6 +596,129 @@ async fn forged_identity_attributes_on_a_fresh_event_are_ignored_and_counted() {
         assert!(!stderr.contains(forged), "{forged} was logged: {stderr}");
     }
     assert_eq!(rows_sent_since(&db, &[id], started).await, 1);
+}
+
+/// The whole round trip of a tag: the consumer writes it when it dead-letters (here, SNS
+/// notifications read with envelopes off), redrive carries it, and the consumer (envelopes
+/// on again) keys and dates each row by the original id and SentTimestamp. The first
+/// redrive's DLQ deletes fail: it names those messages, counts none as redriven and exits
+/// 1; the next redrive sends them again, and the tag makes the second copies duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_whose_dlq_delete_fails_says_so_and_its_second_send_is_harmless() {
+    let test = Test::shared().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let notifications: Vec<String> = (0..4)
+        .map(|n| {
+            serde_json::json!({
+                "Type": "Notification",
+                "MessageId": uuid::Uuid::new_v4().to_string(),
+                "TopicArn": "arn:aws:sns:us-east-1:000000000000:logins",
+                "Message": SAMPLE.replace("424cdd21", &format!("e0{n:06}")),
+            })
+            .to_string()
+        })
+        .collect();
+    let ids = queues.send(&notifications).await;
+    let settings = Settings {
+        envelope: EnvelopeMode::None,
+        ..drain_settings(&queues)
+    };
+    let first = drain(
+        &consumer(queues.sqs_queue(), &db, settings),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(first.dead_lettered, 4, "{first}");
+    let dead_lettered_by = Utc::now();
+
+    let sqs2pg = |endpoint: &str, args: &[&str]| {
+        let mut command = sqs2pg_command();
+        command
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url)
+            .env_remove("RUST_LOG")
+            .args(args)
+            .args(["--output", "json"]);
+        let output = tokio::task::block_in_place(|| {
+            Process::output(&test.logs, &mut command, Duration::from_secs(120))
+        });
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", text(&output)));
+        (output, json)
+    };
+    let localstack = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let (_, inspected) = sqs2pg(&localstack, &["dlq", "inspect"]);
+    assert_eq!(
+        inspected["tags"],
+        serde_json::json!({"verified": 4, "failed": 0, "absent": 0}),
+        "the consumer tagged its dead letters: {inspected}"
+    );
+
+    let proxy = SqsProxy::start().await;
+    proxy.fail_deletes_on(&queues.urls.dlq_url);
+    let (output, redriven) = sqs2pg(proxy.url(), &["dlq", "redrive"]);
+    println!("{redriven:#}");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(redriven["redriven"], 0, "nothing deleted, nothing redriven");
+    assert_eq!(redriven["complete"], false);
+    assert_eq!(redriven["not_taken"], serde_json::json!([]));
+    let not_deleted = redriven["not_deleted"].as_array().unwrap();
+    assert_eq!(not_deleted.len(), 4, "{redriven}");
+    assert!(
+        not_deleted
+            .iter()
+            .all(|unmoved| unmoved["code"] == "InternalError"),
+        "{redriven}"
+    );
+    assert_eq!(proxy.failed_deletes(), 4);
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("4 dead letters sent back but not deleted from the dead-letter queue"),
+        "{stderr}"
+    );
+    assert_eq!(queues.source_total().await, 4, "sent back");
+    eventually(
+        Duration::from_secs(10),
+        "still in the DLQ, visible",
+        || async { queues.sqs_queue_dead_letter_visible().await == 4 },
+    )
+    .await;
+
+    // The next redrive sends them again, and deletes them this time.
+    let (output, redriven) = sqs2pg(&localstack, &["dlq", "redrive"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(redriven["redriven"], 4, "{redriven}");
+    assert_eq!(redriven["complete"], true);
+    assert_eq!(queues.source_total().await, 8, "each one twice");
+
+    let pipeline = consumer(queues.sqs_queue(), &db, drain_settings(&queues));
+    let second = drain(&pipeline, Duration::from_secs(60)).await;
+    println!("after the redrives: {second}");
+    assert_eq!(
+        (second.inserted, second.duplicates, second.dead_lettered),
+        (4, 4, 0),
+        "one row per original message: {second}"
+    );
+    assert_eq!(db.row_count().await, 4);
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM user_logins WHERE message_id IN ({list}) AND sent_at < '{}'",
+            dead_lettered_by.to_rfc3339()
+        ))
+        .await,
+        4,
+        "keyed by the original ids, dated by the original SentTimestamps"
+    );
+    assert_eq!(
+        metric_value(pipeline.metrics(), "sqs2pg_untrusted_attributes_total"),
+        0.0
+    );
 }
 
 /// A fair queue is a standard queue whose producers set a MessageGroupId. Its dead letters

@@ -4,9 +4,9 @@
 //! # Layout
 //! Dependencies run one way: domain ← retry ← adapters, telemetry ← pipeline ← cli.
 //! - [`domain`]: the pure core, no I/O. Parse, validate and mask one body with the
-//!   keyring's current key; envelopes (SNS, EventBridge); dead-letter reasons and their
-//!   attribute codec; redaction for `dlq inspect`; the invariants shared by property tests
-//!   and fuzzing.
+//!   keyring's current key; envelopes (SNS, EventBridge); dead-letter reasons, their
+//!   attribute codec and the tag that proves sqs2pg wrote them; redaction for `dlq
+//!   inspect`; the invariants shared by property tests and fuzzing.
 //! - [`retry`]: transient-or-permanent classification and the one retry mechanism (backoff
 //!   with jitter), which reports each retry through a callback.
 //! - [`adapters`]: SQS ([`adapters::sqs::Queue`]) and PostgreSQL ([`adapters::postgres::Sink`])

@@ -61,8 +61,9 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_MAX_RECEIVE_COUNT   receives before SQS itself moves a message to the DLQ, 1 to 1000 [default: 5]
   SQS2PG_STALL_AFTER         `status`: a backlog with no commit for this long needs attention [default: 5m]
   SQS2PG_DLQ_WINDOW          `status`: a dead letter recorded this recently needs attention [default: 5m]
-  SQS2PG_OUTPUT              how `run --drain`, `setup`, `send`, `dlq inspect`, `status` and `digest`
-                             print their result on stdout: text or json (shapes in the README) [default: text]
+  SQS2PG_OUTPUT              how `run --drain`, `setup`, `send`, `dlq inspect`, `dlq redrive`, `status`
+                             and `digest` print their result on stdout: text or json (shapes in the
+                             README) [default: text]
   SQS2PG_PROGRESS_INTERVAL   how often `run --drain` logs its progress off a terminal, 0 = never [default: 10s]
   SQS2PG_SUMMARY_INTERVAL    how often `run` logs a one-line summary (rates, lag, backlog), 0 = never [default: 1m]
   SQS2PG_LOG_FORMAT          text or json [default: text]
@@ -990,6 +991,16 @@ pub struct DlqRedriveArgs {
     #[arg(long, value_name = "COUNT", allow_negative_numbers = true,
           value_parser = whole_number(1, u64::MAX))]
     pub limit: Option<u64>,
+
+    /// How the result is printed on stdout: `text` for people, or `json` (one object, the
+    /// shape in the README), also when some dead letters did not move.
+    #[arg(
+        long,
+        env = "SQS2PG_OUTPUT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

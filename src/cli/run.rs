@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::{self, PostgresSink};
-use crate::adapters::sqs::{self, SqsQueue};
+use crate::adapters::sqs::{self, SqsQueue, check_credentials};
 use crate::cli::aws::sqs_client_for_run;
 use crate::cli::config::{OutputFormat, RunArgs};
 use crate::cli::migrate::applied_migrations;
@@ -31,7 +31,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .database
         .database()?
         .with_statement_timeout(args.statement_timeout);
-    let client = sqs_client_for_run(args.sqs_timeout).await?;
+    let (client, credentials) = sqs_client_for_run(args.sqs_timeout).await?;
 
     if let Some(dlq_url) = &args.queue.dlq_url {
         sqs::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
@@ -60,6 +60,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..RetryPolicy::FOREVER
     };
     let starting = async {
+        // First, before any side effect: without credentials nothing can be received, and
+        // a missing one is reported at once, on one line. A provider that does not answer
+        // yet (instance metadata) is waited for with the same patience as the rest.
+        retry(startup, Stage::Connect, &metrics.retry_reporter(), || {
+            check_credentials(credentials.as_ref())
+        })
+        .await?;
         let report = retry(startup, Stage::Migrate, &metrics.retry_reporter(), || {
             postgres::migrate(&database)
         })
@@ -75,7 +82,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )
         })
         .await
-        .context("finding the dead-letter queue")?;
+        .context("finding the dead-letter queue")?
+        // Tags its dead letters and checks the tags of redriven messages.
+        .with_keyring(keyring.clone());
         anyhow::Ok((report, queue))
     };
     // A signal while starting (perhaps retrying an unreachable database) stops at once:

@@ -174,6 +174,14 @@ impl Masker {
         mac.update(value.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+
+    /// The keyed HMAC state, for the dead-letter attributes' tag
+    /// ([`crate::domain::dead_letter::AttributesTag`]). Its input starts with a byte that
+    /// UTF-8 never holds, so no digest of a value (a row's, or one `dlq inspect` shows) is
+    /// ever a tag, and the one key serves both.
+    pub(crate) fn keyed(&self) -> Hmac<Sha256> {
+        self.keyed.clone()
+    }
 }
 
 impl fmt::Debug for Masker {

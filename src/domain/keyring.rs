@@ -147,6 +147,14 @@ impl Keyring {
         self.current().0
     }
 
+    /// The key with this id, if the ring holds it.
+    pub fn key(&self, id: &KeyId) -> Option<&Masker> {
+        self.keys
+            .iter()
+            .find(|(key_id, _)| key_id == id)
+            .map(|(_, masker)| masker)
+    }
+
     /// Every key's id, in the ring's order.
     pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
         self.keys.iter().map(|(id, _)| id)

@@ -200,6 +200,7 @@ mod tests {
             first_received_at: now,
             receive_count: 1,
             group_id: None,
+            untrusted_attributes: None,
         }
     }
 

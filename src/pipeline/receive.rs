@@ -33,6 +33,7 @@ use crate::domain::event::{Envelope as MessageMeta, transform};
 use crate::retry::{Classify, ErrorClass, Stage, retry};
 use crate::telemetry::events::{
     CallFailed, MessagesReceived, QueueDepthUnavailable, QueueDrained, ReceiversChanged,
+    UntrustedAttributes,
 };
 
 use super::budget::Reservation;
@@ -428,6 +429,14 @@ pub(super) async fn admit<Q: Queue, S: Sink>(
         .fetch_min(context.nanos_since_start(), Ordering::Relaxed);
     Tally::add(&context.tally.received, count);
     context.metrics.emit(MessagesReceived { count, oldest_age });
+    for message in &messages {
+        if let Some(why) = message.untrusted_attributes {
+            let message_id = &message.sqs_message_id;
+            context
+                .metrics
+                .emit(UntrustedAttributes { message_id, why });
+        }
+    }
     let deadline = tokio::time::Instant::now() + context.settings.batch_timeout;
     messages
         .into_iter()

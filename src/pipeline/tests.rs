@@ -296,6 +296,7 @@ async fn poison_is_dead_lettered_once_even_when_it_comes_back() {
             first_received_at: chrono::Utc::now(),
             receive_count: 2,
             group_id: None,
+            untrusted_attributes: None,
         })
         .collect();
     let outcome = pipeline.process(messages).await;

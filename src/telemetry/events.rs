@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::adapters::sqs::QueueDepth;
-use crate::domain::dead_letter::DeadLetterReason;
+use crate::domain::dead_letter::{DeadLetterReason, Distrust};
 use crate::retry::{ErrorClass, Loudness, RetryReport, Stage};
 use crate::telemetry::metrics::{Metrics, PauseKind, QueueRole};
 use crate::telemetry::throttle::Verdict;
@@ -276,6 +276,30 @@ impl Event for DeadLetterWindowEnded {
                 window_s = self.window.as_secs_f64(),
             );
         }
+    }
+}
+
+/// A received message carried an original id or timestamp that sqs2pg did not write (or
+/// tagged under a key no longer in the ring): they were ignored. Names the message, never
+/// the attributes' values: whoever sent them chose them.
+#[derive(Debug)]
+pub struct UntrustedAttributes<'a> {
+    /// The message's own SQS id, now its key.
+    pub message_id: &'a str,
+    pub why: Distrust,
+}
+
+impl Event for UntrustedAttributes<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics
+            .untrusted_attributes
+            .with_label_values(&[self.why.as_str()])
+            .inc();
+        tracing::warn!(
+            message = "Ignored an original id and timestamp that sqs2pg did not write; the message is keyed and dated as a fresh one.",
+            message_id = self.message_id,
+            reason = self.why.as_str(),
+        );
     }
 }
 

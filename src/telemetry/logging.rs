@@ -12,8 +12,9 @@ pub enum LogFormat {
 
 /// The log filter when `RUST_LOG` is not set: info, the AWS SDK at warn, and refinery at
 /// warn (it says "no migrations to apply" at info on every start; `migrate` prints that).
-const DEFAULT_LOG_FILTER: &str =
-    "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn,refinery_core=warn";
+/// The credentials chain at error: its warning for a provider that failed is a dump of the
+/// SDK's `Debug` output, HTTP response included, and sqs2pg says the same on one line.
+const DEFAULT_LOG_FILTER: &str = "info,aws_config=warn,aws_config::meta::credentials::chain=error,aws_smithy_runtime=warn,aws_sdk_sqs=warn,refinery_core=warn";
 
 /// Targets that log message payloads, capped at the most verbose level that is safe. At
 /// TRACE the SDK's orchestrator (and its `::http` module) logs whole HTTP responses and

@@ -13,7 +13,7 @@ use prometheus::{
 use strum::IntoEnumIterator;
 
 use crate::adapters::sqs::QueueDepth;
-use crate::domain::dead_letter::DeadLetterReason;
+use crate::domain::dead_letter::{DeadLetterReason, Distrust};
 use crate::retry::{ErrorClass, Stage};
 use crate::telemetry::throttle::DeadLetterLog;
 
@@ -100,6 +100,10 @@ metrics! {
     batches_abandoned (BATCHES_ABANDONED): IntCounter = counter(
         "sqs2pg_batches_abandoned_total",
         "Batches abandoned at SQS2PG_BATCH_TIMEOUT; their messages were let go for redelivery and the writes paused.");
+    untrusted_attributes (UNTRUSTED_ATTRIBUTES): IntCounterVec = counter_vec(
+        "sqs2pg_untrusted_attributes_total",
+        "Messages whose original id or timestamp attributes sqs2pg did not write (no tag, or one that does not verify): keyed and dated as fresh messages. By why.",
+        &["reason"]);
     delete_failures (DELETE_FAILURES): IntCounter = counter(
         "sqs2pg_delete_failures_total",
         "Deletes that failed for good; the message will be redelivered and skipped as a duplicate.");
@@ -196,6 +200,11 @@ impl Metrics {
                 .messages_dead_lettered
                 .with_label_values(&[reason.as_str()]);
         }
+        for distrust in Distrust::iter() {
+            metrics
+                .untrusted_attributes
+                .with_label_values(&[distrust.as_str()]);
+        }
         for stage in Stage::iter() {
             metrics.retries.with_label_values(&[stage.as_str()]);
             for class in ErrorClass::iter() {
@@ -236,6 +245,12 @@ impl Metrics {
     pub fn dead_lettered_total(&self, reason: DeadLetterReason) -> u64 {
         self.messages_dead_lettered
             .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
+    pub fn untrusted_attributes_total(&self, distrust: Distrust) -> u64 {
+        self.untrusted_attributes
+            .with_label_values(&[distrust.as_str()])
             .get()
     }
 

@@ -1,10 +1,17 @@
 //! The dead-letter queue tools: `dlq inspect` masks PII; `dlq redrive` keeps the original
 //! message id, so an ingested message stays deduplicated and poison returns to the DLQ once.
+//! The original id and timestamp count only beside a tag sqs2pg wrote: forged ones on a
+//! fresh event are ignored and counted. A fair queue's groups survive the DLQ and redrive,
+//! and a redrive whose DLQ delete fails says so.
 
 use std::time::Duration;
 
 use crate::helpers::*;
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
+use chrono::{DateTime, Utc};
+use sqs2pg::domain::envelope::EnvelopeMode;
 
 fn string(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
@@ -14,13 +21,32 @@ fn string(value: &str) -> MessageAttributeValue {
         .unwrap()
 }
 
-/// Puts a message straight into the DLQ as the consumer would have.
+/// The original SentTimestamp of the dead letters [`put_dead_letter`] makes (2020-09-13).
+const ORIGINAL_SENT_MS: i64 = 1_600_000_000_000;
+
+/// The tag sqs2pg writes beside an original id and timestamp, under the tests' key.
+fn tag_for(original_id: &str, sent_ms: i64, body: &str) -> String {
+    let identity = Identity {
+        message_id: original_id,
+        sent_at: DateTime::from_timestamp_millis(sent_ms).unwrap(),
+        body,
+    };
+    AttributesTag::seal(&test_keyring(), &identity).to_string()
+}
+
+/// Puts a message straight into the DLQ as the consumer would have, tag included.
 async fn put_dead_letter(queues: &TestQueues, body: &str, original_id: &str, reason: &str) {
+    let tag = tag_for(original_id, ORIGINAL_SENT_MS, body);
     put_with_attributes(
         queues,
         body,
         &[
             (attribute::ORIGINAL_MESSAGE_ID, original_id),
+            (
+                attribute::ORIGINAL_SENT_TIMESTAMP,
+                &ORIGINAL_SENT_MS.to_string(),
+            ),
+            (attribute::ATTRIBUTES_TAG, &tag),
             (attribute::REASON, reason),
             (attribute::DETAIL, "test"),
         ],
@@ -30,20 +56,35 @@ async fn put_dead_letter(queues: &TestQueues, body: &str, original_id: &str, rea
 
 /// Puts a message into the DLQ with exactly these attributes (none: as SQS's redrive would).
 async fn put_with_attributes(queues: &TestQueues, body: &str, attributes: &[(&str, &str)]) {
+    send_with_attributes(queues, &queues.urls.dlq_url, body, attributes, None).await;
+}
+
+/// Sends one message to `queue_url` with exactly these attributes (and a message group, as
+/// a fair queue's producer would); its SQS id.
+async fn send_with_attributes(
+    queues: &TestQueues,
+    queue_url: &str,
+    body: &str,
+    attributes: &[(&str, &str)],
+    group_id: Option<&str>,
+) -> String {
     let mut entry = SendMessageBatchRequestEntry::builder()
         .id("0")
-        .message_body(body);
+        .message_body(body)
+        .set_message_group_id(group_id.map(str::to_owned));
     for (name, value) in attributes {
         entry = entry.message_attributes(*name, string(value));
     }
-    queues
+    let output = queues
         .client
         .send_message_batch()
-        .queue_url(&queues.urls.dlq_url)
+        .queue_url(queue_url)
         .entries(entry.build().unwrap())
         .send()
         .await
         .unwrap();
+    assert!(output.failed().is_empty(), "{:?}", output.failed());
+    output.successful()[0].message_id().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +137,11 @@ async fn inspect_counts_by_reason_and_masks_pii_without_consuming() {
     assert_eq!(inspected["dlq_url"], queues.urls.dlq_url.as_str());
     assert_eq!(inspected["read"], 3);
     assert_eq!(inspected["complete"], true);
+    assert_eq!(
+        inspected["tags"],
+        serde_json::json!({"verified": 3, "failed": 0, "absent": 0}),
+        "each was tagged under the tests' key"
+    );
     assert_eq!(
         inspected["depth"],
         serde_json::json!({"visible": 3, "in_flight": 0, "delayed": 0})
@@ -386,4 +432,347 @@ fn an_unknown_reason_is_refused() {
         "{}",
         text(&output)
     );
+}
+
+/// The rows of `ids` whose `sent_at` is at or after `since`.
+async fn rows_sent_since(db: &TestDb, ids: &[String], since: DateTime<Utc>) -> i64 {
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    db.count(&format!(
+        "SELECT count(*) FROM user_logins WHERE message_id IN ({list}) AND sent_at >= '{}'",
+        since.to_rfc3339()
+    ))
+    .await
+}
+
+/// Whoever can send to the source queue can set `sqs2pg.original_message_id` and
+/// `sqs2pg.original_sent_timestamp`. Without a tag that verifies they are ignored: each
+/// forged event is keyed by its own SQS id and dated by its own SentTimestamp, so it lands
+/// as a row instead of vanishing as a "duplicate" of an existing one, and it is counted
+/// and logged by its id, never by the forged values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_identity_attributes_on_a_fresh_event_are_ignored_and_counted() {
+    let test = Test::shared().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let ingested = queues.send(&[SAMPLE.to_owned()]).await.remove(0);
+    drain(
+        &consumer(queues.sqs_queue(), &db, drain_settings(&queues)),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(db.row_count().await, 1);
+
+    let started = Utc::now() - chrono::Duration::seconds(60);
+    let forged_ms = "1234567890123";
+    let event = |n: usize| SAMPLE.replace("424cdd21", &format!("f0{n:06}"));
+    // A tag made with a key the consumer does not hold.
+    let stranger = sqs2pg::domain::keyring::Keyring::single(
+        "retired".parse().unwrap(),
+        sqs2pg::domain::event::Masker::new(b"a-key-nobody-here-holds-0123"),
+    );
+    let foreign_tag = AttributesTag::seal(
+        &stranger,
+        &Identity {
+            message_id: &ingested,
+            sent_at: DateTime::from_timestamp_millis(1_234_567_890_123).unwrap(),
+            body: &event(2),
+        },
+    )
+    .to_string();
+    // A genuine tag, read off another body's dead letter.
+    let copied_tag = tag_for(&ingested, 1_234_567_890_123, SAMPLE);
+    let zeros = format!("default:{}", "0".repeat(64));
+    let cases: Vec<(Vec<(&str, &str)>, Distrust)> = vec![
+        (
+            vec![
+                (attribute::ORIGINAL_MESSAGE_ID, ingested.as_str()),
+                (attribute::ORIGINAL_SENT_TIMESTAMP, forged_ms),
+            ],
+            Distrust::Untagged,
+        ),
+        (
+            vec![
+                (attribute::ORIGINAL_MESSAGE_ID, ingested.as_str()),
+                (attribute::ORIGINAL_SENT_TIMESTAMP, forged_ms),
+                (attribute::ATTRIBUTES_TAG, zeros.as_str()),
+            ],
+            Distrust::Mismatch,
+        ),
+        (
+            vec![
+                (attribute::ORIGINAL_MESSAGE_ID, ingested.as_str()),
+                (attribute::ORIGINAL_SENT_TIMESTAMP, forged_ms),
+                (attribute::ATTRIBUTES_TAG, foreign_tag.as_str()),
+            ],
+            Distrust::UnknownKey,
+        ),
+        (
+            vec![
+                (attribute::ORIGINAL_MESSAGE_ID, ingested.as_str()),
+                (attribute::ORIGINAL_SENT_TIMESTAMP, forged_ms),
+                (attribute::ATTRIBUTES_TAG, copied_tag.as_str()),
+            ],
+            Distrust::Mismatch,
+        ),
+        (
+            vec![(attribute::ATTRIBUTES_TAG, copied_tag.as_str())],
+            Distrust::Incomplete,
+        ),
+        (
+            vec![
+                (attribute::ORIGINAL_MESSAGE_ID, ingested.as_str()),
+                (attribute::ORIGINAL_SENT_TIMESTAMP, forged_ms),
+                (attribute::ATTRIBUTES_TAG, "forged"),
+            ],
+            Distrust::MalformedTag,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (n, (attributes, _)) in cases.iter().enumerate() {
+        let url = &queues.urls.queue_url;
+        ids.push(send_with_attributes(&queues, url, &event(n), attributes, None).await);
+    }
+    let pipeline = consumer(queues.sqs_queue(), &db, drain_settings(&queues));
+    let summary = drain(&pipeline, Duration::from_secs(60)).await;
+    println!("forged: {summary}");
+    assert_eq!(
+        (summary.inserted, summary.duplicates),
+        (cases.len() as u64, 0),
+        "none vanished as a duplicate of {ingested}"
+    );
+    assert_eq!(
+        rows_sent_since(&db, &ids, started).await,
+        cases.len() as i64,
+        "each keyed by its own id and dated by its own SentTimestamp"
+    );
+    let metrics = pipeline.metrics();
+    for (attributes, distrust) in &cases {
+        let expected = cases.iter().filter(|(_, d)| d == distrust).count() as u64;
+        assert_eq!(
+            metrics.untrusted_attributes_total(*distrust),
+            expected,
+            "{distrust}: {attributes:?}"
+        );
+    }
+    assert_eq!(
+        metric_value(metrics, "sqs2pg_untrusted_attributes_total"),
+        cases.len() as f64
+    );
+
+    // The binary logs one line per message, naming its id and never a forged value.
+    let forged_id = "forged-id-7f3a9c";
+    let id = send_with_attributes(
+        &queues,
+        &queues.urls.queue_url,
+        &event(99),
+        &[
+            (attribute::ORIGINAL_MESSAGE_ID, forged_id),
+            (attribute::ORIGINAL_SENT_TIMESTAMP, forged_ms),
+        ],
+        None,
+    )
+    .await;
+    let mut command = sqs2pg_command();
+    run_env(&mut command, &db, &queues);
+    command.args(["--log-format", "json", "run", "--drain"]);
+    let mut run = Process::spawn(&test.logs, "run", &mut command);
+    let status = run.exit_within(Duration::from_secs(120)).await;
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "{}",
+        run.stderr_tail(20)
+    );
+    let events = run.log_events(
+        "Ignored an original id and timestamp that sqs2pg did not write; the message is keyed and dated as a fresh one.",
+    );
+    assert_eq!(events.len(), 1, "{}", run.stderr_tail(20));
+    assert_eq!(events[0]["fields"]["message_id"], id.as_str());
+    assert_eq!(events[0]["fields"]["reason"], "untagged");
+    let stderr = run.stderr();
+    for forged in [forged_id, forged_ms] {
+        assert!(!stderr.contains(forged), "{forged} was logged: {stderr}");
+    }
+    assert_eq!(rows_sent_since(&db, &[id], started).await, 1);
+}
+
+/// The whole round trip of a tag: the consumer writes it when it dead-letters (here, SNS
+/// notifications read with envelopes off), redrive carries it, and the consumer (envelopes
+/// on again) keys and dates each row by the original id and SentTimestamp. The first
+/// redrive's DLQ deletes fail: it names those messages, counts none as redriven and exits
+/// 1; the next redrive sends them again, and the tag makes the second copies duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_whose_dlq_delete_fails_says_so_and_its_second_send_is_harmless() {
+    let test = Test::shared().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let notifications: Vec<String> = (0..4)
+        .map(|n| {
+            serde_json::json!({
+                "Type": "Notification",
+                "MessageId": uuid::Uuid::new_v4().to_string(),
+                "TopicArn": "arn:aws:sns:us-east-1:000000000000:logins",
+                "Message": SAMPLE.replace("424cdd21", &format!("e0{n:06}")),
+            })
+            .to_string()
+        })
+        .collect();
+    let ids = queues.send(&notifications).await;
+    let settings = Settings {
+        envelope: EnvelopeMode::None,
+        ..drain_settings(&queues)
+    };
+    let first = drain(
+        &consumer(queues.sqs_queue(), &db, settings),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(first.dead_lettered, 4, "{first}");
+    let dead_lettered_by = Utc::now();
+
+    let sqs2pg = |endpoint: &str, args: &[&str]| {
+        let mut command = sqs2pg_command();
+        command
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url)
+            .env_remove("RUST_LOG")
+            .args(args)
+            .args(["--output", "json"]);
+        let output = tokio::task::block_in_place(|| {
+            Process::output(&test.logs, &mut command, Duration::from_secs(120))
+        });
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", text(&output)));
+        (output, json)
+    };
+    let localstack = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let (_, inspected) = sqs2pg(&localstack, &["dlq", "inspect"]);
+    assert_eq!(
+        inspected["tags"],
+        serde_json::json!({"verified": 4, "failed": 0, "absent": 0}),
+        "the consumer tagged its dead letters: {inspected}"
+    );
+
+    let proxy = SqsProxy::start().await;
+    proxy.fail_deletes_on(&queues.urls.dlq_url);
+    let (output, redriven) = sqs2pg(proxy.url(), &["dlq", "redrive"]);
+    println!("{redriven:#}");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(redriven["redriven"], 0, "nothing deleted, nothing redriven");
+    assert_eq!(redriven["complete"], false);
+    assert_eq!(redriven["not_taken"], serde_json::json!([]));
+    let not_deleted = redriven["not_deleted"].as_array().unwrap();
+    assert_eq!(not_deleted.len(), 4, "{redriven}");
+    assert!(
+        not_deleted
+            .iter()
+            .all(|unmoved| unmoved["code"] == "InternalError"),
+        "{redriven}"
+    );
+    assert_eq!(proxy.failed_deletes(), 4);
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("4 dead letters sent back but not deleted from the dead-letter queue"),
+        "{stderr}"
+    );
+    assert_eq!(queues.source_total().await, 4, "sent back");
+    eventually(
+        Duration::from_secs(10),
+        "still in the DLQ, visible",
+        || async { queues.sqs_queue_dead_letter_visible().await == 4 },
+    )
+    .await;
+
+    // The next redrive sends them again, and deletes them this time.
+    let (output, redriven) = sqs2pg(&localstack, &["dlq", "redrive"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(redriven["redriven"], 4, "{redriven}");
+    assert_eq!(redriven["complete"], true);
+    assert_eq!(queues.source_total().await, 8, "each one twice");
+
+    let pipeline = consumer(queues.sqs_queue(), &db, drain_settings(&queues));
+    let second = drain(&pipeline, Duration::from_secs(60)).await;
+    println!("after the redrives: {second}");
+    assert_eq!(
+        (second.inserted, second.duplicates, second.dead_lettered),
+        (4, 4, 0),
+        "one row per original message: {second}"
+    );
+    assert_eq!(db.row_count().await, 4);
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM user_logins WHERE message_id IN ({list}) AND sent_at < '{}'",
+            dead_lettered_by.to_rfc3339()
+        ))
+        .await,
+        4,
+        "keyed by the original ids, dated by the original SentTimestamps"
+    );
+    assert_eq!(
+        metric_value(pipeline.metrics(), "sqs2pg_untrusted_attributes_total"),
+        0.0
+    );
+}
+
+/// A fair queue is a standard queue whose producers set a MessageGroupId. Its dead letters
+/// keep their group, and so do the copies a redrive sends back: here through dead-lettering,
+/// redrive and dead-lettering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fair_queue_s_dead_letters_and_redriven_messages_keep_their_group() {
+    let test = Test::shared().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let poison: Vec<(String, String)> = (0..8)
+        .map(|n| (format!(r#"{{"poison": {n}}}"#), format!("tenant-{}", n % 3)))
+        .collect();
+    for (body, group) in &poison {
+        let url = &queues.urls.queue_url;
+        send_with_attributes(&queues, url, body, &[], Some(group)).await;
+    }
+    let run = || async {
+        drain(
+            &consumer(queues.sqs_queue(), &db, drain_settings(&queues)),
+            Duration::from_secs(60),
+        )
+        .await
+    };
+    assert_eq!(run().await.dead_lettered, 8);
+    let mut command = sqs2pg_command();
+    command
+        .env("SQS2PG_QUEUE_URL", &queues.urls.queue_url)
+        .args(["dlq", "redrive"]);
+    let output = tokio::task::block_in_place(|| {
+        Process::output(&test.logs, &mut command, Duration::from_secs(120))
+    });
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("redriven: 8 "), "{}", text(&output));
+    assert_eq!(run().await.dead_lettered, 8, "still poison");
+
+    let letters = queues.dead_letters().await;
+    assert_eq!(letters.len(), 8);
+    let kept = letters
+        .iter()
+        .filter(|letter| {
+            let sent = poison
+                .iter()
+                .find(|(body, _)| Some(body.as_str()) == letter.body())
+                .map(|(_, group)| group.as_str());
+            let group = letter
+                .attributes()
+                .and_then(|attributes| attributes.get(&MessageSystemAttributeName::MessageGroupId))
+                .map(String::as_str);
+            sent.is_some() && group == sent
+        })
+        .count();
+    println!(
+        "dead letters that kept their group: {kept} of {}",
+        letters.len()
+    );
+    assert_eq!(kept, 8);
 }

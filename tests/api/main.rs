@@ -6,6 +6,7 @@ mod helpers;
 
 mod chaos;
 mod cli;
+mod credentials;
 mod deadlines;
 mod dlq;
 mod endpoints;

@@ -125,6 +125,7 @@ impl FakeQueue {
                     first_received_at: Utc::now(),
                     receive_count: stored.receives,
                     group_id: None,
+                    untrusted_attributes: None,
                 }
             })
             .collect()

@@ -3,6 +3,7 @@
 //! slow calls) in front of the real LocalStack queue.
 
 mod attributes;
+mod credentials;
 #[cfg(test)]
 pub mod fake;
 mod send;
@@ -10,6 +11,7 @@ mod send;
 pub(crate) mod stub;
 
 pub use attributes::{dead_letter_attributes, string_attributes};
+pub use credentials::{CREDENTIALS_DEADLINE, CredentialsFailure, check_credentials};
 pub use send::NotTaken;
 
 use std::collections::{HashMap, HashSet};
@@ -27,7 +29,10 @@ use aws_sdk_sqs::types::{
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
-use crate::domain::dead_letter::{DeadLetter, DeadLetterAttributes, attribute};
+use crate::domain::dead_letter::{
+    CarriedIdentity, DeadLetter, DeadLetterAttributes, Distrust, attribute,
+};
+use crate::domain::keyring::Keyring;
 use crate::error_chain::one_line;
 use crate::retry::{Classify, ErrorClass};
 
@@ -69,14 +74,18 @@ pub fn is_fifo_queue_url(url: &str) -> bool {
     url.trim_end_matches('/').ends_with(".fifo")
 }
 
-/// A message to send: its body, our attributes, and on a FIFO queue its group and
-/// deduplication ids (SQS refuses a FIFO send without a group, and without a deduplication
-/// id unless the queue deduplicates by content).
+/// A message to send: its body, our attributes, and its message group. On a FIFO queue
+/// the group and a deduplication id go in `fifo` (SQS refuses a FIFO send without a group,
+/// and without a deduplication id unless the queue deduplicates by content); on a standard
+/// queue a group is optional (a *fair queue* is a standard queue whose producers set one,
+/// so that one noisy group does not delay the others) and a deduplication id refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
     pub body: String,
     pub attributes: Vec<(&'static str, String)>,
     pub fifo: Option<FifoIds>,
+    /// The group on a standard queue; ignored when `fifo` is set.
+    pub group_id: Option<String>,
 }
 
 impl OutgoingMessage {
@@ -85,6 +94,31 @@ impl OutgoingMessage {
             body,
             attributes: Vec::new(),
             fifo: None,
+            group_id: None,
+        }
+    }
+
+    /// Keeps a received message's group on the way to another queue of the same kind: on
+    /// a FIFO queue with `deduplication_id` (and the default group if it had none, which
+    /// SQS never does), on a standard queue as it was, if it had one.
+    pub fn in_group(self, fifo: bool, group_id: Option<String>, deduplication_id: &str) -> Self {
+        match fifo {
+            true => Self {
+                fifo: Some(FifoIds {
+                    group_id: group_id.unwrap_or_else(|| DEFAULT_GROUP_ID.to_owned()),
+                    deduplication_id: deduplication_id.to_owned(),
+                }),
+                ..self
+            },
+            false => Self { group_id, ..self },
+        }
+    }
+
+    /// The MessageGroupId it is sent with.
+    fn message_group_id(&self) -> Option<String> {
+        match &self.fifo {
+            Some(ids) => Some(ids.group_id.clone()),
+            None => self.group_id.clone(),
         }
     }
 }
@@ -102,16 +136,21 @@ pub struct FifoIds {
 pub struct ReceivedMessage {
     /// The id SQS gave this copy of the message.
     pub sqs_message_id: String,
-    /// The idempotency key: the original id of a redriven message, else `sqs_message_id`.
+    /// The idempotency key: the original id of a redriven message whose tag verified
+    /// ([`CarriedIdentity`]), else `sqs_message_id`.
     pub key: String,
     pub receipt_handle: String,
     pub body: String,
-    /// When the message was first sent; survives redrive through an attribute.
+    /// When the message was first sent; survives redrive through a tagged attribute.
     pub sent_at: DateTime<Utc>,
     pub first_received_at: DateTime<Utc>,
     pub receive_count: u32,
-    /// The message group, on a FIFO queue.
+    /// The message group: a FIFO queue's, or a fair queue's.
     pub group_id: Option<String>,
+    /// Identity attributes it carried that were not believed (not written by sqs2pg, or
+    /// under a key no longer in the ring): it is keyed and dated as a fresh message, and
+    /// the pipeline counts it.
+    pub untrusted_attributes: Option<Distrust>,
 }
 
 /// Queue depth as SQS reports it (approximate on AWS, exact on LocalStack).
@@ -166,10 +205,10 @@ impl Classify for QueueError {
     }
 }
 
+use credentials::CHECK_CREDENTIALS;
+
 /// The setting to check when a call fails this way.
 const CHECK_ENDPOINT: &str = "check AWS_ENDPOINT_URL (or, without it, AWS_REGION) and the network";
-const CHECK_CREDENTIALS: &str =
-    "check the AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)";
 const CHECK_QUEUE_URL: &str = "check SQS2PG_QUEUE_URL (and SQS2PG_DLQ_URL, if set)";
 
 impl QueueError {
@@ -179,9 +218,15 @@ impl QueueError {
         R: std::fmt::Debug,
         SdkError<E, R>: std::error::Error + 'static,
     {
-        let credentials = is_missing_credentials(&error);
+        // Not the endpoint's fault, whatever kind of failure the SDK calls it.
+        if let Some(failure) = CredentialsFailure::behind(&error) {
+            return Self {
+                operation,
+                class: failure.class(),
+                detail: failure.to_string(),
+            };
+        }
         let class = match &error {
-            _ if credentials => ErrorClass::Permanent,
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => ErrorClass::Transient,
@@ -189,17 +234,11 @@ impl QueueError {
             _ => ErrorClass::Permanent,
         };
         let hint = match &error {
-            _ if credentials => Some(CHECK_CREDENTIALS),
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Some(CHECK_ENDPOINT),
             SdkError::ServiceError(_) => hint_for_code(error.code()),
             _ => None,
         };
-        let description = if credentials {
-            // The chain lists every provider tried, over several lines.
-            "no AWS credentials found (tried the environment, the profile, web identity, ECS and instance metadata)".to_owned()
-        } else {
-            describe_sdk_error(&error)
-        };
+        let description = describe_sdk_error(&error);
         Self {
             operation,
             class,
@@ -236,25 +275,6 @@ where
         }
     }
     one_line(error)
-}
-
-/// No credentials at all (no provider in the chain is configured): the SDK reports it as
-/// a dispatch failure, which would otherwise count as transient and be retried. Told apart
-/// by the text of `CredentialsError::CredentialsNotLoaded`, since its type lives in a crate
-/// (`aws-credential-types`) this one does not name. A provider that failed or timed out
-/// (instance metadata briefly unreachable) says otherwise, and stays transient.
-fn is_missing_credentials<E, R>(error: &SdkError<E, R>) -> bool
-where
-    E: std::error::Error + 'static,
-    SdkError<E, R>: std::error::Error + 'static,
-{
-    match error {
-        SdkError::DispatchFailure(failure) => {
-            failure.as_connector_error().is_some_and(|c| c.is_other())
-                && one_line(error).contains("credential provider was not enabled")
-        }
-        _ => false,
-    }
 }
 
 fn hint_for_code(code: Option<&str>) -> Option<&'static str> {
@@ -342,6 +362,10 @@ pub struct SqsQueue {
     dlq_url: String,
     /// The dead-letter queue's MaximumMessageSize, read on the first dead letter.
     dlq_max_message_bytes: Arc<OnceCell<usize>>,
+    /// Tags the dead letters it sends and checks the tags of what it receives
+    /// ([`CarriedIdentity`]). `run` always sets it; without it dead letters go untagged and
+    /// no carried identity is believed.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl SqsQueue {
@@ -351,6 +375,15 @@ impl SqsQueue {
             queue_url,
             dlq_url,
             dlq_max_message_bytes: Arc::default(),
+            keyring: None,
+        }
+    }
+
+    /// The same queues, tagging and checking with `keyring` (the consumer's).
+    pub fn with_keyring(self, keyring: Keyring) -> Self {
+        Self {
+            keyring: Some(Arc::new(keyring)),
+            ..self
         }
     }
 
@@ -507,11 +540,12 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|error| QueueError::from_sdk("ReceiveMessage", error))?;
+        let keyring = self.keyring.as_deref();
         Ok(output
             .messages
             .unwrap_or_default()
             .into_iter()
-            .filter_map(received_message)
+            .filter_map(|message| received_message(message, keyring))
             .collect())
     }
 
@@ -536,10 +570,12 @@ impl Queue for SqsQueue {
             .to_owned();
         let max_bytes = self.dead_letter_max_message_bytes().await?;
         let fifo = is_fifo_queue_url(&self.dlq_url);
+        let keyring = self.keyring.as_deref();
         let messages: Vec<OutgoingMessage> = letters
             .iter()
             .map(|letter| {
-                let attributes = DeadLetterAttributes::of(letter, &source_queue).encode();
+                let attributes =
+                    DeadLetterAttributes::of(letter, &source_queue, keyring).encode();
                 let fitted = fit_attributes(letter.body.len(), max_bytes, &attributes);
                 if fitted != attributes {
                     tracing::warn!(
@@ -550,11 +586,17 @@ impl Queue for SqsQueue {
                         kept = ?fitted.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
                     );
                 }
+                // On FIFO, the deduplication id is the SQS id of the copy being
+                // dead-lettered: a kill between the send and the `dead_letters` record brings
+                // that same copy back, and SQS drops its second send within five minutes, so
+                // on FIFO the DLQ gets each poison message once. (Not the original id across
+                // redrives: a redriven message that is poison again is a new copy, and SQS
+                // must not drop it as a repeat of the copy redrive took out of the DLQ.)
                 OutgoingMessage {
-                    body: letter.body.clone(),
                     attributes: fitted,
-                    fifo: fifo.then(|| dead_letter_fifo_ids(letter)),
+                    ..OutgoingMessage::new(letter.body.clone())
                 }
+                .in_group(fifo, letter.group_id.clone(), &letter.sqs_message_id)
             })
             .collect();
         send_batch(&self.client, &self.dlq_url, &messages).await
@@ -566,22 +608,6 @@ impl Queue for SqsQueue {
 
     async fn dead_letter_depth(&self) -> Result<QueueDepth, QueueError> {
         queue_depth(&self.client, &self.dlq_url).await
-    }
-}
-
-/// A FIFO dead letter stays in its message group, so the DLQ keeps the source's order per
-/// group. Its deduplication id is the SQS id of the copy being dead-lettered: a kill between
-/// the send and the `dead_letters` record brings that same copy back, and SQS drops its
-/// second send within five minutes, so on FIFO the DLQ gets each poison message once. (Not
-/// the original id across redrives: a redriven message that is poison again is a new copy,
-/// and SQS must not drop it as a repeat of the copy redrive took out of the DLQ.)
-fn dead_letter_fifo_ids(letter: &DeadLetter) -> FifoIds {
-    FifoIds {
-        group_id: letter
-            .group_id
-            .clone()
-            .unwrap_or_else(|| DEFAULT_GROUP_ID.to_owned()),
-        deduplication_id: letter.sqs_message_id.clone(),
     }
 }
 
@@ -638,9 +664,21 @@ fn fit_attributes<'a>(
 
 /// Turns an SDK message into ours. A message without a receipt handle cannot be acknowledged
 /// and SQS never sends one; it is skipped rather than trusted.
-fn received_message(message: Message) -> Option<ReceivedMessage> {
-    // What a redrive carried over: the original id and SentTimestamp.
-    let carried = dead_letter_attributes(&message);
+fn received_message(message: Message, keyring: Option<&Keyring>) -> Option<ReceivedMessage> {
+    // What a redrive carried over, the original id and SentTimestamp, if sqs2pg wrote it.
+    let carried = CarriedIdentity::of(
+        string_attributes(&message),
+        message.body().unwrap_or_default(),
+        keyring,
+    );
+    let (original_id, original_sent_at, untrusted_attributes) = match carried {
+        CarriedIdentity::Verified {
+            message_id,
+            sent_at,
+        } => (Some(message_id), Some(sent_at), None),
+        CarriedIdentity::Absent => (None, None, None),
+        CarriedIdentity::Untrusted(distrust) => (None, None, Some(distrust)),
+    };
     let Message {
         message_id,
         receipt_handle,
@@ -658,13 +696,9 @@ fn received_message(message: Message) -> Option<ReceivedMessage> {
     let millis =
         |name: &MessageSystemAttributeName| system.get(name).and_then(|v| v.parse::<i64>().ok());
 
-    let key = carried
-        .original_message_id
-        .filter(|id| is_valid_message_key(id))
-        .unwrap_or_else(|| sqs_message_id.clone());
+    let key = original_id.unwrap_or_else(|| sqs_message_id.clone());
     let now = Utc::now();
-    let sent_at = carried
-        .original_sent_at
+    let sent_at = original_sent_at
         .or_else(|| {
             millis(&MessageSystemAttributeName::SentTimestamp)
                 .and_then(DateTime::from_timestamp_millis)
@@ -695,13 +729,8 @@ fn received_message(message: Message) -> Option<ReceivedMessage> {
         first_received_at,
         receive_count,
         group_id,
+        untrusted_attributes,
     })
-}
-
-/// An original-message-id attribute is trusted as the idempotency key only if it looks like
-/// one: SQS ids are short printable ASCII.
-fn is_valid_message_key(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn entry_failures(failed: &[BatchResultErrorEntry]) -> Vec<EntryFailure> {
@@ -859,7 +888,7 @@ async fn send_batch(
                     .id((start + offset).to_string())
                     .message_body(&message.body)
                     .set_message_attributes((!attributes.is_empty()).then_some(attributes))
-                    .set_message_group_id(message.fifo.as_ref().map(|ids| ids.group_id.clone()))
+                    .set_message_group_id(message.message_group_id())
                     .set_message_deduplication_id(
                         message
                             .fifo
@@ -1252,6 +1281,7 @@ mod tests {
 
     #[test]
     fn message_keys_must_look_like_ids() {
+        use crate::domain::dead_letter::is_valid_message_key;
         assert!(is_valid_message_key("424cdd21-063a-43a7-b91b-7ca1a833afae"));
         assert!(!is_valid_message_key(""));
         assert!(!is_valid_message_key("has space"));

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -58,11 +58,18 @@ impl StubSqs {
 
     /// A queue pair whose calls all reach this stub.
     pub fn queue(&self) -> SqsQueue {
+        self.queue_with_credentials(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "stub",
+        )))
+    }
+
+    /// [`StubSqs::queue`] whose client gets its credentials from `credentials`.
+    pub fn queue_with_credentials(&self, credentials: SharedCredentialsProvider) -> SqsQueue {
         let config = aws_sdk_sqs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(format!("http://{}", self.addr))
-            .credentials_provider(Credentials::new("test", "test", None, None, "stub"))
+            .credentials_provider(credentials)
             .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
             .build();
         SqsQueue::new(

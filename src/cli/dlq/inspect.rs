@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Scan, plural};
-use crate::adapters::sqs::{self, Queue as _, QueueDepth, SqsQueue, dead_letter_attributes};
+use crate::adapters::sqs::{
+    self, Queue as _, QueueDepth, SqsQueue, dead_letter_attributes, string_attributes,
+};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::{DlqInspectArgs, OutputFormat};
-use crate::domain::dead_letter::{DeadLetterAttributes, RecordedReason};
+use crate::domain::dead_letter::{CarriedIdentity, DeadLetterAttributes, RecordedReason};
 use crate::domain::redact::redact;
 
 /// `sqs2pg dlq inspect`.
@@ -26,6 +28,7 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
     // Read before the scan hides anything: on a FIFO DLQ the scan cannot see them all.
     let depth = queue.dead_letter_depth().await?;
     let mut by_reason: BTreeMap<&'static str, ReasonShape> = BTreeMap::new();
+    let mut tags = Tags::default();
     let mut scan = Scan::new(&queue);
     loop {
         let fresh = scan.next().await?;
@@ -34,6 +37,7 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
         }
         for message in fresh {
             let attributes = dead_letter_attributes(&message);
+            tags.count(&message, &attributes, &keyring);
             let entry = by_reason.entry(reason_key(&attributes)).or_default();
             entry.count += 1;
             if entry.samples.len() < args.samples {
@@ -59,6 +63,7 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
         // SQS hands out no more of a FIFO group while some of it is being read, so a scan
         // that leaves the queue as it was sees only the first messages of each group.
         complete: !(sqs::is_fifo_queue_url(queue.dlq_url()) && seen < total),
+        tags,
         by_reason,
     };
     match args.output {
@@ -82,6 +87,8 @@ struct Inspected<'a> {
     /// Whether the scan read them all: on a FIFO DLQ it may not, and the counts are of
     /// those it read.
     complete: bool,
+    /// How many of them carry a tag that verifies with the keyring.
+    tags: Tags,
     /// By [`reason_key`].
     by_reason: BTreeMap<&'static str, ReasonShape>,
 }
@@ -99,6 +106,40 @@ impl From<QueueDepth> for Depth {
             visible: depth.visible,
             in_flight: depth.in_flight,
             delayed: depth.delayed,
+        }
+    }
+}
+
+/// The dead letters read, by what their [`attribute tag`](crate::domain::dead_letter::AttributesTag)
+/// says: what a redrive of each would do.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Tags {
+    /// Written by sqs2pg under a key of the ring: redriven, it keeps its id and date.
+    verified: u64,
+    /// A tag that does not verify (forged, or under a key no longer in the ring): redriven,
+    /// it is keyed and dated as a new message, and counted as untrusted.
+    failed: u64,
+    /// No tag (moved by SQS itself, or dead-lettered before tags): redriven, it is a new
+    /// message.
+    absent: u64,
+}
+
+impl Tags {
+    fn count(
+        &mut self,
+        message: &aws_sdk_sqs::types::Message,
+        attributes: &DeadLetterAttributes,
+        keyring: &crate::domain::keyring::Keyring,
+    ) {
+        let carried = CarriedIdentity::of(
+            string_attributes(message),
+            message.body().unwrap_or_default(),
+            Some(keyring),
+        );
+        match (&attributes.tag, carried) {
+            (None, _) => self.absent += 1,
+            (Some(_), CarriedIdentity::Verified { .. }) => self.verified += 1,
+            (Some(_), _) => self.failed += 1,
         }
     }
 }
@@ -123,6 +164,14 @@ impl Inspected<'_> {
             "dead-letter queue {}: {}\n",
             self.dlq_url,
             plural(self.read, "message")
+        );
+        let Tags {
+            verified,
+            failed,
+            absent,
+        } = self.tags;
+        text += &format!(
+            "  tags: {verified} verified, {failed} not verifying, {absent} absent (only a verified one keeps its id on redrive)\n"
         );
         for (reason, shape) in &self.by_reason {
             text += &format!("  {}: {}\n", reason_label(reason), shape.count);
@@ -201,17 +250,26 @@ mod tests {
             },
             read: 3,
             complete: true,
+            tags: Tags {
+                verified: 2,
+                failed: 0,
+                absent: 1,
+            },
             by_reason,
         };
         assert_eq!(
             inspected.text(3),
-            "dead-letter queue http://h/000000000000/q-dlq: 3 messages\n  invalid_json: 2\n    <9 bytes withheld: not JSON, so no part of it can be shown safely>  [expected value at line 1 column 1]\n  unknown (moved by SQS redrive): 1\n"
+            "dead-letter queue http://h/000000000000/q-dlq: 3 messages\n  tags: 2 verified, 0 not verifying, 1 absent (only a verified one keeps its id on redrive)\n  invalid_json: 2\n    <9 bytes withheld: not JSON, so no part of it can be shown safely>  [expected value at line 1 column 1]\n  unknown (moved by SQS redrive): 1\n"
         );
         let json = serde_json::to_value(&inspected).unwrap();
         assert_eq!(json["by_reason"]["invalid_json"]["count"], 2);
         assert_eq!(json["by_reason"]["unknown"]["count"], 1);
         assert_eq!(json["depth"]["visible"], 3);
         assert_eq!(json["complete"], true);
+        assert_eq!(
+            json["tags"],
+            serde_json::json!({"verified": 2, "failed": 0, "absent": 1})
+        );
         assert_eq!(
             json["by_reason"]["invalid_json"]["samples"][0]["detail"],
             "expected value at line 1 column 1"

@@ -43,7 +43,9 @@ pub use test::*;
 use sqs2pg::cli::aws::sqs_client as service_sqs_client;
 pub use sqs2pg::cli::config::Cli;
 pub use sqs2pg::cli::healthcheck::HEALTHCHECK_TIMEOUT;
-pub use sqs2pg::domain::dead_letter::{DeadLetterReason, attribute};
+pub use sqs2pg::domain::dead_letter::{
+    AttributesTag, DeadLetterReason, Distrust, Identity, attribute,
+};
 pub use sqs2pg::pipeline::{Pipeline, Settings, Summary};
 
 /// The HMAC key every test uses.

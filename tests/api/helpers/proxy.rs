@@ -176,7 +176,8 @@ impl Drop for TcpProxy {
 }
 
 /// An HTTP proxy in front of LocalStack that records every SendMessageBatch call and can
-/// refuse the first one whose request holds a marker, as SQS refuses a whole batch.
+/// refuse the first one whose request holds a marker, as SQS refuses a whole batch; and can
+/// fail every entry of the DeleteMessageBatch calls on one queue, as SQS does in an outage.
 pub struct SqsProxy {
     url: String,
     state: Arc<ProxyState>,
@@ -190,6 +191,9 @@ struct ProxyState {
     /// (request bytes, entries) of each SendMessageBatch call.
     send_batches: Mutex<Vec<(usize, usize)>>,
     refuse_marker: Mutex<Option<String>>,
+    /// The queue whose deletes fail, entry by entry, and how many entries failed so far.
+    fail_deletes_on: Mutex<Option<String>>,
+    failed_deletes: std::sync::atomic::AtomicUsize,
 }
 
 impl SqsProxy {
@@ -233,6 +237,24 @@ impl SqsProxy {
     /// a whole batch (BatchRequestTooLong).
     pub fn refuse_first_batch_holding(&self, marker: &str) {
         *self.state.refuse_marker.lock().unwrap() = Some(marker.to_owned());
+    }
+
+    /// Answers every DeleteMessageBatch call on `queue_url` itself, with each entry failed
+    /// (`InternalError`, not the sender's fault): nothing is deleted.
+    pub fn fail_deletes_on(&self, queue_url: &str) {
+        *self.state.fail_deletes_on.lock().unwrap() = Some(queue_url.to_owned());
+    }
+
+    /// Delete entries failed so far.
+    pub fn failed_deletes(&self) -> usize {
+        self.state
+            .failed_deletes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The proxy as an endpoint URL (AWS_ENDPOINT_URL for a child process).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -282,6 +304,32 @@ async fn forward(
                     ),
                 ],
                 r#"{"__type": "com.amazonaws.sqs#BatchRequestTooLong", "message": "refused by the test proxy"}"#,
+            )
+                .into_response();
+        }
+    }
+    if target.ends_with(".DeleteMessageBatch") {
+        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let failing = state.fail_deletes_on.lock().unwrap().clone();
+        if failing.is_some_and(|url| request["QueueUrl"] == url.as_str()) {
+            let failed: Vec<Value> = request["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    serde_json::json!({
+                        "Id": entry["Id"], "Code": "InternalError", "SenderFault": false,
+                        "Message": "failed by the test proxy",
+                    })
+                })
+                .collect();
+            state
+                .failed_deletes
+                .fetch_add(failed.len(), std::sync::atomic::Ordering::SeqCst);
+            return (
+                axum::http::StatusCode::OK,
+                [("content-type", "application/x-amz-json-1.0")],
+                serde_json::json!({ "Successful": [], "Failed": failed }).to_string(),
             )
                 .into_response();
         }

@@ -4,7 +4,7 @@
 use aws_sdk_sqs::Client;
 use sqs2pg::adapters::sqs::{Queue, QueueDepth, QueueUrls, SqsQueue, create_queues};
 
-use super::{init_logging, required_env, service_sqs_client, unique};
+use super::{init_logging, required_env, service_sqs_client, test_keyring, unique};
 
 /// The client of the one-shot commands, on the test services.
 pub async fn sqs_client() -> Client {
@@ -54,12 +54,15 @@ impl TestQueues {
         Self { client, urls, name }
     }
 
+    /// The pair as `run` has it: tagging its dead letters and checking redriven messages'
+    /// tags with the tests' keyring.
     pub fn sqs_queue(&self) -> SqsQueue {
         SqsQueue::new(
             self.client.clone(),
             self.urls.queue_url.clone(),
             self.urls.dlq_url.clone(),
         )
+        .with_keyring(test_keyring())
     }
 
     /// Sends bodies in batches of ten; returns the SQS message ids in order. On a FIFO

@@ -843,8 +843,11 @@ fn big_poison(bytes: usize, tag: &str) -> String {
     body.replacen('{', &format!(r#"{{"tag": "{tag}", "#), 1)
 }
 
+/// Their sends are several calls, and they run at once (each held 300 ms by the proxy), as a
+/// batch's deletes do: one after another, a batch of big poison took a round trip per call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_byte_sized_sends() {
+async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_concurrent_byte_sized_sends()
+ {
     let _test = Test::shared().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let bodies: Vec<String> = (0..10)
@@ -852,6 +855,7 @@ async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_byte_si
         .collect();
     let ids = send_all(&queues, &bodies).await;
     let proxy = SqsProxy::start().await;
+    proxy.delay_sends(Duration::from_millis(300));
     let through_proxy = SqsQueue::new(
         proxy.client(&queues),
         queues.urls.queue_url.clone(),
@@ -861,7 +865,14 @@ async fn ten_poison_messages_of_200_kb_in_one_batch_are_dead_lettered_in_byte_si
 
     let messages = receive_exactly(&queues.sqs_queue(), 10, Duration::from_secs(60)).await;
     let outcome = consumer.process(messages).await;
-    println!("{outcome:?}");
+    println!(
+        "{outcome:?}; most sends at once: {}",
+        proxy.most_concurrent_sends()
+    );
+    assert!(
+        proxy.most_concurrent_sends() >= 2,
+        "the sends of one batch run at once"
+    );
     assert_eq!(outcome.dead_lettered.len(), 10, "{outcome:?}");
     assert_eq!(outcome.deleted, 10, "{outcome:?}");
 

@@ -845,17 +845,9 @@ async fn change_visibility_batch(
     Ok(entry_failures(output.failed()))
 }
 
-/// Sends `(body, string attributes)` pairs, in as many batch calls as SQS's size cap needs.
-///
-/// A call that fails after an earlier one succeeded is reported as failures of its own
-/// entries, not as an error of the whole send: the caller must learn which messages went,
-/// or it would send them again (for dead letters, a duplicate in the DLQ).
-async fn send_batch(
-    client: &Client,
-    queue_url: &str,
-    messages: &[OutgoingMessage],
-) -> Result<Vec<EntryFailure>, QueueError> {
-    let mut failures = Vec::new();
+/// The batch calls a send of `messages` takes: at most ten entries and SQS's size cap each.
+fn send_chunks(messages: &[OutgoingMessage]) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::new();
     let mut start = 0;
     while start < messages.len() {
         let mut end = start;
@@ -868,7 +860,26 @@ async fn send_batch(
             bytes += size;
             end += 1;
         }
-        let entries = messages[start..end]
+        chunks.push(start..end);
+        start = end;
+    }
+    chunks
+}
+
+/// Sends `(body, string attributes)` pairs, in as many batch calls as SQS's size cap needs:
+/// concurrently, except to a FIFO queue, where a group's messages must go in order.
+///
+/// A call that fails while another succeeded is reported as failures of its own entries,
+/// not as an error of the whole send: the caller must learn which messages went, or it
+/// would send them again (for dead letters, a duplicate in the DLQ). Only when every call
+/// failed (nothing went) is the send an error, to be retried whole.
+async fn send_batch(
+    client: &Client,
+    queue_url: &str,
+    messages: &[OutgoingMessage],
+) -> Result<Vec<EntryFailure>, QueueError> {
+    let call = |chunk: std::ops::Range<usize>| {
+        let entries = messages[chunk.clone()]
             .iter()
             .enumerate()
             .map(|(offset, message)| {
@@ -885,7 +896,7 @@ async fn send_batch(
                     })
                     .collect();
                 SendMessageBatchRequestEntry::builder()
-                    .id((start + offset).to_string())
+                    .id((chunk.start + offset).to_string())
                     .message_body(&message.body)
                     .set_message_attributes((!attributes.is_empty()).then_some(attributes))
                     .set_message_group_id(message.message_group_id())
@@ -899,34 +910,56 @@ async fn send_batch(
                     .expect("id and body are set")
             })
             .collect();
-        match client
+        let request = client
             .send_message_batch()
             .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(output) => failures.extend(entry_failures(output.failed())),
-            Err(error) if start == 0 => {
-                return Err(QueueError::from_sdk("SendMessageBatch", error));
-            }
-            Err(error) => {
-                let code = error.code().unwrap_or("SendMessageBatchFailed").to_owned();
-                let error = QueueError::from_sdk("SendMessageBatch", error);
-                tracing::warn!(
-                    message = "A batch send failed after earlier ones succeeded; reporting its entries as failed.",
-                    %error,
-                    entries = end - start,
-                );
-                failures.extend((start..end).map(|index| EntryFailure {
-                    index,
-                    code: code.clone(),
-                    sender_fault: error.class == ErrorClass::Permanent,
-                }));
+            .set_entries(Some(entries));
+        async move { (chunk, request.send().await) }
+    };
+    let chunks = send_chunks(messages);
+    let results = if is_fifo_queue_url(queue_url) {
+        let mut results = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (chunk, result) = call(chunk).await;
+            let nothing_went = results.is_empty() && result.is_err();
+            results.push((chunk, result));
+            if nothing_went {
+                break;
             }
         }
-        start = end;
+        results
+    } else {
+        futures::future::join_all(chunks.into_iter().map(call)).await
+    };
+    let mut failures = Vec::new();
+    let mut errors = Vec::new();
+    let calls = results.len();
+    for (chunk, result) in results {
+        match result {
+            Ok(output) => failures.extend(entry_failures(output.failed())),
+            Err(error) => {
+                let code = error.code().unwrap_or("SendMessageBatchFailed").to_owned();
+                errors.push((chunk, code, QueueError::from_sdk("SendMessageBatch", error)));
+            }
+        }
     }
+    if errors.len() == calls && !errors.is_empty() {
+        let (_, _, error) = errors.swap_remove(0);
+        return Err(error);
+    }
+    for (chunk, code, error) in errors {
+        tracing::warn!(
+            message = "A batch send failed while others succeeded; reporting its entries as failed.",
+            %error,
+            entries = chunk.len(),
+        );
+        failures.extend(chunk.map(|index| EntryFailure {
+            index,
+            code: code.clone(),
+            sender_fault: error.class == ErrorClass::Permanent,
+        }));
+    }
+    failures.sort_by_key(|failure| failure.index);
     Ok(failures)
 }
 

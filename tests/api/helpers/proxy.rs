@@ -194,6 +194,11 @@ struct ProxyState {
     /// The queue whose deletes fail, entry by entry, and how many entries failed so far.
     fail_deletes_on: Mutex<Option<String>>,
     failed_deletes: std::sync::atomic::AtomicUsize,
+    /// How long each SendMessageBatch call is held before it is forwarded.
+    send_delay: Mutex<Duration>,
+    /// SendMessageBatch calls in the proxy now, and the most seen at once.
+    sending: std::sync::atomic::AtomicUsize,
+    most_concurrent_sends: std::sync::atomic::AtomicUsize,
 }
 
 impl SqsProxy {
@@ -252,6 +257,18 @@ impl SqsProxy {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Holds every SendMessageBatch call this long before forwarding it.
+    pub fn delay_sends(&self, delay: Duration) {
+        *self.state.send_delay.lock().unwrap() = delay;
+    }
+
+    /// The most SendMessageBatch calls seen in the proxy at once.
+    pub fn most_concurrent_sends(&self) -> usize {
+        self.state
+            .most_concurrent_sends
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The proxy as an endpoint URL (AWS_ENDPOINT_URL for a child process).
     pub fn url(&self) -> &str {
         &self.url
@@ -286,6 +303,18 @@ async fn forward(
             .lock()
             .unwrap()
             .push((body.len(), entries));
+        let now = state
+            .sending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        state
+            .most_concurrent_sends
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        let delay = *state.send_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        state
+            .sending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let text = String::from_utf8_lossy(&body);
         let refuse = {
             let mut marker = state.refuse_marker.lock().unwrap();

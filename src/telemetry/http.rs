@@ -11,6 +11,8 @@
 //! - a connection that sends no complete request head within [`HEADER_READ_TIMEOUT`] of its
 //!   accept or of its previous response is closed (hyper's header-read timeout, which needs
 //!   the timer that `axum::serve` does not give it): idle sockets do not linger;
+//! - the kernel queues up to [`LISTEN_BACKLOG`] connections for the accept loop, so a burst
+//!   waits there rather than having its SYNs dropped;
 //! - a failed accept (EMFILE) is counted and followed by a pause, not retried in a hot loop.
 //!
 //! HTTP/1.1 only: the kubelet, Prometheus and `sqs2pg healthcheck` all speak it.
@@ -29,7 +31,7 @@ use axum::routing::get;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +55,12 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// old server and axum do it, shorter: a probe waiting in the backlog is answered as soon
 /// as a descriptor is free again, and ten tries a second cost nothing.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connections the kernel queues for the accept loop. tokio's `bind` asks for 1024; past
+/// the queue's end the kernel drops a new connection's SYN, and the client (a probe) tries
+/// again only after 1 s. The kernel caps it at `net.core.somaxconn` (4096 by default since
+/// Linux 5.4). Queued connections cost the process no descriptor.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long a new connection waits for the one it evicted to close (it closes at once).
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
@@ -134,7 +142,7 @@ pub async fn serve(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = listen(addr)?;
     let bound = listener.local_addr()?;
     let router = Router::new()
         .route("/metrics", get(render_metrics))
@@ -152,6 +160,17 @@ pub async fn serve(
         accept_warning: Reminder::default(),
     });
     Ok((bound, tokio::spawn(server.accept_loop(listener, shutdown))))
+}
+
+/// What `TcpListener::bind` does (SO_REUSEADDR on Unix), with a longer accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 struct Server {
@@ -515,6 +534,31 @@ mod tests {
             help("sqs2pg_http_accept_errors_total")
                 .contains(&format!("{} ms", ACCEPT_ERROR_PAUSE.as_millis()))
         );
+    }
+
+    /// A burst of connections larger than tokio's default accept queue (1024) is queued
+    /// whole while the accept loop is behind (here it does not run): no SYN is dropped, so
+    /// no client, a probe among them, waits out a retransmission.
+    #[tokio::test]
+    async fn a_burst_beyond_1024_connections_is_queued_not_dropped() {
+        const BURST: usize = 1_500;
+        let own = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+        assert!(own as usize > BURST + 100, "open-file limit {own}");
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(somaxconn >= BURST, "net.core.somaxconn {somaxconn} caps the queue");
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::with_capacity(BURST);
+        for n in 0..BURST {
+            match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+                Ok(Ok(client)) => clients.push(client),
+                other => panic!("connection {n} was not queued: {other:?}"),
+            }
+        }
     }
 
     /// Idle sockets up to the cap, then a probe: it is answered, and the socket that waited

@@ -11,7 +11,7 @@
 //! - a connection that sends no complete request head within [`HEADER_READ_TIMEOUT`] of its
 //!   accept or of its previous response is closed (hyper's header-read timeout, which needs
 //!   the timer that `axum::serve` does not give it): idle sockets do not linger;
-//! - the kernel queues up to [`LISTEN_BACKLOG`] connections for the accept loop, so a burst
+//! - the kernel queues up to `LISTEN_BACKLOG` (4,096) connections for the accept loop, so a burst
 //!   waits there rather than having its SYNs dropped;
 //! - a failed accept (EMFILE) is counted and followed by a pause, not retried in a hot loop.
 //!
@@ -135,7 +135,7 @@ struct Endpoints {
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown` is cancelled.
 /// Binds before returning, so a taken port fails the start, not a later request. Once
 /// `shutdown` is cancelled the server accepts no more; the task ends when every connection
-/// has closed (at most [`SHUTDOWN_GRACE`] for one that is answering).
+/// has closed (at most `SHUTDOWN_GRACE`, 1 s, for one that is answering).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -549,7 +549,10 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        assert!(somaxconn >= BURST, "net.core.somaxconn {somaxconn} caps the queue");
+        assert!(
+            somaxconn >= BURST,
+            "net.core.somaxconn {somaxconn} caps the queue"
+        );
         let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut clients = Vec::with_capacity(BURST);

@@ -11,8 +11,8 @@
 //! - a connection that sends no complete request head within [`HEADER_READ_TIMEOUT`] of its
 //!   accept or of its previous response is closed (hyper's header-read timeout, which needs
 //!   the timer that `axum::serve` does not give it): idle sockets do not linger;
-//! - the kernel queues up to `LISTEN_BACKLOG` (4,096) connections for the accept loop, so a burst
-//!   waits there rather than having its SYNs dropped;
+//! - the kernel queues up to `LISTEN_BACKLOG` (4,096) connections for the accept loop, so
+//!   a burst waits there rather than having its SYNs dropped;
 //! - a failed accept (EMFILE) is counted and followed by a pause, not retried in a hot loop.
 //!
 //! HTTP/1.1 only: the kubelet, Prometheus and `sqs2pg healthcheck` all speak it.

@@ -16,7 +16,7 @@ use crate::cli::migrate::applied_migrations;
 use crate::cli::progress::DrainBar;
 use crate::pipeline::{self, Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
-use crate::telemetry::events::KeyringLoaded;
+use crate::telemetry::events::{KeyringLoaded, OpenFileLimit};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
 
@@ -25,6 +25,9 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// `sqs2pg run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    // Before any connection: each one is a file descriptor.
+    metrics.emit(raise_open_file_limit());
     // The keyring keeps each key's keyed HMAC state; the keys' own bytes are wiped at once.
     let keyring = args.key.keyring()?;
     let database = args
@@ -37,7 +40,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sqs::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
     }
     // Cheap checks before side effects: a busy metrics port fails before any migration.
-    let metrics = Arc::new(Metrics::new());
     metrics.emit(KeyringLoaded { keyring: &keyring });
     let readiness = Arc::new(Readiness::default());
     // Signals are handled from here on: /healthz answers from the next step, so a
@@ -192,6 +194,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     print_summary(&summary, args.output);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the open-file soft limit to the hard limit, as Go's runtime does at start; Rust
+/// leaves it where it is, and containers now start at 1024. That low soft limit exists for
+/// programs that use select(2), whose descriptor sets end at 1024; tokio uses epoll.
+fn raise_open_file_limit() -> OpenFileLimit {
+    let (before, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => return OpenFileLimit::Unknown { error },
+    };
+    match rlimit::increase_nofile_limit(hard) {
+        Ok(after) => OpenFileLimit::Raised {
+            before,
+            after,
+            hard,
+        },
+        Err(error) => OpenFileLimit::NotRaised {
+            before,
+            hard,
+            error,
+        },
+    }
 }
 
 fn print_summary(summary: &Summary, output: OutputFormat) {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::adapters::sqs::QueueDepth;
 use crate::domain::dead_letter::{DeadLetterReason, Distrust};
 use crate::retry::{ErrorClass, Loudness, RetryReport, Stage};
+use crate::telemetry::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, ShedReason};
 use crate::telemetry::metrics::{Metrics, PauseKind, QueueRole};
 use crate::telemetry::throttle::Verdict;
 
@@ -685,6 +686,129 @@ impl Event for KeyringLoaded<'_> {
             current_key_id = %self.keyring.current_id(),
             key_ids = %ids.join(","),
         );
+    }
+}
+
+/// At start: the open-file soft limit, raised to the hard limit as Go's runtime does (Rust
+/// leaves it, and containers now start at 1024): every socket to SQS, PostgreSQL and the
+/// metrics port is a file descriptor.
+#[derive(Debug)]
+pub enum OpenFileLimit {
+    Raised {
+        before: u64,
+        after: u64,
+        hard: u64,
+    },
+    NotRaised {
+        before: u64,
+        hard: u64,
+        error: std::io::Error,
+    },
+    /// The limit could not even be read.
+    Unknown {
+        error: std::io::Error,
+    },
+}
+
+impl Event for OpenFileLimit {
+    fn emit(self, _: &Metrics) {
+        match self {
+            Self::Raised {
+                before,
+                after,
+                hard,
+            } => tracing::info!(
+                message = "Set the open-file soft limit to the hard limit.",
+                before,
+                after,
+                hard,
+            ),
+            Self::NotRaised {
+                before,
+                hard,
+                error,
+            } => tracing::warn!(
+                message = "Could not raise the open-file soft limit; running with it.",
+                before,
+                hard,
+                %error,
+            ),
+            Self::Unknown { error } => tracing::warn!(
+                message = "Could not read the open-file limit; running with it.",
+                %error,
+            ),
+        }
+    }
+}
+
+/// The metrics port's server closed a connection itself ([`crate::telemetry::http`]).
+#[derive(Debug)]
+pub struct ConnectionShed {
+    pub reason: ShedReason,
+    /// Connections open now.
+    pub open: usize,
+    /// Log at WARN (the first in a minute) rather than DEBUG: a flood would bury every
+    /// other line, and the counter has every one.
+    pub loud: bool,
+}
+
+impl Event for ConnectionShed {
+    fn emit(self, metrics: &Metrics) {
+        metrics.connection_shed(self.reason);
+        let message = match self.reason {
+            ShedReason::Evicted => {
+                "Metrics port at its connection cap; closed the least recently active idle connection to admit a new one."
+            }
+            ShedReason::Refused => {
+                "Metrics port at its connection cap with every connection answering; refused a new one."
+            }
+            ShedReason::HeaderTimeout => {
+                "Closed a connection to the metrics port that sent no complete request in time."
+            }
+        };
+        let reason = self.reason.as_str();
+        if self.loud {
+            tracing::warn!(
+                message,
+                reason,
+                open = self.open,
+                limit = MAX_CONNECTIONS,
+                header_read_timeout_s = HEADER_READ_TIMEOUT.as_secs(),
+                more =
+                    "counted in sqs2pg_http_connections_shed_total, logged at most once a minute",
+            );
+        } else {
+            tracing::debug!(message, reason, open = self.open);
+        }
+    }
+}
+
+/// An accept on the metrics port failed: EMFILE (out of file descriptors) or the like.
+pub struct AcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+    /// The pause before the next accept, if any (none after a connection reset early).
+    pub pause: Option<Duration>,
+    /// Log at WARN (the first in a minute) rather than DEBUG.
+    pub loud: bool,
+}
+
+impl Event for AcceptFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.http_accept_errors.inc();
+        let pause_ms = self.pause.map(|pause| pause.as_millis() as u64);
+        if self.loud {
+            tracing::warn!(
+                message = "Could not accept a connection on the metrics port; counted in sqs2pg_http_accept_errors_total, logged at most once a minute.",
+                error = %self.error,
+                pause_ms,
+            );
+        } else {
+            tracing::debug!(
+                message = "Could not accept a connection on the metrics port.",
+                error = %self.error,
+                pause_ms,
+            );
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use strum::IntoEnumIterator;
 use crate::adapters::sqs::QueueDepth;
 use crate::domain::dead_letter::{DeadLetterReason, Distrust};
 use crate::retry::{ErrorClass, Stage};
+use crate::telemetry::http::ShedReason;
 use crate::telemetry::throttle::DeadLetterLog;
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -156,6 +157,13 @@ metrics! {
     ready (READY): IntGauge = gauge(
         "sqs2pg_ready",
         "1 when the database and SQS are reachable and the service is not shutting down.");
+    http_connections_shed (HTTP_CONNECTIONS_SHED): IntCounterVec = counter_vec(
+        "sqs2pg_http_connections_shed_total",
+        "Connections to the metrics port closed by the server to protect itself, by reason: evicted (the least recently active idle one, at the connection cap, to admit a new one), refused (a new one, at the cap with every connection answering), header_timeout (no complete request within 5 s of its accept).",
+        &["reason"]);
+    http_accept_errors (HTTP_ACCEPT_ERRORS): IntCounter = counter(
+        "sqs2pg_http_accept_errors_total",
+        "Failed accepts on the metrics port (EMFILE: the process is out of file descriptors), each followed by a 100 ms pause.");
     build_info (BUILD_INFO): IntGaugeVec = gauge_vec(
         "sqs2pg_build_info", "Always 1; labels carry the build.", &["version"]);
 }
@@ -218,6 +226,11 @@ impl Metrics {
         }
         for kind in PauseKind::iter() {
             metrics.write_pauses.with_label_values(&[kind.as_str()]);
+        }
+        for reason in ShedReason::iter() {
+            metrics
+                .http_connections_shed
+                .with_label_values(&[reason.as_str()]);
         }
         metrics
     }
@@ -286,6 +299,18 @@ impl Metrics {
                 .with_label_values(&[role.into(), state])
                 .set(value as i64);
         }
+    }
+
+    pub(crate) fn connection_shed(&self, reason: ShedReason) {
+        self.http_connections_shed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    pub fn connections_shed_total(&self, reason: ShedReason) -> u64 {
+        self.http_connections_shed
+            .with_label_values(&[reason.as_str()])
+            .get()
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {

@@ -1,9 +1,10 @@
 //! The Kubernetes manifests (deploy/kubernetes/) agree with the binary: every environment
 //! variable they set is one `sqs2pg run` reads, the probes and the scrape hit endpoints the
 //! binary serves on the port it listens on, the grace period outlasts the shutdown timeout,
-//! KEDA scales on the queue the pods consume, and the PrometheusRule holds the project's
-//! alert rules. Both overlays are rendered with `kubectl kustomize`, as `kubectl apply -k`
-//! would. (Schema validation is scripts/kubernetes.sh's.)
+//! KEDA scales on the queue the pods consume, the PrometheusRule holds the project's alert
+//! rules, and the NetworkPolicy admits only Prometheus to the metrics port and anyone to
+//! every other port. Both overlays are rendered with `kubectl kustomize`, as `kubectl
+//! apply -k` would. (Schema validation is scripts/kubernetes.sh's.)
 //!
 //! The scale-in chaos tests (several `sqs2pg run` draining one queue, some of them sent
 //! SIGTERM, as a scale-in or a node drain does) are here too; they need the services of
@@ -526,6 +527,191 @@ fn the_prometheus_rule_holds_the_projects_alert_rules() {
         .sum::<usize>();
     assert!(count > 0);
     println!("{count} rules, identical in both overlays");
+}
+
+/// Whether a label selector (matchLabels and matchExpressions) selects `labels`.
+fn selects(selector: &Value, labels: &BTreeMap<&str, &str>) -> bool {
+    let by_label = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key.as_str()).copied() == value.as_str());
+    let by_expression = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|expression| {
+            let value = labels.get(expression["key"].as_str().unwrap()).copied();
+            let listed = || {
+                expression["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|listed| value.is_some() && listed.as_str() == value)
+            };
+            match expression["operator"].as_str().unwrap() {
+                "In" => listed(),
+                "NotIn" => !listed(),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                other => panic!("no operator {other}"),
+            }
+        });
+    by_label && by_expression
+}
+
+/// A client of the pods, for [`admits`]: a pod with its labels and its namespace's, or an
+/// address that is no pod (outside the cluster, a node).
+enum Peer<'a> {
+    Pod {
+        namespace: BTreeMap<&'a str, &'a str>,
+        labels: BTreeMap<&'a str, &'a str>,
+    },
+    Address,
+}
+
+/// Whether the NetworkPolicy `policy` lets `peer` reach `protocol` `port` of the pods it
+/// selects, as the API defines it: some rule whose ports include the port (none listed:
+/// all) and whose peers include the client (none listed: all). ipBlocks are not
+/// evaluated: the policy has none (checked).
+fn admits(objects: &[Value], policy: &Value, peer: &Peer, protocol: &str, port: u64) -> bool {
+    let own_namespace = policy["metadata"]["namespace"].as_str().unwrap();
+    let port_matches = |entry: &Value| {
+        entry["protocol"].as_str().unwrap_or("TCP") == protocol
+            && match &entry["port"] {
+                Value::Null => true,
+                named_or_numbered => {
+                    let first = port_number(objects, named_or_numbered);
+                    let last = entry["endPort"].as_u64().unwrap_or(first);
+                    (first..=last).contains(&port)
+                }
+            }
+    };
+    let peer_matches = |from: &Value| {
+        assert!(
+            from.get("ipBlock").is_none(),
+            "ipBlocks are not evaluated here"
+        );
+        let Peer::Pod { namespace, labels } = peer else {
+            return false;
+        };
+        let namespace_ok = match from.get("namespaceSelector") {
+            Some(selector) => selects(selector, namespace),
+            None => namespace.get("kubernetes.io/metadata.name") == Some(&own_namespace),
+        };
+        namespace_ok
+            && from
+                .get("podSelector")
+                .is_none_or(|selector| selects(selector, labels))
+    };
+    policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|rule| {
+            let ports = rule["ports"].as_array().map_or(&[][..], Vec::as_slice);
+            let from = rule["from"].as_array().map_or(&[][..], Vec::as_slice);
+            (ports.is_empty() || ports.iter().any(port_matches))
+                && (from.is_empty() || from.iter().any(peer_matches))
+        })
+}
+
+#[test]
+fn the_network_policy_admits_only_prometheus_to_the_metrics_port_and_everyone_elsewhere() {
+    let test = Test::shared_blocking();
+    for overlay in OVERLAYS {
+        let objects = render(&test.logs, overlay);
+        let policy = one(&objects, "NetworkPolicy");
+        // Ingress only: the pods' own connections to SQS and PostgreSQL are untouched.
+        assert_eq!(
+            policy["spec"]["policyTypes"],
+            serde_json::json!(["Ingress"]),
+            "{overlay}"
+        );
+        assert!(policy["spec"].get("egress").is_none(), "{overlay}");
+        let pod_labels: BTreeMap<&str, &str> =
+            one(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str().unwrap()))
+                .collect();
+        assert!(
+            selects(&policy["spec"]["podSelector"], &pod_labels),
+            "{overlay}: the policy selects other pods than the Deployment's"
+        );
+        let metrics_port = u64::from(
+            setting(&objects, "SQS2PG_METRICS_ADDR")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .port(),
+        );
+        let namespace = policy["metadata"]["namespace"].as_str().unwrap();
+        let pod = |namespace: &'static str, labels: &[(&'static str, &'static str)]| Peer::Pod {
+            namespace: BTreeMap::from([("kubernetes.io/metadata.name", namespace)]),
+            labels: labels.iter().copied().collect(),
+        };
+        let prometheus = pod(
+            "monitoring",
+            &[
+                ("app.kubernetes.io/name", "prometheus"),
+                ("prometheus", "k8s"),
+            ],
+        );
+        let strangers = [
+            (
+                "a pod of the same namespace",
+                pod("sqs2pg", &[("app", "curl")]),
+            ),
+            (
+                "another sqs2pg pod",
+                Peer::Pod {
+                    namespace: BTreeMap::from([("kubernetes.io/metadata.name", namespace)]),
+                    labels: pod_labels.clone(),
+                },
+            ),
+            (
+                "Grafana beside Prometheus",
+                pod("monitoring", &[("app.kubernetes.io/name", "grafana")]),
+            ),
+            (
+                "a Prometheus of another namespace",
+                pod("default", &[("app.kubernetes.io/name", "prometheus")]),
+            ),
+            ("an address outside the cluster", Peer::Address),
+        ];
+        assert!(
+            admits(&objects, policy, &prometheus, "TCP", metrics_port),
+            "{overlay}: Prometheus cannot scrape"
+        );
+        for (who, stranger) in &strangers {
+            assert!(
+                !admits(&objects, policy, stranger, "TCP", metrics_port),
+                "{overlay}: {who} reaches the metrics port"
+            );
+        }
+        // Every other port, TCP and UDP, stays open to everyone.
+        let (_, stranger) = &strangers[0];
+        let closed: Vec<String> = (1..=65535u64)
+            .flat_map(|port| [("TCP", port), ("UDP", port)])
+            .filter(|&(protocol, port)| {
+                (protocol, port) != ("TCP", metrics_port)
+                    && !admits(&objects, policy, stranger, protocol, port)
+            })
+            .map(|(protocol, port)| format!("{protocol} {port}"))
+            .collect();
+        assert!(
+            closed.is_empty(),
+            "{overlay}: the policy closes {} other ports, from {:?}",
+            closed.len(),
+            closed.first()
+        );
+        println!(
+            "{overlay}: port {metrics_port} admits Prometheus (namespace monitoring), not {} \
+             others; every other TCP and UDP port admits all",
+            strangers.len()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

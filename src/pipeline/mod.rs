@@ -77,8 +77,13 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// (`SQS2PG_BATCH_TIMEOUT`): far above a healthy batch (milliseconds) and a database
 /// restart (seconds), so only work that cannot finish reaches it.
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(120);
-/// Receivers kept polling while the queue is idle: one long poll every 20 s.
+/// Receivers kept polling while the queue is idle: one long poll every `wait_time`.
 pub const DEFAULT_RECEIVERS_MIN: usize = 1;
+/// The long-poll wait. A shutdown waits out the polls in flight (a cancelled poll stays
+/// open at SQS and hides what it takes for the visibility timeout), so this bounds how
+/// long an idle instance takes to exit; 5 s costs an idle receiver 0.2 requests a second
+/// where SQS's longest, 20 s, costs 0.05 and may hold a rolling deploy 20 s per pod.
+pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(5);
 /// Receivers at most. Each receive brings at most 10 messages a round trip, so hiding a
 /// real region's 5–30 ms takes many in flight at once (see the README's measurements).
 pub const DEFAULT_RECEIVERS_MAX: usize = 16;
@@ -150,7 +155,7 @@ impl Settings {
             batch_messages: DEFAULT_BATCH_MESSAGES,
             batch_window: DEFAULT_BATCH_WINDOW,
             visibility_timeout: Duration::from_secs(30),
-            wait_time: Duration::from_secs(20),
+            wait_time: DEFAULT_WAIT_TIME,
             batch_timeout: DEFAULT_BATCH_TIMEOUT,
             envelope: EnvelopeMode::Auto,
             drain: false,
@@ -496,13 +501,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
 
         let (to_batcher, from_receivers) = mpsc::channel(context.settings.receivers_max.max(1));
         let work = TaskTracker::new();
-        receive::start(
-            Arc::clone(context),
-            &work,
-            to_batcher,
-            shutdown.clone(),
-            stop.clone(),
-        );
+        receive::start(Arc::clone(context), &work, to_batcher, stop.clone());
         let batcher_context = Arc::clone(context);
         let writes = work.clone();
         batch::run(

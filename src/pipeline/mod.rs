@@ -553,6 +553,14 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
         }
     }
 
+    /// For a shutdown that cannot wait for its work any longer (`SQS2PG_SHUTDOWN_TIMEOUT`):
+    /// stops the heartbeat and hands back at once (visibility 0) every message still held,
+    /// so another instance gets them now rather than after their visibility timeout.
+    pub async fn abandon(&self) {
+        self.context.done.cancel();
+        heartbeat::release_held(&self.context, "held at the shutdown timeout").await;
+    }
+
     /// What the run has done so far, and the backlog last seen: for a progress bar.
     pub fn progress(&self) -> report::Progress {
         report::Progress::of(&self.context)

@@ -506,6 +506,36 @@ async fn an_idle_shutdown_ends_within_one_long_poll_wait() {
     );
 }
 
+/// A shutdown that times out (the database hangs) hands back what it holds, wherever it
+/// is: in a writer, in the batcher, waiting for a writer.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_shutdown_releases_every_message_it_holds() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 300]));
+    let settings = Settings {
+        drain: false,
+        writers: 1,
+        batch_messages: 50,
+        ..settings()
+    };
+    let sink = FakeSink {
+        insert_delay: Duration::from_secs(3600),
+        ..FakeSink::default()
+    };
+    let pipeline = Arc::new(pipeline(&queue, sink, settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!running.is_finished(), "the hung insert holds the shutdown");
+    let held = queue.depth().await.unwrap().in_flight;
+    assert!(held > 50, "more than one batch held: {held}");
+    pipeline.abandon().await;
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (300, 0));
+    assert_eq!(pipeline.summary(Duration::ZERO).released, held);
+    running.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_transient_receive_failure_is_retried() {
     let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 5]));

@@ -824,24 +824,9 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
             visibility.as_secs().to_string(),
         ),
     );
-    eventually(Duration::from_secs(60), "the first rows", || async {
-        db.row_count().await > 200
-    })
-    .await;
     // Hold the table so the pod's batches wait in flight, then kill it: the kill is sure to
     // strand messages, whatever the machine's speed.
-    let locker = db.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "batches waiting in flight",
-        || async { queues.depth().await.in_flight > 0 },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let locker = hold_batches_in_flight(&db, &queues).await;
     victim.kill();
     let killed = Instant::now();
     locker.batch_execute("COMMIT").await.unwrap();
@@ -862,10 +847,36 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
         returned_after <= visibility + Duration::from_secs(3),
         "back within the visibility timeout"
     );
-    // Another pod finishes the queue: each event once.
-    let mut survivor = pod(&test.logs, "survivor", &db, &queues, free_port());
+    finish_on_another_pod(&test, &db, &queues, bodies.len()).await;
+}
+
+/// Waits for the first rows, then locks the table so the pod's batches wait in flight on
+/// the database; returns the connection holding the lock (`COMMIT` on it lets them go).
+async fn hold_batches_in_flight(db: &TestDb, queues: &TestQueues) -> tokio_postgres::Client {
+    eventually(Duration::from_secs(60), "the first rows", || async {
+        db.row_count().await > 200
+    })
+    .await;
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "batches waiting in flight",
+        || async { queues.depth().await.in_flight > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    locker
+}
+
+/// Another pod finishes the queue: each of the `events` one row.
+async fn finish_on_another_pod(test: &Test, db: &TestDb, queues: &TestQueues, events: usize) {
+    let mut survivor = pod(&test.logs, "survivor", db, queues, free_port());
     eventually(Duration::from_secs(120), "every event's row", || async {
-        db.row_count().await == bodies.len() as i64
+        db.row_count().await == events as i64
     })
     .await;
     survivor.signal(Signal::SIGTERM);
@@ -873,6 +884,56 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
     assert_eq!(
         db.count("SELECT count(DISTINCT message_id) FROM user_logins")
             .await,
-        bodies.len() as i64
+        events as i64
     );
+}
+
+/// A shutdown that cannot finish (the table locked, so its batches wait on the database)
+/// exits 1 at `SQS2PG_SHUTDOWN_TIMEOUT` and hands back what it held, wherever it was (in a
+/// writer, in the batcher, waiting for a writer): another pod gets it at once, not after
+/// the visibility timeout as after a kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_that_times_out_releases_what_it_holds() {
+    let test = Test::alone().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
+        count: 2_000,
+        seed: 149,
+        duplicate_share: 0.1,
+        malformed_share: 0.0,
+    });
+    queues.send(&bodies).await;
+    let timeout = Duration::from_secs(3);
+    let mut stuck = Process::spawn(
+        &test.logs,
+        "stuck",
+        pod_command(&db, &queues, free_port())
+            .env("SQS2PG_SHUTDOWN_TIMEOUT", timeout.as_secs().to_string()),
+    );
+    let locker = hold_batches_in_flight(&db, &queues).await;
+    let held = queues.depth().await.in_flight;
+    stuck.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let status = stuck.wait_within(timeout + Duration::from_secs(15));
+    let exited_after = signalled.elapsed();
+    let after = queues.depth().await;
+    let released: u64 = stuck
+        .log_events("Released messages for redelivery.")
+        .iter()
+        .filter(|event| event["fields"]["why"] == "held at the shutdown timeout")
+        .filter_map(|event| event["fields"]["count"].as_u64())
+        .sum();
+    locker.batch_execute("COMMIT").await.unwrap();
+    println!(
+        "shutdown timeout: {held} messages in flight at SIGTERM; exited {status} after \
+         {exited_after:.2?} (timeout {timeout:?}), releasing {released}; then {} in flight",
+        after.in_flight
+    );
+    assert_eq!(status.code(), Some(1), "{}", stuck.stderr_tail(20));
+    assert!(held > 0 && released > 0, "the timeout caught messages held");
+    assert_eq!(
+        after.in_flight, 0,
+        "all visible again at the exit, none left for the visibility timeout"
+    );
+    finish_on_another_pod(&test, &db, &queues, bodies.len()).await;
 }

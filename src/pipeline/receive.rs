@@ -244,8 +244,8 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
     /// ingested such messages 30.4 s later; aws-sdk-js#2350 and aws-sdk-java-v2#1395 show
     /// the same on AWS). So the poll is waited out, at most `wait_time` (5 s by default),
     /// and whatever it brings is processed (`receive_loop`): a shutdown strands nothing,
-    /// and an idle instance exits within one wait. A signal stops only what has not
-    /// started: the next attempt after a failure.
+    /// and an idle instance exits within one wait. After a signal no attempt starts, so a
+    /// failed one is not retried.
     async fn receive(
         &self,
         max: usize,

@@ -626,9 +626,11 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
             victim.stderr()
         );
     }
+    // What the terminated pods' polls brought after the signal is processed, not handed
+    // back: nothing is released.
     let released: u64 = pods[..2]
         .iter()
-        .flat_map(|victim| victim.log_events("Released messages received during shutdown."))
+        .flat_map(|victim| victim.log_events("Released messages for redelivery."))
         .filter_map(|event| event["fields"]["count"].as_u64())
         .sum();
 

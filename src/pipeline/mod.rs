@@ -32,6 +32,10 @@
 //!   share of the budget when dropped, whichever of these it met.
 //! - Memory is bounded by the in-flight budget, in messages and in bytes; receivers wait
 //!   while it is spent, which is the backpressure from a slow database.
+//! - A shutdown strands nothing: a long poll open at the signal is waited out, never
+//!   cancelled (SQS would keep it open and hide what it takes for the visibility timeout),
+//!   what it brings is processed with the rest, and whatever is still held at the shutdown
+//!   timeout is released ([`Pipeline::abandon`]).
 
 pub mod batch;
 pub mod budget;

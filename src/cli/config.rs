@@ -45,7 +45,7 @@ Environment (each also has a flag on the subcommands that use it; see `sqs2pg <c
   SQS2PG_BATCH_SIZE          most messages per transaction (group commit), 1 to 10000 [default: 100]
   SQS2PG_BATCH_WINDOW_MS     how long a batch stays open after its first message, 0 to 1m;
                              a plain number is milliseconds [default: 20ms]
-  SQS2PG_WAIT_TIME           long-poll wait, 0 to 20s [default: 20s]
+  SQS2PG_WAIT_TIME           long-poll wait, 0 to 20s; a shutdown waits out the polls in flight [default: 5s]
   SQS2PG_SHUTDOWN_TIMEOUT    time to finish in-flight work after SIGTERM/SIGINT [default: 30s]
   SQS2PG_ENVELOPE            envelopes unwrapped around events: auto, sns, eventbridge, none [default: auto]
   SQS2PG_BATCH_TIMEOUT       how long a batch may stay in flight before it is released, 5s to 12h [default: 2m]
@@ -729,7 +729,8 @@ pub struct RunArgs {
     pub batch_window: Duration,
 
     /// Long-poll wait of each receive, 0 to 20s in whole seconds (a plain number is seconds).
-    #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "DURATION", default_value = "20s",
+    /// A shutdown waits out the polls in flight, so this bounds an idle instance's exit.
+    #[arg(long, env = "SQS2PG_WAIT_TIME", value_name = "DURATION", default_value = "5s",
           allow_negative_numbers = true, value_parser = duration(WAIT_TIME))]
     pub wait_time: Duration,
 
@@ -1577,7 +1578,7 @@ mod tests {
         );
         assert_eq!(run.sqs_timeout, crate::adapters::sqs::DEFAULT_SQS_TIMEOUT);
         assert_eq!(run.visibility_timeout, Duration::from_secs(30));
-        assert_eq!(run.wait_time, Duration::from_secs(20));
+        assert_eq!(run.wait_time, crate::pipeline::DEFAULT_WAIT_TIME);
         assert_eq!(run.shutdown_timeout, Duration::from_secs(30));
     }
 

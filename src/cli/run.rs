@@ -22,6 +22,9 @@ use crate::telemetry::metrics::Metrics;
 
 /// How long `run` keeps retrying at start while the database or SQS is unreachable.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+/// What the exit at `SQS2PG_SHUTDOWN_TIMEOUT` may spend handing back the messages still
+/// held: well inside the 15 s the manifests leave before the kubelet's SIGKILL.
+const RELEASE_AT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `sqs2pg run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -166,9 +169,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         result = consumer.run(shutdown.clone()) => result,
         () = deadline => {
             tracing::error!(
-                message = "Shutdown timed out with work in flight; exiting anyway. Nothing uncommitted was deleted: those messages return after their visibility timeout.",
+                message = "Shutdown timed out with work in flight; releasing what is held and exiting anyway. Nothing uncommitted was deleted.",
                 timeout_s = grace.as_secs_f64(),
             );
+            // Not released in time: back after its visibility timeout, as after a kill.
+            let _ = tokio::time::timeout(RELEASE_AT_TIMEOUT, consumer.abandon()).await;
             print_summary(&consumer.summary(started.elapsed()), args.output);
             return Ok(ExitCode::FAILURE);
         }

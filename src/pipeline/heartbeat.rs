@@ -94,6 +94,12 @@ impl Heartbeat {
         }
     }
 
+    /// Stops extending every message, and returns their receipt handles.
+    fn forget_all(&self) -> Vec<String> {
+        let mut tracked = self.tracked.lock().expect("not poisoned");
+        tracked.drain().map(|(handle, _)| handle).collect()
+    }
+
     pub fn tracked(&self) -> usize {
         self.tracked.lock().expect("not poisoned").len()
     }
@@ -220,17 +226,34 @@ pub(super) async fn release<Q: Queue, S: Sink>(
     messages: Vec<InFlight>,
     why: &'static str,
 ) {
-    if messages.is_empty() {
-        return;
-    }
     let handles: Vec<&str> = messages
         .iter()
         .map(|m| m.message.receipt_handle.as_str())
         .collect();
     context.heartbeat.forget(handles.iter().copied());
+    release_handles(context, &handles, why).await;
+}
+
+/// Hands back every message still held, wherever it is in the pipeline: for a shutdown
+/// that cannot wait for its work any longer. One whose batch commits meanwhile comes back
+/// as a duplicate, skipped by the insert.
+pub(super) async fn release_held<Q: Queue, S: Sink>(context: &Context<Q, S>, why: &'static str) {
+    let handles = context.heartbeat.forget_all();
+    let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+    release_handles(context, &handles, why).await;
+}
+
+async fn release_handles<Q: Queue, S: Sink>(
+    context: &Context<Q, S>,
+    handles: &[&str],
+    why: &'static str,
+) {
+    if handles.is_empty() {
+        return;
+    }
     let reporter = context.metrics.retry_reporter();
     match retry(RetryPolicy::BRIEF, Stage::Release, &reporter, || {
-        context.queue.change_visibility(&handles, Duration::ZERO)
+        context.queue.change_visibility(handles, Duration::ZERO)
     })
     .await
     {

@@ -35,6 +35,10 @@
 //!   share of the budget when dropped, whichever of these it met.
 //! - Memory is bounded by the in-flight budget, in messages and in bytes; receivers wait
 //!   while it is spent, which is the backpressure from a slow database.
+//! - A shutdown strands nothing: a long poll open at the signal is waited out, never
+//!   cancelled (SQS would keep it open and hide what it takes for the visibility timeout),
+//!   what it brings is processed with the rest, and whatever is still held at the shutdown
+//!   timeout is released ([`Pipeline::abandon`]).
 
 pub mod batch;
 pub mod breaker;
@@ -87,8 +91,13 @@ pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// retries ride out with the messages held in flight, and short enough that an outage
 /// pauses ingestion long before SQS's maxReceiveCount comes into play.
 pub const DEFAULT_WRITE_PATIENCE: Duration = Duration::from_secs(30);
-/// Receivers kept polling while the queue is idle: one long poll every 20 s.
+/// Receivers kept polling while the queue is idle: one long poll every `wait_time`.
 pub const DEFAULT_RECEIVERS_MIN: usize = 1;
+/// The long-poll wait. A shutdown waits out the polls in flight (a cancelled poll stays
+/// open at SQS and hides what it takes for the visibility timeout), so this bounds how
+/// long an idle instance takes to exit; 5 s costs an idle receiver 0.2 requests a second
+/// where SQS's longest, 20 s, costs 0.05 and may hold a rolling deploy 20 s per pod.
+pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(5);
 /// Receivers at most. Each receive brings at most 10 messages a round trip, so hiding a
 /// real region's 5–30 ms takes many in flight at once (see the README's measurements).
 pub const DEFAULT_RECEIVERS_MAX: usize = 16;
@@ -165,7 +174,7 @@ impl Settings {
             batch_messages: DEFAULT_BATCH_MESSAGES,
             batch_window: DEFAULT_BATCH_WINDOW,
             visibility_timeout: Duration::from_secs(30),
-            wait_time: Duration::from_secs(20),
+            wait_time: DEFAULT_WAIT_TIME,
             batch_timeout: DEFAULT_BATCH_TIMEOUT,
             write_patience: DEFAULT_WRITE_PATIENCE,
             poison_per_minute: verdict::DEFAULT_POISON_PER_MINUTE,
@@ -479,13 +488,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
 
         let (to_batcher, from_receivers) = mpsc::channel(context.settings.receivers_max.max(1));
         let work = TaskTracker::new();
-        receive::start(
-            Arc::clone(context),
-            &work,
-            to_batcher,
-            shutdown.clone(),
-            stop.clone(),
-        );
+        receive::start(Arc::clone(context), &work, to_batcher, stop.clone());
         let batcher_context = Arc::clone(context);
         let writes = work.clone();
         batch::run(
@@ -535,6 +538,14 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
                 count(&tally.last_done_at).saturating_sub(count(&tally.first_received_at)),
             ),
         }
+    }
+
+    /// For a shutdown that cannot wait for its work any longer (`SQS2PG_SHUTDOWN_TIMEOUT`):
+    /// stops the heartbeat and hands back at once (visibility 0) every message still held,
+    /// so another instance gets them now rather than after their visibility timeout.
+    pub async fn abandon(&self) {
+        self.context.done.cancel();
+        heartbeat::release_held(&self.context, "held at the shutdown timeout").await;
     }
 
     /// What the run has done so far, and the backlog last seen: for a progress bar.

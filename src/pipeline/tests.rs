@@ -411,12 +411,16 @@ async fn a_batch_past_its_deadline_is_abandoned_released_and_receiving_waits_for
     assert_eq!(queue.remaining(), 0);
 }
 
+/// What the polls open at the signal bring is processed with the work in flight: released
+/// instead, it would be taken again by the instance's other open polls, each time spending
+/// a receive count.
 #[tokio::test(start_paused = true)]
-async fn messages_received_after_the_signal_are_released_and_work_in_flight_finishes() {
+async fn messages_received_after_the_signal_are_processed_with_the_work_in_flight() {
     let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 10]));
     let settings = Settings {
         drain: false,
-        receivers_max: 1,
+        receivers_min: 2,
+        receivers_max: 2,
         ..settings()
     };
     let sink = FakeSink {
@@ -425,8 +429,8 @@ async fn messages_received_after_the_signal_are_released_and_work_in_flight_fini
     };
     let pipeline = Arc::new(pipeline(&queue, sink, settings));
     let (shutdown, running) = run_until_shutdown(&pipeline);
-    // The first ten are being written; the receiver's next poll is waiting on an empty
-    // queue when the signal comes, and ten more arrive during its grace.
+    // The first ten are being written; the receivers' next polls are waiting on an empty
+    // queue when the signal comes, and ten more arrive while they wait.
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     queue.send(vec![EVENT; 10]);
@@ -435,14 +439,102 @@ async fn messages_received_after_the_signal_are_released_and_work_in_flight_fini
         .expect("shutdown finishes the work in flight promptly")
         .unwrap()
         .unwrap();
-    // What was taken before the signal committed; what came after went back at once.
-    assert_eq!((summary.inserted, summary.released), (10, 10), "{summary}");
-    assert_eq!(queue.remaining(), 10);
     assert_eq!(
-        queue.depth().await.unwrap().in_flight,
-        0,
-        "released, not hidden"
+        (summary.received, summary.inserted, summary.released),
+        (20, 20, 0),
+        "{summary}"
     );
+    assert_eq!(queue.remaining(), 0);
+}
+
+/// SQS keeps a long poll open after its client has gone and hides what it then takes for
+/// the visibility timeout (the fake does too). So a shutdown waits out its polls instead of
+/// cancelling them: messages that arrive while an idle instance stops are ingested, not
+/// stranded for 30 s.
+#[tokio::test(start_paused = true)]
+async fn an_idle_shutdown_waits_out_its_long_poll_and_processes_what_it_brings() {
+    let queue = Arc::new(FakeQueue::default());
+    let settings = Settings {
+        drain: false,
+        wait_time: Duration::from_secs(5),
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    // Well after the signal, with the poll's wait not over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    queue.send(vec![EVENT; 10]);
+    let summary = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the shutdown ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.received, summary.inserted), (10, 10), "{summary}");
+    assert_eq!(
+        queue.remaining(),
+        0,
+        "none hidden for the visibility timeout"
+    );
+}
+
+/// With nothing arriving, an idle instance exits once its poll's wait is over: within one
+/// `wait_time`, whatever the visibility timeout.
+#[tokio::test(start_paused = true)]
+async fn an_idle_shutdown_ends_within_one_long_poll_wait() {
+    let queue = Arc::new(FakeQueue::default());
+    let wait_time = Duration::from_secs(5);
+    let settings = Settings {
+        drain: false,
+        wait_time,
+        ..settings()
+    };
+    let pipeline = Arc::new(pipeline(&queue, FakeSink::default(), settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let signalled = tokio::time::Instant::now();
+    let summary = running.await.unwrap().unwrap();
+    let took = signalled.elapsed();
+    assert!(took <= wait_time, "{took:?}");
+    assert_eq!(summary.received, 0);
+    queue.send(vec![EVENT; 10]);
+    assert_eq!(
+        queue.depth().await.unwrap().visible,
+        10,
+        "no poll left open"
+    );
+}
+
+/// A shutdown that times out (the database hangs) hands back what it holds, wherever it
+/// is: in a writer, in the batcher, waiting for a writer.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_shutdown_releases_every_message_it_holds() {
+    let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 300]));
+    let settings = Settings {
+        drain: false,
+        writers: 1,
+        batch_messages: 50,
+        ..settings()
+    };
+    let sink = FakeSink {
+        insert_delay: Duration::from_secs(3600),
+        ..FakeSink::default()
+    };
+    let pipeline = Arc::new(pipeline(&queue, sink, settings));
+    let (shutdown, running) = run_until_shutdown(&pipeline);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!running.is_finished(), "the hung insert holds the shutdown");
+    let held = queue.depth().await.unwrap().in_flight;
+    assert!(held > 50, "more than one batch held: {held}");
+    pipeline.abandon().await;
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (300, 0));
+    assert_eq!(pipeline.summary(Duration::ZERO).released, held);
+    running.abort();
 }
 
 #[tokio::test(start_paused = true)]

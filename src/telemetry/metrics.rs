@@ -97,7 +97,7 @@ metrics! {
         "sqs2pg_messages_deleted_total", "Messages deleted from the source queue after commit.");
     messages_released (MESSAGES_RELEASED): IntCounter = counter(
         "sqs2pg_messages_released_total",
-        "Messages handed back to the queue unprocessed: at shutdown, while the writes are paused, or of an abandoned batch.");
+        "Messages handed back to the queue unprocessed: while the writes are paused, of an abandoned batch, or still held when a shutdown timed out.");
     batches_abandoned (BATCHES_ABANDONED): IntCounter = counter(
         "sqs2pg_batches_abandoned_total",
         "Batches abandoned at SQS2PG_BATCH_TIMEOUT; their messages were let go for redelivery and the writes paused.");

@@ -812,9 +812,11 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
             victim.stderr()
         );
     }
+    // What the terminated pods' polls brought after the signal is processed, not handed
+    // back: nothing is released.
     let released: u64 = pods[..2]
         .iter()
-        .flat_map(|victim| victim.log_events("Released messages received during shutdown."))
+        .flat_map(|victim| victim.log_events("Released messages for redelivery."))
         .filter_map(|event| event["fields"]["count"].as_u64())
         .sum();
 
@@ -868,10 +870,11 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
     assert_eq!((after.visible, after.in_flight, after.delayed), (0, 0, 0));
 }
 
-/// SIGTERM to an idle pod (empty queue, each loop in a 20 s long poll) must not wait the
-/// long poll out: every rollout and scale-in waits on it, pod by pod.
+/// SIGTERM to an idle pod (empty queue, each loop in a long poll) waits out the poll, not
+/// cancel it (see the next tests), so the pod exits within one `SQS2PG_WAIT_TIME`: every
+/// rollout and scale-in waits on it, pod by pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
+async fn sigterm_to_an_idle_pod_exits_0_within_one_long_poll_wait() {
     let test = Test::alone().await;
     let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
     let port = free_port();
@@ -883,12 +886,105 @@ async fn sigterm_to_an_idle_pod_exits_0_within_2_seconds() {
     let signalled = Instant::now();
     let status = idle.wait_within(Duration::from_secs(25));
     let took = signalled.elapsed();
-    println!("idle SIGTERM: exited {status} after {took:.2?}");
+    let wait = sqs2pg::pipeline::DEFAULT_WAIT_TIME;
+    println!("idle SIGTERM: exited {status} after {took:.2?} (long-poll wait {wait:?})");
     assert!(status.success(), "exited {status}:\n{}", idle.stderr());
+    // A margin for the release and the exit on a loaded machine, far below SQS's 20 s.
     assert!(
-        took < Duration::from_secs(2),
+        took < wait + Duration::from_secs(3),
         "an idle pod took {took:.1?} to exit on SIGTERM"
     );
+}
+
+/// A pod stopped while events arrive strands none of them for the next pod. SQS keeps a
+/// long poll open after its client has gone and hides what it then takes for the
+/// visibility timeout (30 s): before the fix, a signal cancelled the poll after 1 s, and
+/// the next pod took 30 s to see what arrived after that.
+async fn a_pod_stopped_while_events_arrive_strands_none(sent_after_signal: Duration) {
+    let test = Test::alone().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
+        count: 30,
+        seed: 139,
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    });
+    let port = free_port();
+    let mut first = pod(&test.logs, "first", &db, &queues, port);
+    wait_ready(port, Duration::from_secs(60)).await;
+    // Just before the signal: the pod ingests them, and its polls start their wait anew.
+    let mut ids = queues.send(&bodies[..10]).await;
+    eventually(Duration::from_secs(30), "the first ten rows", || async {
+        db.row_count().await == 10
+    })
+    .await;
+    first.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    tokio::time::sleep(sent_after_signal).await;
+    ids.extend(queues.send(&bodies[10..20]).await);
+    let status = first.wait_within(SHUTDOWN_TIMEOUT);
+    let first_exited = signalled.elapsed();
+    assert!(status.success(), "exited {status}:\n{}", first.stderr());
+    // After the exit, before the next pod: no poll of the first may still take them.
+    ids.extend(queues.send(&bodies[20..]).await);
+
+    let mut next = pod(&test.logs, "next", &db, &queues, free_port());
+    let started = Instant::now();
+    eventually(Duration::from_secs(60), "every event's row", || async {
+        db.row_count().await == 30
+    })
+    .await;
+    let ingested_in = started.elapsed();
+    next.signal(Signal::SIGTERM);
+    assert!(next.wait_within(SHUTDOWN_TIMEOUT).success());
+    let stopped = first.log_events("Stopped.");
+    let count = |field: &str| stopped[0]["fields"][field].as_u64().unwrap();
+    let (received, inserted) = (count("received"), count("inserted"));
+    let stored = db.message_ids().await;
+    let distinct: BTreeSet<&String> = stored.iter().collect();
+    let after = queues.depth().await;
+    println!(
+        "stopped while events arrive (10 before the signal, 10 {sent_after_signal:?} after it, \
+         10 after the exit): the first pod exited after {first_exited:.2?}, having received \
+         {received} and inserted {inserted}; the next ingested the rest {ingested_in:.2?} \
+         after its start; {} rows, \
+         {} distinct; queue after: {} visible, {} in flight",
+        stored.len(),
+        distinct.len(),
+        after.visible,
+        after.in_flight,
+    );
+    // Far below the 30 s visibility timeout that a stranded message waits out; a start-up
+    // (migrations, the first poll) on a loaded machine takes a few seconds.
+    assert!(
+        ingested_in < Duration::from_secs(15),
+        "the next pod took {ingested_in:.1?}: some events were stranded"
+    );
+    assert_eq!(
+        received, inserted,
+        "what the first pod's polls brought after the signal was processed, not handed back \
+         to be received again"
+    );
+    assert_eq!(distinct.len(), stored.len(), "a row twice");
+    assert_eq!(
+        distinct,
+        ids.iter().collect::<BTreeSet<_>>(),
+        "each event's row, none other"
+    );
+    assert_eq!((after.visible, after.in_flight, after.delayed), (0, 0, 0));
+}
+
+/// Events that arrive right after the signal are taken by the open poll and ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stopped_while_events_arrive_strands_none_sent_right_after_the_signal() {
+    a_pod_stopped_while_events_arrive_strands_none(Duration::ZERO).await;
+}
+
+/// Events that arrive after the first second of the shutdown, when the old code had
+/// cancelled the poll: the poll is still waited out, so it takes them and they are ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stopped_while_events_arrive_strands_none_sent_seconds_after_the_signal() {
+    a_pod_stopped_while_events_arrive_strands_none(Duration::from_millis(1_500)).await;
 }
 
 /// A pod killed outright (SIGKILL after the grace period, a lost node) deletes nothing it
@@ -916,24 +1012,9 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
             visibility.as_secs().to_string(),
         ),
     );
-    eventually(Duration::from_secs(60), "the first rows", || async {
-        db.row_count().await > 200
-    })
-    .await;
     // Hold the table so the pod's batches wait in flight, then kill it: the kill is sure to
     // strand messages, whatever the machine's speed.
-    let locker = db.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "batches waiting in flight",
-        || async { queues.depth().await.in_flight > 0 },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let locker = hold_batches_in_flight(&db, &queues).await;
     victim.kill();
     let killed = Instant::now();
     locker.batch_execute("COMMIT").await.unwrap();
@@ -954,10 +1035,36 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
         returned_after <= visibility + Duration::from_secs(3),
         "back within the visibility timeout"
     );
-    // Another pod finishes the queue: each event once.
-    let mut survivor = pod(&test.logs, "survivor", &db, &queues, free_port());
+    finish_on_another_pod(&test, &db, &queues, bodies.len()).await;
+}
+
+/// Waits for the first rows, then locks the table so the pod's batches wait in flight on
+/// the database; returns the connection holding the lock (`COMMIT` on it lets them go).
+async fn hold_batches_in_flight(db: &TestDb, queues: &TestQueues) -> tokio_postgres::Client {
+    eventually(Duration::from_secs(60), "the first rows", || async {
+        db.row_count().await > 200
+    })
+    .await;
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "batches waiting in flight",
+        || async { queues.depth().await.in_flight > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    locker
+}
+
+/// Another pod finishes the queue: each of the `events` one row.
+async fn finish_on_another_pod(test: &Test, db: &TestDb, queues: &TestQueues, events: usize) {
+    let mut survivor = pod(&test.logs, "survivor", db, queues, free_port());
     eventually(Duration::from_secs(120), "every event's row", || async {
-        db.row_count().await == bodies.len() as i64
+        db.row_count().await == events as i64
     })
     .await;
     survivor.signal(Signal::SIGTERM);
@@ -965,6 +1072,56 @@ async fn a_killed_pods_messages_come_back_within_the_visibility_timeout() {
     assert_eq!(
         db.count("SELECT count(DISTINCT message_id) FROM user_logins")
             .await,
-        bodies.len() as i64
+        events as i64
     );
+}
+
+/// A shutdown that cannot finish (the table locked, so its batches wait on the database)
+/// exits 1 at `SQS2PG_SHUTDOWN_TIMEOUT` and hands back what it held, wherever it was (in a
+/// writer, in the batcher, waiting for a writer): another pod gets it at once, not after
+/// the visibility timeout as after a kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_that_times_out_releases_what_it_holds() {
+    let test = Test::alone().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create());
+    let (bodies, _) = sqs2pg::domain::synthetic::generate(sqs2pg::domain::synthetic::Recipe {
+        count: 2_000,
+        seed: 149,
+        duplicate_share: 0.1,
+        malformed_share: 0.0,
+    });
+    queues.send(&bodies).await;
+    let timeout = Duration::from_secs(3);
+    let mut stuck = Process::spawn(
+        &test.logs,
+        "stuck",
+        pod_command(&db, &queues, free_port())
+            .env("SQS2PG_SHUTDOWN_TIMEOUT", timeout.as_secs().to_string()),
+    );
+    let locker = hold_batches_in_flight(&db, &queues).await;
+    let held = queues.depth().await.in_flight;
+    stuck.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let status = stuck.wait_within(timeout + Duration::from_secs(15));
+    let exited_after = signalled.elapsed();
+    let after = queues.depth().await;
+    let released: u64 = stuck
+        .log_events("Released messages for redelivery.")
+        .iter()
+        .filter(|event| event["fields"]["why"] == "held at the shutdown timeout")
+        .filter_map(|event| event["fields"]["count"].as_u64())
+        .sum();
+    locker.batch_execute("COMMIT").await.unwrap();
+    println!(
+        "shutdown timeout: {held} messages in flight at SIGTERM; exited {status} after \
+         {exited_after:.2?} (timeout {timeout:?}), releasing {released}; then {} in flight",
+        after.in_flight
+    );
+    assert_eq!(status.code(), Some(1), "{}", stuck.stderr_tail(20));
+    assert!(held > 0 && released > 0, "the timeout caught messages held");
+    assert_eq!(
+        after.in_flight, 0,
+        "all visible again at the exit, none left for the visibility timeout"
+    );
+    finish_on_another_pod(&test, &db, &queues, bodies.len()).await;
 }

@@ -1,6 +1,7 @@
 //! An in-memory queue with SQS's semantics that matter to the pipeline: a received message
 //! is hidden for its visibility timeout and comes back after it unless deleted; receipt
-//! handles change with each receive; batch calls can refuse entries. Time is tokio's, so
+//! handles change with each receive; a long poll whose caller went away stays open and
+//! takes what arrives, as SQS's does; batch calls can refuse entries. Time is tokio's, so
 //! tests run under a paused clock.
 
 use std::collections::BTreeMap;
@@ -30,6 +31,16 @@ struct Stored {
 /// What every fake receive takes before it looks for messages.
 pub const FAKE_ROUND_TRIP: Duration = Duration::from_millis(20);
 
+/// A long poll dropped by its caller. SQS keeps it open until its wait ends and hands it
+/// the first messages to arrive, which stay hidden for its visibility timeout with no one
+/// to process them (aws-sdk-js#2350, aws-sdk-java-v2#1395; LocalStack does the same).
+#[derive(Debug)]
+struct AbandonedPoll {
+    until: Instant,
+    max: usize,
+    visibility: Duration,
+}
+
 /// Faults a test turns on.
 #[derive(Debug, Default)]
 pub struct FakeFaults {
@@ -58,6 +69,7 @@ pub struct FakeQueue {
     pub most_receives_of_one: AtomicUsize,
     /// Acts as a FIFO queue would: [`Queue::keeps_group_order`].
     pub fifo: bool,
+    abandoned_polls: Mutex<Vec<AbandonedPoll>>,
 }
 
 impl FakeQueue {
@@ -76,6 +88,11 @@ impl FakeQueue {
     }
 
     pub fn send<S: Into<String>>(&self, bodies: impl IntoIterator<Item = S>) {
+        self.store(bodies);
+        self.feed_abandoned_polls();
+    }
+
+    fn store<S: Into<String>>(&self, bodies: impl IntoIterator<Item = S>) {
         let mut messages = self.messages.lock().unwrap();
         for body in bodies {
             let n = self.next.fetch_add(1, Ordering::SeqCst) as u64;
@@ -131,6 +148,16 @@ impl FakeQueue {
             .collect()
     }
 
+    /// Abandoned polls still waiting take what is visible now (sent, or released), each
+    /// returning (to no one) once it has taken something.
+    fn feed_abandoned_polls(&self) {
+        let now = Instant::now();
+        let mut polls = self.abandoned_polls.lock().unwrap();
+        polls.retain(|poll| {
+            poll.until > now && self.take_visible(poll.max, poll.visibility).is_empty()
+        });
+    }
+
     fn refuse(counter: &AtomicUsize) -> bool {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -164,6 +191,14 @@ impl Queue for FakeQueue {
         let now_receiving = self.receiving.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_concurrent_receives
             .fetch_max(now_receiving, Ordering::SeqCst);
+        let mut open = OpenPoll {
+            queue: self,
+            poll: Some(AbandonedPoll {
+                until: Instant::now() + FAKE_ROUND_TRIP + wait,
+                max,
+                visibility,
+            }),
+        };
         // A round trip, so concurrent receives overlap as they do on a real queue.
         tokio::time::sleep(FAKE_ROUND_TRIP).await;
         let deadline = Instant::now() + wait;
@@ -174,7 +209,7 @@ impl Queue for FakeQueue {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        self.receiving.fetch_sub(1, Ordering::SeqCst);
+        open.poll = None;
         Ok(received)
     }
 
@@ -231,6 +266,8 @@ impl Queue for FakeQueue {
                 stored.hidden_until = Some(now + timeout);
             }
         }
+        drop(messages);
+        self.feed_abandoned_polls();
         Ok(Vec::new())
     }
 
@@ -261,5 +298,22 @@ impl Queue for FakeQueue {
             visible: self.dead_letters.lock().unwrap().len() as u64,
             ..QueueDepth::default()
         })
+    }
+}
+
+/// A receive in progress: if its caller drops it, the poll goes on at the "server".
+struct OpenPoll<'a> {
+    queue: &'a FakeQueue,
+    /// `None` once the poll has returned to its caller.
+    poll: Option<AbandonedPoll>,
+}
+
+impl Drop for OpenPoll<'_> {
+    fn drop(&mut self) {
+        self.queue.receiving.fetch_sub(1, Ordering::SeqCst);
+        if let Some(poll) = self.poll.take() {
+            self.queue.abandoned_polls.lock().unwrap().push(poll);
+            self.queue.feed_abandoned_polls();
+        }
     }
 }

@@ -29,8 +29,9 @@ const RELEASE_AT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `sqs2pg run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
-    // Before any connection: each one is a file descriptor.
-    metrics.emit(raise_open_file_limit());
+    // Before any connection: each one is a file descriptor. Logged with the cheap checks'
+    // success, so that a bad setting still fails on one line.
+    let open_file_limit = raise_open_file_limit();
     // The keyring keeps each key's keyed HMAC state; the keys' own bytes are wiped at once.
     let keyring = args.key.keyring()?;
     let database = args
@@ -43,6 +44,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sqs::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
     }
     // Cheap checks before side effects: a busy metrics port fails before any migration.
+    metrics.emit(open_file_limit);
     metrics.emit(KeyringLoaded { keyring: &keyring });
     let readiness = Arc::new(Readiness::default());
     // Signals are handled from here on: /healthz answers from the next step, so a

@@ -87,6 +87,17 @@ async fn a_fifo_queue_drains_with_poison_in_its_groups_and_rows_commit_in_group_
     println!("fifo drain: {}", stdout.trim());
     assert!(output.status.success(), "run --drain exits 0: {stderr}");
 
+    assert_rows_in_group_order_and_poison_dead_lettered_once(&db, &queues, &poison).await;
+}
+
+/// One row per valid event, commits in send order within each group, each poison body once
+/// in the DLQ with its reason and group, and the source queue empty.
+async fn assert_rows_in_group_order_and_poison_dead_lettered_once(
+    db: &TestDb,
+    queues: &TestQueues,
+    poison: &HashMap<String, Vec<String>>,
+) {
+    let poison_count: usize = poison.values().map(Vec::len).sum();
     // One row per valid event, and within a group the commits follow the send order.
     let rows = db
         .client()
@@ -144,6 +155,50 @@ async fn a_fifo_queue_drains_with_poison_in_its_groups_and_rows_commit_in_group_
         );
     }
     assert_eq!(queues.source_total().await, 0, "the source queue is empty");
+}
+
+/// The writes pause on a FIFO queue (a constraint refuses every row for 6 s from the start,
+/// so the breaker opens on the first batch) and resume: the groups keep their order through
+/// the pause, the messages let go and the probe's, and the poison is dead-lettered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_queue_keeps_its_group_order_through_paused_writes() {
+    let test = Test::alone().await;
+    let (db, queues) = tokio::join!(TestDb::create(), TestQueues::create_fifo());
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE user_logins ADD CONSTRAINT paused CHECK (device_type = 'none') NOT VALID",
+        )
+        .await
+        .unwrap();
+    let poison = send_groups(&queues).await;
+    let mut command = sqs2pg_command();
+    run_env(&mut command, &db, &queues);
+    command
+        .env("RUST_LOG", "info")
+        .env("SQS2PG_LOG_FORMAT", "json")
+        .args(["run", "--batch-size", "10", "--visibility-timeout", "3"]);
+    let mut service = Process::spawn(&test.logs, "consumer", &mut command);
+    let paused = "Writes fail systemically; ingestion pauses until a probe write commits. Messages go back to the queue, none to the dead-letter queue.";
+    eventually(Duration::from_secs(30), "the writes paused", || {
+        let seen = !service.log_events(paused).is_empty();
+        async move { seen }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    client
+        .batch_execute("ALTER TABLE user_logins DROP CONSTRAINT paused")
+        .await
+        .unwrap();
+    let expected = (GROUPS * PER_GROUP) as i64;
+    eventually(Duration::from_secs(180), "every event a row", || async {
+        db.row_count().await == expected && queues.source_total().await == 0
+    })
+    .await;
+    service.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(service.wait_within(Duration::from_secs(60)).success());
+    assert_eq!(service.log_events(paused).len(), 1, "one pause");
+    assert_rows_in_group_order_and_poison_dead_lettered_once(&db, &queues, &poison).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,12 @@
 
     report.py RUN_DIR OUT.json --delays "0 5 20 50" [--latency-rate R --latency-seconds S
                                                       --malformed-share F]
+    report.py RUN_DIR OUT.json --only-baseline
 
 RUN_DIR holds what scripts/bench.sh measured (machine.json, transform.json, queue.json,
 drain.json, drain_small.json, drain_big.json, reference.json, sink.json,
-sink_unbatched.json, sweep_<delay>.point.json, latency.json). Prints the table with a
+sink_unbatched.json, sweep_<delay>.point.json, latency.json, and with --baseline
+baseline.json and its runs). Prints the table with a
 PASS/MISS per target (checks, not failures: these machines are shared and noisy), writes
 every figure to OUT.json, and exits 1 only if a correctness check failed.
 """
@@ -127,16 +129,84 @@ def sweep_point(point):
     return entry
 
 
+def baseline_comparison(run):
+    """(b) with the baseline's binary and with this one, the fastest round of each; None
+    without a baseline. Its runs' row checks are returned as (label, drain) pairs."""
+    if not os.path.exists(os.path.join(run, "baseline.json")):
+        return None, []
+    baseline = load(run, "baseline")
+    by_who = {"baseline": [], "current": []}
+    for name in baseline["runs"]:
+        by_who[name.rsplit("_", 1)[0]].append(load(run, name))
+    best = {}
+    for who, runs in by_who.items():
+        fastest_run = max(runs, key=lambda r: r["summary"]["busy_messages_per_second"])
+        best[who] = {
+            "messages_per_second": fastest_run["summary"]["busy_messages_per_second"],
+            "cpu_us_per_message": per_message_us(fastest_run["rusage"]["cpu_seconds"],
+                                                 fastest_run["messages"]),
+            "peak_rss_mib": fastest_run["rusage"]["peak_rss_kib"] / MIB,
+            "rounds_messages_per_second": [r["summary"]["busy_messages_per_second"] for r in runs],
+        }
+    comparison = {
+        "revision": baseline["revision"],
+        "rounds": baseline["rounds"],
+        "baseline": best["baseline"],
+        "current": best["current"],
+        "throughput_ratio": ratio(best["current"]["messages_per_second"],
+                                  best["baseline"]["messages_per_second"]),
+        "cpu_ratio": ratio(best["current"]["cpu_us_per_message"],
+                           best["baseline"]["cpu_us_per_message"]),
+    }
+    drains = [(f"baseline comparison {name}", load(run, name)) for name in baseline["runs"]]
+    return comparison, drains
+
+
+def print_baseline(comparison):
+    base, cur = comparison["baseline"], comparison["current"]
+    print(f"against the baseline {comparison['revision']} (the fastest of {comparison['rounds']} "
+          f"alternating rounds each, N messages, messages/s while busy):")
+    for who, figures in (("baseline", base), ("this commit", cur)):
+        rounds = ", ".join(f"{rate:,.0f}" for rate in figures["rounds_messages_per_second"])
+        print(f"  {who:12}{fmt(figures['messages_per_second'], '{:,.0f}'):>8} messages/s   "
+              f"CPU {fmt(figures['cpu_us_per_message'], '{:,.0f}')} µs/message   peak RSS "
+              f"{fmt(figures['peak_rss_mib'], '{:.1f}')} MiB   (rounds: {rounds})")
+    print(f"  ratio: throughput {fmt(comparison['throughput_ratio'], '{:.3f}')}, "
+          f"CPU per message {fmt(comparison['cpu_ratio'], '{:.3f}')}")
+
+
+def only_baseline(run, out):
+    comparison, drains = baseline_comparison(run)
+    checks = [{"check": f"{label}: one row per valid message", "ok": bool(d["row_check"]),
+               "detail": f"{d['rows']} rows for {d['valid']} valid"} for label, d in drains]
+    with open(out, "w") as file:
+        json.dump({"machine": load(run, "machine"), "baseline": comparison, "checks": checks},
+                  file, indent=2)
+        file.write("\n")
+    print_baseline(comparison)
+    ok = comparison["throughput_ratio"] is not None and comparison["throughput_ratio"] >= 0.95
+    print(f"  {'PASS' if ok else 'MISS'}  throughput >= 0.95 x the baseline's")
+    for c in checks:
+        print(f"  {'OK  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
+    print(f"\nJSON: {out}")
+    return 0 if all(c["ok"] for c in checks) else 1
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")
     parser.add_argument("out")
-    parser.add_argument("--delays", required=True)
+    parser.add_argument("--only-baseline", action="store_true")
+    parser.add_argument("--delays")
     parser.add_argument("--latency-rate", type=float)
     parser.add_argument("--latency-seconds", type=float)
     parser.add_argument("--malformed-share", type=float)
     args = parser.parse_args()
     run = args.run_dir
+    if args.only_baseline:
+        return only_baseline(run, args.out)
+    if not args.delays:
+        parser.error("--delays is required")
     delays = [int(d) for d in args.delays.split()]
 
     machine = load(run, "machine")
@@ -238,6 +308,9 @@ def main():
         ("(b) >= 5 x (c)", ratio(b_rate, c_rate), 5.0, "min"),
         ("(d) >= 0.5 x COPY", ratio(d_rate, copy_rate), 0.5, "min"),
     ]
+    comparison, baseline_drains = baseline_comparison(run)
+    if comparison:
+        targets.append(("(b) >= 0.95 x the baseline's", comparison["throughput_ratio"], 0.95, "min"))
 
     def passes(value, threshold, kind):
         if value is None:
@@ -259,6 +332,7 @@ def main():
     drains = [("(b) N", drain), ("(b) N/10", small), ("(b) 200 KB bodies", big)]
     drains += [(f"sweep {d} ms, round {i + 1}: sqs2pg", r["run"])
                for d in delays for i, r in enumerate(points[d]["sqs2pg"])]
+    drains += baseline_drains
     for label, d in drains:
         check(f"{label}: one row per valid message",
               d["row_check"],
@@ -349,6 +423,7 @@ def main():
             "cpu_percent_of_core": idle_cpu_percent,
         },
         "reference_rows": {"rows": reference["rows"], "valid_messages": reference_valid},
+        "baseline": comparison,
         "targets": target_results,
         "checks": checks,
     }
@@ -420,6 +495,9 @@ def main():
           + ", ".join(f"{name} {count}" for name, count in connections.items()))
     print(f"peak RSS: " + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in rss.items()))
     print(f"reference rows: {reference['rows']:,} for {reference_valid:,} valid messages")
+    if comparison:
+        print()
+        print_baseline(comparison)
     print()
     print("targets:")
     for t in target_results:

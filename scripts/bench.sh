@@ -20,6 +20,9 @@
 #   steady load        `sqs2pg run` at a paced 500 messages/s: SentTimestamp to commit, CPU per
 #                      message; then idle: SQS requests per second and CPU
 #   database connections, peak, sampled from pg_stat_activity in every sqs2pg run
+#   baseline           with --baseline REV: (b) for REV's sqs2pg and this one, alternating,
+#                      BENCH_REPEAT rounds each (2 at least), the fastest of each kept: the
+#                      change's cost in one run rather than against figures of another day
 #
 # It prints a table, checks the targets (PASS/MISS: printed, never an exit status; these
 # machines are shared and noisy), writes every figure as JSON and draws the sweep as a chart
@@ -29,6 +32,9 @@
 #   --messages N      BENCH_MESSAGES   N, messages per measurement (default 20000)
 #   --delays "D ..."  BENCH_DELAYS     reply delays of the sweep in ms (default "0 5 20 50")
 #   --no-peer         BENCH_PEER=0     leave the sqs-consumer peer out
+#   --baseline REV    BENCH_BASELINE   also drain with the sqs2pg of git revision REV (a commit,
+#                                      a tag, main~3), built in a worktree under .run/
+#   --only-baseline                    just the build and the baseline comparison
 #   --quick           a smoke run: N = 2000, delays "0 20", one round, 10 s of steady load
 #                     and of idle, 200 big bodies; its chart goes to target/bench/, not bench/results/
 # Settings:
@@ -48,12 +54,15 @@ usage() { sed -n '/^# Options/,/^#   BENCH_CHART/p' "$0" | sed 's/^# \{0,1\}//';
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 QUICK=0
+ONLY_BASELINE=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --messages) [ "$#" -ge 2 ] || die "--messages needs a number"; BENCH_MESSAGES="$2"; shift ;;
     --delays) [ "$#" -ge 2 ] || die "--delays needs a list, e.g. \"0 20\""; BENCH_DELAYS="$2"; shift ;;
     --no-peer) BENCH_PEER=0 ;;
+    --baseline) [ "$#" -ge 2 ] || die "--baseline needs a git revision"; BENCH_BASELINE="$2"; shift ;;
+    --only-baseline) ONLY_BASELINE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option $1" ;;
   esac
@@ -72,6 +81,11 @@ LATENCY_SECONDS="${BENCH_LATENCY_SECONDS:-30}"
 IDLE_SECONDS="${BENCH_IDLE_SECONDS:-30}"
 BIG_MESSAGES="${BENCH_BIG_MESSAGES:-1000}"
 REPEAT="${BENCH_REPEAT:-2}"
+BASELINE="${BENCH_BASELINE:-}"
+if [ "$ONLY_BASELINE" = 1 ] && [ -z "$BASELINE" ]; then die "--only-baseline needs --baseline REV"; fi
+if [ -n "$BASELINE" ]; then
+  git rev-parse --verify --quiet "$BASELINE^{commit}" >/dev/null || die "--baseline: no such git revision: $BASELINE"
+fi
 BIG_BYTES=200000
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 JSON_OUT="${BENCH_JSON:-$TARGET_DIR/bench/results.json}"
@@ -115,6 +129,9 @@ cleanup() {
     psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
   done
   rm -rf "$BIN" # half a gigabyte of binaries; the logs and figures stay
+  if [ -n "$BASELINE" ] && [ -d "$RUN_DIR/baseline-src" ]; then
+    git worktree remove --force "$RUN_DIR/baseline-src" 2>/dev/null || true
+  fi
 }
 
 # A value from a JSON document: `json_get "$doc" key [key ...]`.
@@ -203,6 +220,24 @@ build() {
     [ -n "$path" ] || die "no executable for bench $name in the build output"
     cp "$path" "$BIN/$name"
   done
+}
+
+# The sqs2pg of git revision BASELINE, built in a worktree of its own with the shared target
+# directory (its dependencies are the same crates, so only sqs2pg itself is compiled again),
+# as $BIN/sqs2pg-baseline.
+build_baseline() {
+  local src="$RUN_DIR/baseline-src" target
+  target="$(cd "$TARGET_DIR" && pwd)"
+  git worktree add --quiet --detach "$src" "$BASELINE"
+  (cd "$src" && CARGO_TARGET_DIR="$target" cargo build --release --locked --bin sqs2pg \
+    --message-format=json-render-diagnostics) >"$RUN_DIR/baseline-build.json"
+  local path
+  path="$(grep '"reason":"compiler-artifact"' "$RUN_DIR/baseline-build.json" | grep '"kind":\["bin"\]' \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+  [ -n "$path" ] || die "no sqs2pg executable in the baseline's build output"
+  cp "$path" "$BIN/sqs2pg-baseline"
+  git worktree remove --force "$src"
+  echo "baseline: $(git rev-parse --short "$BASELINE") ($(git log -1 --format=%s "$BASELINE" | cut -c1-70))"
 }
 
 fresh_database() {
@@ -338,13 +373,13 @@ rows_digest() {
 # ENDPOINT; `drain NAME DB_URL DB_NAME ENDPOINT N`. Then the row check: one row per valid
 # message, each message id once, one dead letter per malformed message. Writes NAME.json.
 drain() {
-  local name="$1" db="$2" db_name="$3" endpoint="$4" n="$5"
+  local name="$1" db="$2" db_name="$3" endpoint="$4" n="$5" binary="${DRAIN_BIN:-$BIN/sqs2pg}"
   start_pg_sampler "$db_name" "$RUN_DIR/$name.connections.json"
   checkpoint
   services_mark
   local status=0
   SQS2PG_QUEUE_URL="$QUEUE_URL" DATABASE_URL="$db" AWS_ENDPOINT_URL="$endpoint" \
-    "$PY" bench/rusage.py "$RUN_DIR/$name.rusage.json" -- "$BIN/sqs2pg" run --drain \
+    "$PY" bench/rusage.py "$RUN_DIR/$name.rusage.json" -- "$binary" run --drain \
     --output json --metrics-addr 127.0.0.1:0 \
     >"$RUN_DIR/$name.summary.json" 2>"$RUN_DIR/$name.log" || status=$?
   local services; services="$(services_json)"
@@ -419,6 +454,26 @@ measure_drain() {
   fresh_queue "$name"
   preload "$n" "$bytes"
   drain "$name" "$FRESH_DB_URL" "$FRESH_DB_NAME" "$LOCALSTACK_ENDPOINT" "$n"
+}
+
+# The baseline comparison: (b) on N messages with the baseline's binary and with this one,
+# alternating, so that the machine's drift falls on both alike. Writes baseline.json.
+measure_baseline() {
+  local rounds=$((REPEAT < 2 ? 2 : REPEAT)) round who names=()
+  for round in $(seq 1 "$rounds"); do
+    for who in baseline current; do
+      local binary="$BIN/sqs2pg"; [ "$who" = baseline ] && binary="$BIN/sqs2pg-baseline"
+      step "baseline comparison, round $round of $rounds: $who on $N messages"
+      fresh_database "${who}_$round"
+      fresh_queue "${who}_$round"
+      preload "$N"
+      DRAIN_BIN="$binary" drain "${who}_$round" "$FRESH_DB_URL" "$FRESH_DB_NAME" "$LOCALSTACK_ENDPOINT" "$N"
+      names+=("\"${who}_$round\"")
+    done
+  done
+  local joined; joined="$(IFS=,; echo "${names[*]}")"
+  printf '{"revision": "%s", "rounds": %d, "runs": [%s]}\n' \
+    "$(git rev-parse --short "$BASELINE")" "$rounds" "$joined" >"$RUN_DIR/baseline.json"
 }
 
 # (c)
@@ -623,9 +678,16 @@ main() {
   trap 'echo "bench: failed at line $LINENO" >&2' ERR
   step "build (release)"
   build
+  if [ -n "$BASELINE" ]; then build_baseline; fi
   describe_machine
   echo "N=$N, delays ${DELAYS// /, } ms, peer $([ "$PEER" = 1 ] && echo on || echo off), results in $RUN_DIR"
 
+  if [ "$ONLY_BASELINE" = 1 ]; then
+    measure_baseline
+    step "results"
+    "$PY" bench/report.py "$RUN_DIR" "$JSON_OUT" --only-baseline
+    return
+  fi
   measure_transform
   measure_queue_ceiling
   measure_drain "$N" drain
@@ -638,6 +700,7 @@ main() {
   local delay
   for delay in $DELAYS; do measure_delay "$delay"; done
   measure_steady
+  if [ -n "$BASELINE" ]; then measure_baseline; fi
 
   step "results"
   local status=0

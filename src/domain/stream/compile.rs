@@ -542,7 +542,7 @@ fn compile_column(
                         decl.ty.as_ref().map_or(0..0, Spanned::span),
                         K::MetaType {
                             meta: meta.name(),
-                            expected: "text of up to 128 characters (hmac_key_id: 32); give text or a varchar(n) that holds it",
+                            expected: format!("text of up to {longest} characters"),
                             found: ColumnType::Text { max_chars }.sql(),
                         },
                     ));
@@ -559,7 +559,8 @@ fn compile_column(
                             ColumnType::Date => "a date",
                             ColumnType::Timestamptz => "a timestamptz",
                             _ => "text",
-                        },
+                        }
+                        .to_owned(),
                         found: ty.sql(),
                     },
                 ));

@@ -78,10 +78,10 @@ pub enum FileErrorKind {
     #[error("meta source `{meta}` is {expected}; the column cannot be `{found}`")]
     MetaType {
         meta: &'static str,
-        expected: &'static str,
+        expected: String,
         found: String,
     },
-    #[error("`{rule}` does not apply to a {ty} column")]
+    #[error("`{rule}` does not apply to a column of type {ty}")]
     RuleNotForType { rule: &'static str, ty: String },
     #[error("`{rule}` does not apply to a column read from meta source `{meta}`")]
     RuleNotForMeta {
@@ -90,7 +90,7 @@ pub enum FileErrorKind {
     },
     #[error("{0}")]
     BadRule(String),
-    #[error("mask `{mask}` does not apply to a {ty} column; {hint}")]
+    #[error("mask `{mask}` does not apply to a column of type {ty}; {hint}")]
     MaskNotForType {
         mask: &'static str,
         ty: String,

@@ -96,11 +96,22 @@ struct Child {
 }
 
 /// The paths of a stream, as a tree walked by the parser.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct PathTree {
+    /// The first is the event itself.
     nodes: Vec<Node>,
     pub slots: Vec<SlotSpec>,
     children: usize,
+}
+
+impl Default for PathTree {
+    fn default() -> Self {
+        Self {
+            nodes: vec![Node::default()],
+            slots: Vec::new(),
+            children: 0,
+        }
+    }
 }
 
 /// Why two paths cannot be read together.
@@ -138,9 +149,6 @@ impl PathTree {
             path: path.to_vec(),
             mode,
         });
-        if self.nodes.is_empty() {
-            self.nodes.push(Node::default());
-        }
         let mut node = 0;
         for (depth, key) in path.iter().enumerate() {
             let last = depth + 1 == path.len();
@@ -184,7 +192,7 @@ impl PathTree {
         let mut deserializer = serde_json::Deserializer::from_str(body);
         let top = NodeSeed {
             tree: self,
-            node: (!self.nodes.is_empty()).then_some(0),
+            node: Some(0),
             depth: 0,
             slots: &mut slots,
             seen: &mut seen,

@@ -526,6 +526,32 @@ mod tests {
         assert_eq!(plain.detail(&rejection), rejection.to_string());
     }
 
+    /// The envelope's id is what names one publication across deliveries: a string given
+    /// once, or nothing.
+    #[test]
+    fn the_envelope_id_is_a_string_given_once() {
+        let id = |body: &str| {
+            unwrap(body, EnvelopeMode::Auto)
+                .unwrap()
+                .id
+                .map(Cow::into_owned)
+        };
+        assert_eq!(
+            id(&sns(SAMPLE)).as_deref(),
+            Some("0b1b3a5e-8d65-5a36-9f25-2f8a6c1e1d4a")
+        );
+        assert_eq!(id(&eventbridge(SAMPLE)).as_deref(), Some("6a7e8feb"));
+        assert_eq!(id(SAMPLE), None);
+        let numeric =
+            json!({"Type": "Notification", "TopicArn": "t", "MessageId": 7, "Message": SAMPLE})
+                .to_string();
+        assert_eq!(id(&numeric), None);
+        let twice = eventbridge(SAMPLE).replacen('{', r#"{"id": "other", "#, 1);
+        assert_eq!(id(&twice), None);
+        let escaped = json!({"Type": "Notification", "TopicArn": "t", "MessageId": "a\"b", "Message": SAMPLE}).to_string();
+        assert_eq!(id(&escaped).as_deref(), Some("a\"b"));
+    }
+
     #[test]
     fn unwrapping_is_free_when_there_is_nothing_to_unwrap() {
         assert!(matches!(

@@ -245,3 +245,159 @@ fn without_numbers(text: &str) -> String {
     }
     out
 }
+
+/// The example stream files, compiled once: the login stream and the wide orders stream.
+fn streams() -> &'static [crate::domain::stream::Stream] {
+    static STREAMS: OnceLock<Vec<crate::domain::stream::Stream>> = OnceLock::new();
+    STREAMS.get_or_init(|| {
+        let mut streams = vec![crate::domain::stream::login::stream(
+            "q",
+            EnvelopeMode::Auto,
+        )];
+        let env = |_: &str| Some("q".to_owned());
+        let schema = |_: &str| Ok(ORDERS_SCHEMA.to_owned());
+        let lookups = crate::domain::stream::Lookups {
+            env: &env,
+            schema: &schema,
+        };
+        streams.extend(
+            crate::domain::stream::compile(ORDERS_FILE, "orders.toml", &lookups)
+                .expect("the orders example compiles"),
+        );
+        streams
+    })
+}
+
+/// The orders example, shipped in `streams/`.
+pub const ORDERS_FILE: &str = include_str!("../../streams/orders.toml");
+pub const ORDERS_SCHEMA: &str = include_str!("../../streams/orders.schema.json");
+
+/// Every string and number of `body` at least `min` long, at any depth (and inside an SNS
+/// `Message`), which a detail must not quote.
+fn values_of(body: &str, min: usize) -> Vec<String> {
+    fn walk(value: &serde_json::Value, min: usize, out: &mut Vec<String>, depth: usize) {
+        match value {
+            serde_json::Value::String(text) => {
+                if depth < 3
+                    && let Ok(inner) = serde_json::from_str::<serde_json::Value>(text)
+                {
+                    walk(&inner, min, out, depth + 1);
+                }
+                if text.chars().count() >= min {
+                    out.push(text.clone());
+                }
+            }
+            serde_json::Value::Number(number) => {
+                let text = number.to_string();
+                if text.len() >= min {
+                    out.push(text);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|item| walk(item, min, out, depth));
+            }
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    if key.chars().count() >= min {
+                        out.push(key.clone());
+                    }
+                    walk(value, min, out, depth);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
+        walk(&value, min, &mut out, 0);
+    }
+    out
+}
+
+/// Panics (a finding) unless every example stream makes of `body` a row of one value per
+/// column, the same again on a second try, or a poison whose detail quotes no string or
+/// number of the body (unless the stream file or the fixed words of a detail hold it too).
+pub fn check_streams(body: &str) {
+    let keyring = keyring();
+    let meta = crate::domain::stream::MessageMeta {
+        sqs_message_id: MESSAGE_ID,
+        original_message_id: None,
+        sent_at: chrono::DateTime::UNIX_EPOCH,
+    };
+    let values = values_of(body, 6);
+    for stream in streams() {
+        match stream.transform(body, &meta, &keyring) {
+            Ok(row) => {
+                assert_eq!(row.values.len(), stream.columns.len());
+                assert!(crate::domain::stream::is_usable_key(&row.key));
+                for (column, value) in stream.columns.iter().zip(&row.values) {
+                    if column.mask == Some(crate::domain::stream::Mask::Hmac) {
+                        let crate::domain::stream::Value::Text(digest) = value else {
+                            panic!("{}: a masked column holds {value:?}", column.name);
+                        };
+                        assert_eq!(digest.len(), 64);
+                    }
+                    if !column.nullable {
+                        assert_ne!(
+                            value,
+                            &crate::domain::stream::Value::Null,
+                            "{}",
+                            column.name
+                        );
+                    }
+                }
+                assert_eq!(stream.transform(body, &meta, &keyring), Ok(row));
+            }
+            Err(poison) => {
+                assert!(!poison.detail.contains('\n'));
+                for value in &values {
+                    let known = ORDERS_FILE.contains(value.as_str())
+                        || crate::domain::stream::login::FILE.contains(value.as_str())
+                        || FIXED_WORDS.contains(value.as_str());
+                    assert!(
+                        known || !poison.detail.contains(value.as_str()),
+                        "{:?} quotes {value:?}",
+                        poison.detail
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The words of every detail (and of the envelope ones): a body's string that is one of
+/// them may appear in a detail by chance.
+const FIXED_WORDS: &str = "body is not valid JSON (syntax error at line, column) unexpected end io data not a JSON object field is missing or null expected a string an integer a number a boolean or a string holding one an RFC 3339 timestamp string or an epoch number an object a JSON value a string or an integer is empty is longer than characters shorter than contains a NUL character is not an IPv4 or IPv6 address appears more than once is not a UUID a date (YYYY-MM-DD) a decimal number a finite number an RFC 3339 timestamp or an epoch number in range below the minimum above the maximum the range of numeric is not one of the allowed values is not a usable idempotency key (1 to 128 printable ASCII characters) SNS notification EventBridge event MessageId Message detail missing or not a usable event does not match the schema at (keyword) in the 's `: an array null";
+
+/// Panics (a finding) unless compiling `text` as a stream file gives streams or one error
+/// on one line that places it in the file.
+pub fn check_stream_file(text: &str) {
+    let env = |name: &str| (name.len() < 40).then(|| format!("http://q/{name}"));
+    let schema = |name: &str| match name {
+        "orders.schema.json" => Ok(ORDERS_SCHEMA.to_owned()),
+        _ => Err("no such file".to_owned()),
+    };
+    let lookups = crate::domain::stream::Lookups {
+        env: &env,
+        schema: &schema,
+    };
+    match crate::domain::stream::compile(text, "fuzz.toml", &lookups) {
+        Ok(streams) => {
+            for stream in &streams {
+                assert!(!stream.columns.is_empty());
+                assert!(!stream.ddl().is_empty());
+                let _ = stream.insert_statement();
+            }
+        }
+        Err(error) => {
+            let shown = error.to_string();
+            assert!(shown.starts_with("fuzz.toml:"), "{shown}");
+            assert!(!shown.contains('\n'), "{shown}");
+            let lines = text.split('\n').count();
+            assert!(
+                error.position.line >= 1 && error.position.line <= lines,
+                "{shown}"
+            );
+        }
+    }
+}

@@ -99,7 +99,7 @@ mod tests {
                 let key = envelope_id.unwrap_or_else(|| expected.message_id.clone());
                 expected_values[0] = Value::Text(key.clone());
                 prop_assert_eq!(&row.values, &expected_values);
-                prop_assert_eq!(&row.key, &key);
+                prop_assert_eq!(row.key(), key.as_str());
                 prop_assert_eq!(row.sent_at, expected.sent_at);
                 prop_assert_eq!(row.event_time, expected.sent_at);
             }
@@ -138,7 +138,7 @@ mod tests {
         let row = generic(SAMPLE, EnvelopeMode::Auto, &keyring()).unwrap();
         let expected = transform(SAMPLE, meta(), &keyring()).unwrap();
         assert_eq!(row.values, as_values(&expected));
-        assert_eq!(row.key, "m-1");
+        assert_eq!(row.key(), "m-1");
     }
 
     /// The one intended difference, explicitly: an enveloped event is keyed by its
@@ -162,7 +162,7 @@ mod tests {
             ),
         ] {
             let row = generic(&body, EnvelopeMode::Auto, &ring).unwrap();
-            assert_eq!(row.key, key, "{body}");
+            assert_eq!(row.key(), key, "{body}");
             assert_eq!(row.values[0], Value::Text(key.to_owned()));
             assert_eq!(row.values[1..], as_values(&typed_row)[1..]);
         }

@@ -97,7 +97,7 @@ fn the_orders_example_makes_its_row() {
     );
     let row = stream.transform(ORDER, &meta(), &keyring()).unwrap();
     let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
-    assert_eq!(row.key, "evt-1");
+    assert_eq!(row.key(), "evt-1");
     assert_eq!(row.event_time, at);
     assert_eq!(row.sent_at, meta().sent_at);
     let text = |t: &str| Value::Text(t.to_owned());
@@ -841,7 +841,7 @@ fn each_key_choice_and_a_redrive_keeps_its_key() {
     let key = |stream: &Stream, body: &str, meta: &MessageMeta<'_>| {
         stream
             .transform(body, meta, &keyring())
-            .map(|row| (row.key, row.values))
+            .map(|row| (row.key().to_owned(), row.values))
             .map_err(|p| (p.reason, p.detail))
     };
     let text = |t: &str| Value::Text(t.to_owned());

@@ -38,14 +38,24 @@ impl MessageMeta<'_> {
 /// A validated, masked event: one row of its stream's table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// The idempotency key, also the value of the key column.
-    pub key: String,
+    /// Which of `values` is the idempotency key (see [`Row::key`]).
+    pub key_column: usize,
     /// When the event happened, by the stream's `event_time` (dates the row).
     pub event_time: DateTime<Utc>,
     /// When the message was first sent, for the lag metrics.
     pub sent_at: DateTime<Utc>,
     /// One value per column, in the stream's column order.
     pub values: Vec<Value>,
+}
+
+impl Row {
+    /// The idempotency key: the value of the key column (held once, not copied).
+    pub fn key(&self) -> &str {
+        match &self.values[self.key_column] {
+            Value::Text(key) => key,
+            _ => unreachable!("the key column holds text (the compiler checks it)"),
+        }
+    }
 }
 
 impl Stream {
@@ -103,13 +113,13 @@ impl Stream {
         keyring: &Keyring,
     ) -> Result<Row, Problem> {
         let slots = self.paths.parse(&inner.body)?;
-        let key = match &self.key {
+        let mut key = Some(match &self.key {
             KeyChoice::Field { path, slot } => field_key(&slots[*slot], path)?,
             KeyChoice::Auto | KeyChoice::EnvelopeId => {
                 envelope_key.unwrap_or_else(|| meta.message_id()).to_owned()
             }
             KeyChoice::SqsMessageId => meta.message_id().to_owned(),
-        };
+        });
         let event_time = match &self.event_time {
             EventTime::SentTimestamp => meta.sent_at,
             EventTime::Field { path, slot, epoch } => match present(&slots[*slot], path)? {
@@ -126,7 +136,8 @@ impl Stream {
         for column in &self.columns {
             values.push(match &column.source {
                 Source::Meta(source) => match source {
-                    Meta::Key => Value::Text(key.clone()),
+                    // One key column (the compiler checks it): moved, not copied.
+                    Meta::Key => Value::Text(key.take().unwrap_or_default()),
                     Meta::SqsMessageId => Value::Text(meta.message_id().to_owned()),
                     Meta::EnvelopeId => inner
                         .id
@@ -148,7 +159,7 @@ impl Stream {
             schema.check(&event)?;
         }
         Ok(Row {
-            key,
+            key_column: self.key_column,
             event_time,
             sent_at: meta.sent_at,
             values,
@@ -221,10 +232,12 @@ fn field_value(
             &column.rules,
             &Capture::Json(masked),
             field,
+            true,
         )?
         .value);
     }
-    let read = types::read(column.ty, &column.rules, capture, field)?;
+    let digested = column.mask == Some(Mask::Hmac);
+    let read = types::read(column.ty, &column.rules, capture, field, !digested)?;
     Ok(match (&column.mask, read.value) {
         (Some(Mask::Hmac), _) => {
             Value::Text(masker.digest(read.text.as_deref().unwrap_or_default()))

@@ -308,11 +308,13 @@ fn str_of<'a>(capture: &'a Capture<'_>) -> Option<&'a str> {
 }
 
 /// Reads one column's value from what the event holds at its path (never null here).
+/// Without `keep`, a text's value is not copied (it is about to be digested).
 pub(super) fn read<'c>(
     ty: ColumnType,
     rules: &Rules,
     capture: &'c Capture<'_>,
     field: &str,
+    keep: bool,
 ) -> Result<Read<'c>, Problem> {
     let wrong_type = |expected| Problem::WrongType {
         field: field.to_owned(),
@@ -325,7 +327,11 @@ pub(super) fn read<'c>(
             let text = str_of(capture).ok_or_else(|| wrong_type(Expected::String))?;
             check_text(text, rules, field)?;
             Ok(Read {
-                value: Value::Text(text.to_owned()),
+                value: if keep {
+                    Value::Text(text.to_owned())
+                } else {
+                    Value::Null
+                },
                 text: Some(Cow::Borrowed(text)),
             })
         }

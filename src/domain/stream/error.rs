@@ -245,6 +245,11 @@ pub enum Problem {
         envelope: crate::domain::envelope::EnvelopeKind,
         field: &'static str,
     },
+    /// `key = "envelope_id"` and a body that came in no envelope (`envelope = "auto"`).
+    #[error(
+        "body is not an SNS notification or EventBridge event, so it has no envelope id to key on"
+    )]
+    NoEnvelopeId,
     /// `at` is a JSON pointer whose property names are the schema's own (any other is `*`).
     #[error("event does not match the schema at `{at}` (keyword `{keyword}`)")]
     Schema { at: String, keyword: String },
@@ -278,7 +283,7 @@ impl Problem {
             Self::NotAnObject { .. } => R::NotAnObject,
             Self::MissingField { .. } => R::MissingField,
             Self::WrongType { .. } => R::WrongType,
-            Self::UnusableEnvelopeId { .. } => R::InvalidEnvelope,
+            Self::UnusableEnvelopeId { .. } | Self::NoEnvelopeId => R::InvalidEnvelope,
             Self::Empty { .. }
             | Self::TooLong { .. }
             | Self::TooShort { .. }

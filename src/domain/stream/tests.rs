@@ -888,6 +888,11 @@ fn each_key_choice_and_a_redrive_keeps_its_key() {
         key(&envelope, &sns(event, json!("")), &meta()),
         Err((DeadLetterReason::InvalidEnvelope, "SNS notification field `MessageId` is missing or not a usable idempotency key (1 to 128 printable ASCII characters)".to_owned()))
     );
+    let auto_envelope = keyed("\"envelope_id\"", "auto");
+    assert_eq!(
+        key(&auto_envelope, event, &meta()),
+        Err((DeadLetterReason::InvalidEnvelope, "body is not an SNS notification or EventBridge event, so it has no envelope id to key on".to_owned()))
+    );
     let field = keyed("{ field = \"event_id\" }", "auto");
     assert_eq!(key(&field, event, &redriven).unwrap().0, "evt-7");
     assert_eq!(
@@ -1252,6 +1257,13 @@ proptest! {
     ) {
         crate::domain::invariants::check_streams(&with(ORDER, pointer, value));
     }
+}
+
+/// Found by fuzzing: a key the producer wrote (`user_id\``) is a piece of a detail's fixed
+/// words; the check tells that from a value the detail quotes.
+#[test]
+fn a_body_string_that_is_part_of_a_detail_s_words_is_not_a_leak() {
+    crate::domain::invariants::check_streams(r#"{"user_id`": "x", "ip": "is missing or null"}"#);
 }
 
 #[test]

@@ -95,12 +95,8 @@ impl Stream {
                     field: envelope.id_field(),
                 })
             }
-            // Only a mode that may see no envelope gets here (`auto`); a body without one has
-            // no id to key on.
-            (KeyChoice::EnvelopeId, None) => Err(Problem::UnusableEnvelopeId {
-                envelope: crate::domain::envelope::EnvelopeKind::Sns,
-                field: "MessageId",
-            }),
+            // Only a mode that may see no envelope gets here (`auto`).
+            (KeyChoice::EnvelopeId, None) => Err(Problem::NoEnvelopeId),
             _ => Ok(None),
         }
     }

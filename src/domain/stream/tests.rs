@@ -901,6 +901,13 @@ fn each_key_choice_and_a_redrive_keeps_its_key() {
     );
     let numeric = keyed("{ field = \"n\" }", "auto");
     assert_eq!(key(&numeric, event, &meta()).unwrap().0, "42");
+    // The key's field also read whole by a jsonb column: the same key.
+    let shared = compile_text(
+        "[[stream]]\nname = \"s\"\nqueue_url = \"q\"\ntable = \"t\"\nkey = { field = \"event_id\" }\n[[stream.column]]\nname = \"k\"\nfrom = { meta = \"key\" }\n[[stream.column]]\nname = \"raw\"\nfrom = \"event_id\"\ntype = \"jsonb\"\n",
+    )
+    .unwrap()
+    .remove(0);
+    assert_eq!(key(&shared, event, &meta()).unwrap().0, "evt-7");
     assert_eq!(key(&field, r#"{"event_id": "a b"}"#, &meta()), Err((DeadLetterReason::InvalidValue, "field `event_id` is not a usable idempotency key (1 to 128 printable ASCII characters)".to_owned())));
     assert_eq!(
         key(&field, r#"{"event_id": [1]}"#, &meta()),

@@ -188,8 +188,14 @@ fn field_key(slot: &Slot<'_>, path: &[String]) -> Result<String, Problem> {
     let field = || display_path(path);
     let key = match present(slot, path)? {
         None => return Err(Problem::MissingField { field: field() }),
+        // A path read whole by another column too is captured as a `Value`.
         Some(Capture::Str(text)) => text.to_string(),
-        Some(Capture::Number(number)) if number.is_i64() || number.is_u64() => number.to_string(),
+        Some(Capture::Json(serde_json::Value::String(text))) => text.clone(),
+        Some(Capture::Number(number) | Capture::Json(serde_json::Value::Number(number)))
+            if number.is_i64() || number.is_u64() =>
+        {
+            number.to_string()
+        }
         Some(other) => {
             return Err(Problem::WrongType {
                 field: field(),

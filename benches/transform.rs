@@ -95,6 +95,14 @@ fn main() {
                 .is_ok_and(|inner| transform(&inner.body, envelope, &keyring).is_ok())
         },
     );
+    // The line scripts/bench.sh records (transform.json), in its format.
+    println!(
+        "transform: {} bodies in {:.3} s: {:.0} messages/s, {:.2} µs/message on one core",
+        bodies.len() * ROUNDS,
+        typed * 1e-9 * (bodies.len() * ROUNDS) as f64,
+        1e9 / typed,
+        typed / 1000.0
+    );
     let logins = stream::login::stream("bench", EnvelopeMode::Auto);
     let generic = measure("logins, generic transform (logins.toml)", &bodies, |body| {
         logins.transform(body, &meta, &keyring).is_ok()

@@ -358,9 +358,7 @@ pub fn check_streams(body: &str) {
                     let value = without_numbers(value);
                     if detail.contains(&value) {
                         assert!(
-                            stream_vocabulary(stream)
-                                .iter()
-                                .any(|text| text.contains(&value)),
+                            vocabulary.iter().any(|text| text.contains(&value)),
                             "{:?} quotes {value:?}",
                             poison.detail
                         );

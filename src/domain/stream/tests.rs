@@ -1273,6 +1273,13 @@ fn a_body_string_that_is_part_of_a_detail_s_words_is_not_a_leak() {
     crate::domain::invariants::check_streams(r#"{"user_id`": "x", "ip": "is missing or null"}"#);
 }
 
+/// The pipeline shares one compiled stream between its receivers.
+#[test]
+fn a_compiled_stream_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + 'static>(_: &T) {}
+    shared(&orders());
+}
+
 #[test]
 fn json_kinds_name_what_was_found() {
     assert_eq!(JsonKind::Array.to_string(), "an array");

@@ -8,8 +8,8 @@ use serde_json::json;
 use super::ddl::{LiveColumn, LiveTable, plan};
 use super::*;
 use crate::DeadLetterReason;
+use crate::domain::event::Masker;
 use crate::domain::event::tests::keyring;
-use crate::domain::event::{JsonKind, Masker};
 
 pub(crate) const ORDERS: &str = include_str!("../../../streams/orders.toml");
 pub(crate) const ORDERS_SCHEMA: &str = include_str!("../../../streams/orders.schema.json");
@@ -1278,9 +1278,4 @@ fn a_body_string_that_is_part_of_a_detail_s_words_is_not_a_leak() {
 fn a_compiled_stream_can_be_shared_between_threads() {
     fn shared<T: Send + Sync + 'static>(_: &T) {}
     shared(&orders());
-}
-
-#[test]
-fn json_kinds_name_what_was_found() {
-    assert_eq!(JsonKind::Array.to_string(), "an array");
 }

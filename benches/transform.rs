@@ -1,12 +1,71 @@
-//! Throughput of the pure core (parse, validate, mask) on realistic bodies, one core.
-//! Prints figures; asserts nothing (these machines are shared and noisy).
+//! Throughput of the pure core (parse, validate, mask) on realistic bodies, one core: the
+//! typed login transform, the generic one running streams/logins.toml, and the wide orders
+//! example (20 columns, two masked) with and without its JSON Schema. Same run, same
+//! machine. Prints figures; asserts nothing (these machines are shared and noisy).
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::{Envelope, Masker, transform};
 use sqs2pg::domain::keyring::{KeyId, Keyring};
+use sqs2pg::domain::stream::{self, Lookups, MessageMeta};
 use sqs2pg::domain::synthetic::{Recipe, generate};
+
+const ROUNDS: usize = 10;
+
+/// Times `run` over every body, `ROUNDS` times after a warm-up; prints and returns ns/message.
+fn measure(label: &str, bodies: &[String], mut run: impl FnMut(&str) -> bool) -> f64 {
+    for body in bodies {
+        black_box(run(body));
+    }
+    let started = Instant::now();
+    let mut valid = 0usize;
+    for _ in 0..ROUNDS {
+        for body in bodies {
+            valid += usize::from(black_box(run(black_box(body))));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = bodies.len() * ROUNDS;
+    let nanos = elapsed * 1e9 / count as f64;
+    println!(
+        "{label:<44} {count} bodies ({valid} valid): {:>9.0} messages/s, {nanos:>6.0} ns/message",
+        count as f64 / elapsed
+    );
+    nanos
+}
+
+/// Order events like streams/orders.toml reads, a few fields varying, 1% malformed.
+fn orders(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|index| {
+            if index % 100 == 99 {
+                return r#"{"event_id": "truncated"#.to_owned();
+            }
+            let tier = ["standard", "silver", "gold"][index % 3];
+            let currency = ["EUR", "USD", "GBP"][index % 3];
+            serde_json::json!({
+                "event_id": format!("evt-{index}"),
+                "order_id": format!("5b6f2b1e-3c1a-4e0a-9d4f-{index:012x}"),
+                "occurred_at": format!("2026-12-01T10:{:02}:{:02}Z", index / 60 % 60, index % 60),
+                "customer": {"id": format!("c-{}", index % 977), "email": format!("user{}@example.com", index % 977), "tier": tier},
+                "shipping": {"ip": format!("10.{}.{}.{}", index % 256, index / 256 % 256, index % 7), "country": "DE", "postcode": "10115"},
+                "total": format!("{}.{:02}", index % 500, index % 100),
+                "currency": currency,
+                "items_count": index % 9 + 1,
+                "discount_pct": (index % 40) as f64 * 0.5,
+                "is_gift": index % 5 == 0,
+                "delivery_date": "2026-12-10",
+                "channel": "web",
+                "payment": {"method": "card", "installments": index % 3 + 1},
+                "weight_grams": 1200 + index % 100,
+                "attributes": {"gift_message": "Happy birthday", "referrer": {"user": "bob", "campaign": "winter"}},
+            })
+            .to_string()
+        })
+        .collect()
+}
 
 fn main() {
     let (bodies, _) = generate(Recipe {
@@ -17,35 +76,115 @@ fn main() {
     });
     let masker = Masker::new(b"bench-key-0123456789abcdef");
     let keyring = Keyring::single(KeyId::default(), masker.clone());
+    let sent_at = chrono::Utc::now();
     let envelope = Envelope {
         message_id: "bench",
-        sent_at: chrono::Utc::now(),
+        sent_at,
     };
-    let rounds = 10;
-    // Warm up, then time.
-    for body in &bodies {
-        let _ = black_box(transform(body, envelope, &keyring));
-    }
-    let started = Instant::now();
-    let mut valid = 0usize;
-    for _ in 0..rounds {
-        for body in &bodies {
-            valid += usize::from(black_box(transform(black_box(body), envelope, &keyring)).is_ok());
-        }
-    }
-    let elapsed = started.elapsed();
-    let count = bodies.len() * rounds;
+    let meta = MessageMeta {
+        sqs_message_id: "bench",
+        original_message_id: None,
+        sent_at,
+    };
+
+    let typed = measure(
+        "logins, typed transform (event::transform)",
+        &bodies,
+        |body| {
+            sqs2pg::domain::envelope::unwrap(body, EnvelopeMode::Auto)
+                .is_ok_and(|inner| transform(&inner.body, envelope, &keyring).is_ok())
+        },
+    );
+    // The line scripts/bench.sh records (transform.json), in its format.
     println!(
-        "transform: {count} bodies ({valid} valid) in {:.3} s: {:.0} messages/s, {:.2} µs/message on one core",
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 / count as f64
+        "transform: {} bodies in {:.3} s: {:.0} messages/s, {:.2} µs/message on one core",
+        bodies.len() * ROUNDS,
+        typed * 1e-9 * (bodies.len() * ROUNDS) as f64,
+        1e9 / typed,
+        typed / 1000.0
+    );
+    let logins = stream::login::stream("bench", EnvelopeMode::Auto);
+    let generic = measure("logins, generic transform (logins.toml)", &bodies, |body| {
+        logins.transform(body, &meta, &keyring).is_ok()
+    });
+    println!(
+        "  generic / typed time per message: {:.2} (throughput ratio {:.2})",
+        generic / typed,
+        typed / generic
+    );
+
+    let file = include_str!("../streams/orders.toml");
+    let schema_text = include_str!("../streams/orders.schema.json");
+    let env = |_: &str| Some("bench".to_owned());
+    let schema = |_: &str| Ok(schema_text.to_owned());
+    let lookups = Lookups {
+        env: &env,
+        schema: &schema,
+    };
+    let with_schema = stream::compile(file, "orders.toml", &lookups).expect("compiles");
+    let without_schema = stream::compile(
+        &file
+            .replace("schema = \"orders.schema.json\"", "")
+            .replace(
+                "from = \"order_id\" ",
+                "from = \"order_id\"\ntype = \"uuid\" ",
+            )
+            .replace(
+                "from = \"customer.id\" ",
+                "from = \"customer.id\"\ntype = \"varchar(64)\" ",
+            )
+            .replace(
+                "from = \"items_count\" ",
+                "from = \"items_count\"\ntype = \"smallint\" ",
+            )
+            .replace(
+                "from = \"discount_pct\" ",
+                "from = \"discount_pct\"\ntype = \"double precision\"\nrequired = false ",
+            )
+            .replace(
+                "from = \"is_gift\"",
+                "from = \"is_gift\"\ntype = \"boolean\"",
+            )
+            .replace(
+                "from = \"delivery_date\"",
+                "from = \"delivery_date\"\ntype = \"date\"\nrequired = false",
+            )
+            .replace(
+                "from = \"channel\"",
+                "from = \"channel\"\ntype = \"varchar(16)\"",
+            )
+            .replace(
+                "from = \"payment.installments\"",
+                "from = \"payment.installments\"\nrequired = false",
+            )
+            .replace(
+                "from = \"attributes\"",
+                "from = \"attributes\"\ntype = \"jsonb\"",
+            ),
+        "orders.toml",
+        &lookups,
+    )
+    .expect("compiles");
+    let order_bodies = orders(20_000);
+    let schema_on = measure(
+        "orders, 20 columns, with its JSON Schema",
+        &order_bodies,
+        |body| with_schema[0].transform(body, &meta, &keyring).is_ok(),
+    );
+    let schema_off = measure(
+        "orders, 20 columns, without the schema",
+        &order_bodies,
+        |body| without_schema[0].transform(body, &meta, &keyring).is_ok(),
+    );
+    println!(
+        "  the JSON Schema costs {:.0} ns/message (a second parse into a Value, then validation)",
+        schema_on - schema_off
     );
 
     let started = Instant::now();
     for body in &bodies {
         black_box(masker.digest(black_box(body)));
     }
-    let per_digest = started.elapsed().as_secs_f64() * 1e6 / bodies.len() as f64;
-    println!("  of which one HMAC-SHA256 digest of a ~150-byte input: {per_digest:.2} µs");
+    let per_digest = started.elapsed().as_secs_f64() * 1e9 / bodies.len() as f64;
+    println!("  of which one HMAC-SHA256 digest of a ~150-byte input: {per_digest:.0} ns");
 }

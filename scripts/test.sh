@@ -57,7 +57,7 @@ if [ "$fuzz_seconds" != 0 ]; then
   # toolchain accept them. rustc facts cached without it would say otherwise: drop them.
   export RUSTC_BOOTSTRAP=1
   rm -f fuzz/target/.rustc_info.json
-  for target in transform fields envelope; do
+  for target in transform fields envelope stream_transform stream_file; do
     step "fuzz the pure core: target ${target} for ${fuzz_seconds} s"
     mkdir -p "fuzz/corpus/$target"
     seeds=(); [ -d "fuzz/seeds/$target" ] && seeds=("seeds/$target")

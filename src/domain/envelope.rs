@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use strum::VariantNames as _;
 
 use crate::DeadLetterReason;
-use crate::domain::event::{JsonKind, Rejection};
+use crate::domain::event::JsonKind;
 
 /// Which envelopes to unwrap (`SQS2PG_ENVELOPE`, say).
 #[derive(
@@ -90,6 +90,15 @@ pub enum EnvelopeKind {
 }
 
 impl EnvelopeKind {
+    /// The envelope's field that names the event for good: every delivery of one
+    /// publication carries the same.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            Self::Sns => "MessageId",
+            Self::EventBridge => "id",
+        }
+    }
+
     /// The envelope's field that holds the event.
     pub fn inner_field(self) -> &'static str {
         match self {
@@ -108,7 +117,7 @@ impl fmt::Display for EnvelopeKind {
     }
 }
 
-/// Why an envelope is poison. Like [`Rejection`], the text names fields and JSON kinds,
+/// Why an envelope is poison. Like [`crate::domain::event::Rejection`], the text names fields and JSON kinds,
 /// never values, so it is safe in logs and DLQ attributes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeRejection {
@@ -149,12 +158,16 @@ pub struct Unwrapped<'a> {
     /// What to hand to [`crate::domain::event::transform`].
     pub body: Cow<'a, str>,
     pub envelope: Option<EnvelopeKind>,
+    /// The envelope's id of the event (SNS `MessageId`, EventBridge `id`), when it is a
+    /// string given once: the same for every delivery of one publication, so a stream can
+    /// key on it and make one row of an event delivered twice.
+    pub id: Option<Cow<'a, str>>,
 }
 
 impl Unwrapped<'_> {
     /// The dead-letter detail of the event's rejection, saying where it failed: the reason
     /// stays the event's own (`invalid_json` for an SNS `Message` that is not JSON).
-    pub fn detail(&self, rejection: &Rejection) -> String {
+    pub fn detail(&self, rejection: &impl fmt::Display) -> String {
         match self.envelope {
             None => rejection.to_string(),
             Some(envelope) => format!(
@@ -171,6 +184,7 @@ pub fn unwrap(body: &str, mode: EnvelopeMode) -> Result<Unwrapped<'_>, EnvelopeR
     let as_is = Unwrapped {
         body: Cow::Borrowed(body),
         envelope: None,
+        id: None,
     };
     if mode == EnvelopeMode::None {
         return Ok(as_is);
@@ -249,9 +263,15 @@ impl<'a> Entries<'a> {
             })?),
             EnvelopeKind::EventBridge => Cow::Borrowed(inner.get()),
         };
+        let mut ids = self.all(envelope.id_field());
+        let id = match (ids.next(), ids.next()) {
+            (Some(id), None) => string(id).map(Cow::Owned),
+            _ => None,
+        };
         Ok(Unwrapped {
             body,
             envelope: Some(envelope),
+            id,
         })
     }
 }
@@ -301,7 +321,7 @@ impl<'de> Deserialize<'de> for Entries<'de> {
 mod tests {
     use super::*;
     use crate::domain::event::tests::{SAMPLE, arb_json, envelope as meta, keyring};
-    use crate::domain::event::transform;
+    use crate::domain::event::{Rejection, transform};
     use proptest::prelude::*;
     use serde_json::json;
     use strum::IntoEnumIterator;
@@ -504,6 +524,32 @@ mod tests {
         );
         let plain = unwrap(SAMPLE, EnvelopeMode::Auto).unwrap();
         assert_eq!(plain.detail(&rejection), rejection.to_string());
+    }
+
+    /// The envelope's id is what names one publication across deliveries: a string given
+    /// once, or nothing.
+    #[test]
+    fn the_envelope_id_is_a_string_given_once() {
+        let id = |body: &str| {
+            unwrap(body, EnvelopeMode::Auto)
+                .unwrap()
+                .id
+                .map(Cow::into_owned)
+        };
+        assert_eq!(
+            id(&sns(SAMPLE)).as_deref(),
+            Some("0b1b3a5e-8d65-5a36-9f25-2f8a6c1e1d4a")
+        );
+        assert_eq!(id(&eventbridge(SAMPLE)).as_deref(), Some("6a7e8feb"));
+        assert_eq!(id(SAMPLE), None);
+        let numeric =
+            json!({"Type": "Notification", "TopicArn": "t", "MessageId": 7, "Message": SAMPLE})
+                .to_string();
+        assert_eq!(id(&numeric), None);
+        let twice = eventbridge(SAMPLE).replacen('{', r#"{"id": "other", "#, 1);
+        assert_eq!(id(&twice), None);
+        let escaped = json!({"Type": "Notification", "TopicArn": "t", "MessageId": "a\"b", "Message": SAMPLE}).to_string();
+        assert_eq!(id(&escaped).as_deref(), Some("a\"b"));
     }
 
     #[test]

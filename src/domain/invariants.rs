@@ -245,3 +245,283 @@ fn without_numbers(text: &str) -> String {
     }
     out
 }
+
+/// The example stream files, compiled once: the login stream and the wide orders stream.
+fn streams() -> &'static [crate::domain::stream::Stream] {
+    static STREAMS: OnceLock<Vec<crate::domain::stream::Stream>> = OnceLock::new();
+    STREAMS.get_or_init(|| {
+        let mut streams = vec![crate::domain::stream::login::stream(
+            "q",
+            EnvelopeMode::Auto,
+        )];
+        let env = |_: &str| Some("q".to_owned());
+        let schema = |_: &str| Ok(ORDERS_SCHEMA.to_owned());
+        let lookups = crate::domain::stream::Lookups {
+            env: &env,
+            schema: &schema,
+        };
+        streams.extend(
+            crate::domain::stream::compile(ORDERS_FILE, "orders.toml", &lookups)
+                .expect("the orders example compiles"),
+        );
+        streams
+    })
+}
+
+/// The orders example, shipped in `streams/`.
+pub const ORDERS_FILE: &str = include_str!("../../streams/orders.toml");
+pub const ORDERS_SCHEMA: &str = include_str!("../../streams/orders.schema.json");
+
+/// Every string and number of `body` at least `min` long, at any depth (and inside an SNS
+/// `Message`), which a detail must not quote.
+fn values_of(body: &str, min: usize) -> Vec<String> {
+    fn walk(value: &serde_json::Value, min: usize, out: &mut Vec<String>, depth: usize) {
+        match value {
+            serde_json::Value::String(text) => {
+                if depth < 3
+                    && let Ok(inner) = serde_json::from_str::<serde_json::Value>(text)
+                {
+                    walk(&inner, min, out, depth + 1);
+                }
+                if text.chars().count() >= min {
+                    out.push(text.clone());
+                }
+            }
+            serde_json::Value::Number(number) => {
+                let text = number.to_string();
+                if text.len() >= min {
+                    out.push(text);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|item| walk(item, min, out, depth));
+            }
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    if key.chars().count() >= min {
+                        out.push(key.clone());
+                    }
+                    walk(value, min, out, depth);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
+        walk(&value, min, &mut out, 0);
+    }
+    out
+}
+
+/// Panics (a finding) unless every example stream makes of `body` a row of one value per
+/// column, the same again on a second try, or a poison whose detail quotes no string or
+/// number of the body (unless the stream file or the fixed words of a detail hold it too).
+pub fn check_streams(body: &str) {
+    let keyring = keyring();
+    let meta = crate::domain::stream::MessageMeta {
+        sqs_message_id: MESSAGE_ID,
+        original_message_id: None,
+        sent_at: chrono::DateTime::UNIX_EPOCH,
+    };
+    let values = values_of(body, 6);
+    static VOCABULARIES: OnceLock<Vec<Vec<String>>> = OnceLock::new();
+    let vocabularies =
+        VOCABULARIES.get_or_init(|| streams().iter().map(stream_vocabulary).collect());
+    for (stream, vocabulary) in streams().iter().zip(vocabularies) {
+        match stream.transform(body, &meta, &keyring) {
+            Ok(row) => {
+                assert_eq!(row.values.len(), stream.columns.len());
+                assert!(crate::domain::stream::is_usable_key(row.key()));
+                for (column, value) in stream.columns.iter().zip(&row.values) {
+                    if column.mask == Some(crate::domain::stream::Mask::Hmac) {
+                        let crate::domain::stream::Value::Text(digest) = value else {
+                            panic!("{}: a masked column holds {value:?}", column.name);
+                        };
+                        assert_eq!(digest.len(), 64);
+                    }
+                    if !column.nullable {
+                        assert_ne!(
+                            value,
+                            &crate::domain::stream::Value::Null,
+                            "{}",
+                            column.name
+                        );
+                    }
+                }
+                assert_eq!(stream.transform(body, &meta, &keyring), Ok(row));
+            }
+            Err(poison) => {
+                assert!(!poison.detail.contains('\n'));
+                let detail = without_numbers(&poison.detail);
+                for value in &values {
+                    let value = without_numbers(value);
+                    if detail.contains(&value) {
+                        assert!(
+                            vocabulary.iter().any(|text| text.contains(&value)),
+                            "{:?} quotes {value:?}",
+                            poison.detail
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every detail a stream can give (numbers as `#`), and its files: a body's string found in
+/// a detail must be found in one of these, so the detail did not take it from the body.
+fn stream_vocabulary(stream: &crate::domain::stream::Stream) -> Vec<String> {
+    use crate::domain::stream::error::{Expected, Side};
+    use crate::domain::stream::{Problem, Source};
+    let mut fields: Vec<String> = Vec::new();
+    let mut paths: Vec<&[String]> = stream
+        .columns
+        .iter()
+        .filter_map(|column| match &column.source {
+            Source::Field { path, .. } => Some(path.as_slice()),
+            Source::Meta(_) => None,
+        })
+        .collect();
+    if let crate::domain::stream::KeyChoice::Field { path, .. } = &stream.key {
+        paths.push(path);
+    }
+    if let crate::domain::stream::EventTime::Field { path, .. } = &stream.event_time {
+        paths.push(path);
+    }
+    for path in paths {
+        for depth in 1..=path.len() {
+            fields.push(crate::domain::stream::display_path(&path[..depth]));
+        }
+    }
+    let kinds = [
+        JsonKind::Null,
+        JsonKind::Bool,
+        JsonKind::Number,
+        JsonKind::String,
+        JsonKind::Array,
+        JsonKind::Object,
+    ];
+    let mut problems = vec![Problem::NoEnvelopeId];
+    for category in ["io", "syntax", "data", "unexpected end"] {
+        problems.push(Problem::InvalidJson {
+            category,
+            line: 0,
+            column: 0,
+        });
+    }
+    problems.extend(kinds.map(|found| Problem::NotAnObject { found }));
+    for envelope in [EnvelopeKind::Sns, EnvelopeKind::EventBridge] {
+        problems.push(Problem::UnusableEnvelopeId {
+            envelope,
+            field: envelope.id_field(),
+        });
+    }
+    for field in fields {
+        let f = || field.clone();
+        problems.extend([
+            Problem::MissingField { field: f() },
+            Problem::Empty { field: f() },
+            Problem::TooLong {
+                field: f(),
+                max_chars: 0,
+            },
+            Problem::TooShort {
+                field: f(),
+                min_chars: 0,
+            },
+            Problem::ContainsNul { field: f() },
+            Problem::InvalidIp { field: f() },
+            Problem::DuplicateField { field: f() },
+            Problem::NotOneOf { field: f() },
+            Problem::UnusableKey { field: f() },
+        ]);
+        for side in [Side::Below, Side::Above] {
+            problems.push(Problem::OutOfRange {
+                field: f(),
+                side,
+                limit: "the range of numeric(0,0)".to_owned(),
+            });
+        }
+        for what in [
+            "a UUID",
+            "an integer",
+            "a finite number",
+            "a decimal number",
+            "a date (YYYY-MM-DD)",
+            "an RFC 3339 timestamp",
+            "an RFC 3339 timestamp or an epoch number in range",
+        ] {
+            problems.push(Problem::InvalidFormat { field: f(), what });
+        }
+        for found in kinds {
+            for expected in [
+                Expected::String,
+                Expected::Integer,
+                Expected::Number,
+                Expected::Boolean,
+                Expected::Decimal,
+                Expected::Timestamp { epoch: false },
+                Expected::Timestamp { epoch: true },
+                Expected::Object,
+                Expected::AnyJson,
+                Expected::Id,
+            ] {
+                problems.push(Problem::WrongType {
+                    field: f(),
+                    found,
+                    expected,
+                });
+            }
+        }
+    }
+    let mut texts: Vec<String> = vec![
+        ORDERS_FILE.to_owned(),
+        ORDERS_SCHEMA.to_owned(),
+        crate::domain::stream::login::FILE.to_owned(),
+    ];
+    for problem in problems {
+        let text = problem.to_string();
+        for envelope in [EnvelopeKind::Sns, EnvelopeKind::EventBridge] {
+            texts.push(format!(
+                "in the {envelope}'s `{}`: {text}",
+                envelope.inner_field()
+            ));
+        }
+        texts.push(text);
+    }
+    texts.iter().map(|text| without_numbers(text)).collect()
+}
+
+/// Panics (a finding) unless compiling `text` as a stream file gives streams or one error
+/// on one line that places it in the file.
+pub fn check_stream_file(text: &str) {
+    let env = |name: &str| (name.len() < 40).then(|| format!("http://q/{name}"));
+    let schema = |name: &str| match name {
+        "orders.schema.json" => Ok(ORDERS_SCHEMA.to_owned()),
+        _ => Err("no such file".to_owned()),
+    };
+    let lookups = crate::domain::stream::Lookups {
+        env: &env,
+        schema: &schema,
+    };
+    match crate::domain::stream::compile(text, "fuzz.toml", &lookups) {
+        Ok(streams) => {
+            for stream in &streams {
+                assert!(!stream.columns.is_empty());
+                assert!(!stream.ddl().is_empty());
+                let _ = stream.insert_statement();
+            }
+        }
+        Err(error) => {
+            let shown = error.to_string();
+            assert!(shown.starts_with("fuzz.toml:"), "{shown}");
+            assert!(!shown.contains('\n'), "{shown}");
+            let lines = text.split('\n').count();
+            assert!(
+                error.position.line >= 1 && error.position.line <= lines,
+                "{shown}"
+            );
+        }
+    }
+}

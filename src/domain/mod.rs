@@ -8,5 +8,6 @@ pub mod event;
 pub mod invariants;
 pub mod keyring;
 pub mod redact;
+pub mod stream;
 #[cfg(feature = "service")]
 pub mod synthetic;

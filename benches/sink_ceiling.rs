@@ -24,8 +24,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use sqs2pg::adapters::postgres::{self, PostgresSink};
-use sqs2pg::domain::event::{Envelope, LoginRow, Masker, transform};
+use sqs2pg::domain::event::Masker;
 use sqs2pg::domain::keyring::{KeyId, Keyring};
+use sqs2pg::domain::stream::{ColumnType, MessageMeta, Row, Stream, Value, login};
 use sqs2pg::domain::synthetic::{Recipe, generate};
 use sqs2pg::pipeline::{DEFAULT_BATCH_MESSAGES, DEFAULT_WRITERS};
 use tokio_postgres::NoTls;
@@ -45,20 +46,46 @@ struct Message {
 }
 
 fn transform_all(
+    stream: &Stream,
     messages: &[Message],
     sent_at: chrono::DateTime<chrono::Utc>,
     keyring: &Keyring,
-) -> Vec<LoginRow> {
+) -> Vec<Row> {
     messages
         .iter()
         .filter_map(|message| {
-            let envelope = Envelope {
-                message_id: &message.id,
+            let meta = MessageMeta {
+                sqs_message_id: &message.id,
+                original_message_id: None,
                 sent_at,
             };
-            transform(&message.body, envelope, keyring).ok()
+            stream.transform(&message.body, &meta, keyring).ok()
         })
         .collect()
+}
+
+/// The binary COPY type of a login column, as the migrations made it.
+fn copy_type(ty: ColumnType) -> Type {
+    match ty {
+        ColumnType::Text { max_chars: None } => Type::TEXT,
+        ColumnType::Text { .. } => Type::VARCHAR,
+        ColumnType::Digest => Type::BPCHAR,
+        ColumnType::Date => Type::DATE,
+        ColumnType::Timestamptz => Type::TIMESTAMPTZ,
+        other => unreachable!("the login stream has no {} column", other.sql()),
+    }
+}
+
+/// A login value, for the binary COPY.
+fn copy_value(value: &Value) -> &(dyn ToSql + Sync) {
+    const NULL: Option<&str> = None;
+    match value {
+        Value::Null => &NULL,
+        Value::Text(text) => text,
+        Value::Date(date) => date,
+        Value::Timestamptz(at) => at,
+        _ => unreachable!("the login stream makes only text, dates and timestamps"),
+    }
 }
 
 /// Flushes what earlier phases left dirty, so that each timed phase starts alike. Needs a
@@ -91,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let keyring = Keyring::single(KeyId::default(), Masker::new(key.as_bytes()));
     let sent_at = chrono::Utc::now();
+    // The built-in login stream, as `sqs2pg run` runs without a stream file.
+    let stream = Arc::new(login::stream(
+        "http://localhost/000000000000/bench",
+        Default::default(),
+    ));
 
     let database = postgres::parse_database_url(&url)?;
     postgres::migrate(&database).await?;
@@ -104,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     // Rows per transaction: the service's group-commit size unless BENCH_BATCH_SIZE says
     // otherwise (10, one receive's worth, shows what group commit buys).
     let batch: usize = env_or("BENCH_BATCH_SIZE", DEFAULT_BATCH_MESSAGES).max(1);
-    let sink = PostgresSink::new(database.clone(), concurrency);
+    let sink = PostgresSink::new(database.clone(), concurrency).for_stream(&stream);
     futures::future::try_join_all((0..concurrency).map(|_| sink.ping())).await?;
     checkpoint(&admin).await;
     let chunks = messages.len().div_ceil(batch);
@@ -112,11 +144,12 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let writers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (sink, keyring, messages, next) = (
+            let (sink, keyring, messages, next, stream) = (
                 sink.clone(),
                 keyring.clone(),
                 Arc::clone(&messages),
                 Arc::clone(&next),
+                Arc::clone(&stream),
             );
             tokio::spawn(async move {
                 let mut inserted = 0u64;
@@ -126,7 +159,8 @@ async fn main() -> anyhow::Result<()> {
                         return anyhow::Ok(inserted);
                     }
                     let end = ((chunk + 1) * batch).min(messages.len());
-                    let rows = transform_all(&messages[chunk * batch..end], sent_at, &keyring);
+                    let rows =
+                        transform_all(&stream, &messages[chunk * batch..end], sent_at, &keyring);
                     let rows: Vec<_> = rows.iter().collect();
                     inserted += sink.insert(&rows).await?.inserted;
                 }
@@ -140,39 +174,20 @@ async fn main() -> anyhow::Result<()> {
     let sink_seconds = started.elapsed().as_secs_f64();
 
     // The same rows again (untimed), then COPY them.
-    let rows = transform_all(&messages, sent_at, &keyring);
+    let rows = transform_all(&stream, &messages, sent_at, &keyring);
     checkpoint(&admin).await;
     let started = Instant::now();
+    let names: Vec<&str> = stream.columns.iter().map(|c| c.name.as_str()).collect();
     let copy_in = admin
-        .copy_in(
-            "COPY copy_target (message_id, user_id, device_type, hashed_ip, hashed_device_id, \
-             locale, app_version, create_date, sent_at) FROM STDIN (FORMAT binary)",
-        )
+        .copy_in(&format!(
+            "COPY copy_target ({}) FROM STDIN (FORMAT binary)",
+            names.join(", ")
+        ))
         .await?;
-    let types = [
-        Type::TEXT,
-        Type::VARCHAR,
-        Type::VARCHAR,
-        Type::BPCHAR,
-        Type::BPCHAR,
-        Type::VARCHAR,
-        Type::VARCHAR,
-        Type::DATE,
-        Type::TIMESTAMPTZ,
-    ];
+    let types: Vec<Type> = stream.columns.iter().map(|c| copy_type(c.stored)).collect();
     let mut writer = pin!(BinaryCopyInWriter::new(copy_in, &types));
     for row in &rows {
-        let values: [&(dyn ToSql + Sync); 9] = [
-            &row.message_id,
-            &row.user_id,
-            &row.device_type,
-            &row.hashed_ip,
-            &row.hashed_device_id,
-            &row.locale,
-            &row.app_version,
-            &row.create_date,
-            &row.sent_at,
-        ];
+        let values: Vec<&(dyn ToSql + Sync)> = row.values.iter().map(copy_value).collect();
         writer.as_mut().write(&values).await?;
     }
     let copy_rows = writer.as_mut().finish().await?;

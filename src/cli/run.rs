@@ -14,6 +14,7 @@ use crate::cli::aws::sqs_client_for_run;
 use crate::cli::config::{OutputFormat, RunArgs};
 use crate::cli::migrate::applied_migrations;
 use crate::cli::progress::DrainBar;
+use crate::domain::stream::login;
 use crate::pipeline::{self, Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::telemetry::events::{KeyringLoaded, OpenFileLimit};
@@ -127,7 +128,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         batch_timeout: args.batch_timeout,
         write_patience: args.write_patience,
         poison_per_minute: usize::try_from(args.poison_refusals_per_minute).unwrap_or(usize::MAX),
-        envelope: args.envelope,
         drain: args.drain,
         retry: RetryPolicy::FOREVER,
         source_queue,
@@ -148,9 +148,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         visibility_timeout_s = args.visibility_timeout.as_secs(),
         drain = args.drain,
     );
+    let stream = Arc::new(login::stream(&args.queue.queue_url, args.envelope));
     let consumer = Arc::new(Pipeline::new(
         Arc::new(queue),
-        PostgresSink::new(database, writers),
+        PostgresSink::new(database, writers).for_stream(&stream),
+        stream,
         keyring,
         metrics,
         Arc::clone(&readiness),

@@ -66,9 +66,8 @@ use tokio_util::task::TaskTracker;
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::{Queue, QueueError, ReceivedMessage};
 use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::domain::envelope::EnvelopeMode;
-use crate::domain::event::LoginRow;
 use crate::domain::keyring::Keyring;
+use crate::domain::stream::{Row, Stream};
 use crate::retry::RetryPolicy;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -148,8 +147,6 @@ pub struct Settings {
     /// Rows one database refusal may dead-letter per minute; past it the refusal is judged
     /// the database's fault ([`verdict`]).
     pub poison_per_minute: usize,
-    /// Which envelopes (SNS, EventBridge) around an event are unwrapped.
-    pub envelope: EnvelopeMode,
     /// Stop once the queue is empty and everything received is acknowledged.
     pub drain: bool,
     /// For transient failures of the database and SQS.
@@ -178,7 +175,6 @@ impl Settings {
             batch_timeout: DEFAULT_BATCH_TIMEOUT,
             write_patience: DEFAULT_WRITE_PATIENCE,
             poison_per_minute: verdict::DEFAULT_POISON_PER_MINUTE,
-            envelope: EnvelopeMode::Auto,
             drain: false,
             retry: RetryPolicy::FOREVER,
             source_queue: source_queue.into(),
@@ -303,7 +299,7 @@ pub struct BatchOutcome {
 /// What a received message became: a row to insert, or poison to dead-letter.
 #[derive(Debug)]
 pub enum Work {
-    Row(LoginRow),
+    Row(Row),
     Poison(DeadLetter),
 }
 
@@ -377,6 +373,8 @@ impl Tally {
 struct Context<Q, S> {
     queue: Arc<Q>,
     sink: S,
+    /// What a body becomes: its envelope, key, columns, rules and masks.
+    stream: Arc<Stream>,
     /// Its current key masks each row; the row records that key's id.
     keyring: Keyring,
     metrics: Arc<Metrics>,
@@ -433,6 +431,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
     pub fn new(
         queue: Arc<Q>,
         sink: S,
+        stream: Arc<Stream>,
         keyring: Keyring,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
@@ -450,6 +449,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
             context: Arc::new(Context {
                 queue,
                 sink,
+                stream,
                 keyring,
                 metrics,
                 readiness,

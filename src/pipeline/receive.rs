@@ -28,8 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::{Queue, QueueError, ReceivedMessage};
 use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::domain::envelope;
-use crate::domain::event::{Envelope as MessageMeta, transform};
+use crate::domain::stream::MessageMeta;
 use crate::retry::{Classify, ErrorClass, Stage, retry};
 use crate::telemetry::events::{
     CallFailed, MessagesReceived, QueueDepthUnavailable, QueueDrained, ReceiversChanged,
@@ -439,23 +438,22 @@ pub(super) async fn admit<Q: Queue, S: Sink>(
         .collect()
 }
 
-/// The row of one message, or why it is poison: its envelope (SNS, EventBridge) is
-/// unwrapped first, and the event inside validated as if it had been sent alone. The dead
-/// letter always carries the whole original body.
+/// The row of one message, or why it is poison: its stream unwraps its envelope (SNS,
+/// EventBridge), validates the event inside as if it had been sent alone, masks it and keys
+/// it. The dead letter always carries the whole original body.
 fn transformed<Q, S>(context: &Context<Q, S>, message: &ReceivedMessage) -> Work {
     let meta = MessageMeta {
-        message_id: &message.key,
+        sqs_message_id: &message.sqs_message_id,
+        // A redrive's original id (its tag verified) stands for the SQS id.
+        original_message_id: (message.key != message.sqs_message_id).then_some(&message.key),
         sent_at: message.sent_at,
     };
-    let result = envelope::unwrap(&message.body, context.settings.envelope)
-        .map_err(|rejection| (rejection.reason(), rejection.to_string()))
-        .and_then(|inner| {
-            transform(&inner.body, meta, &context.keyring)
-                .map_err(|rejection| (rejection.reason(), inner.detail(&rejection)))
-        });
-    match result {
+    match context
+        .stream
+        .transform(&message.body, &meta, &context.keyring)
+    {
         Ok(row) => Work::Row(row),
-        Err((reason, detail)) => Work::Poison(dead_letter(message, reason, detail)),
+        Err(poison) => Work::Poison(dead_letter(message, poison.reason, poison.detail)),
     }
 }
 

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::postgres::fake::FakeSink;
 use crate::adapters::sqs::fake::FakeQueue;
 use crate::domain::dead_letter::DeadLetterReason;
-use crate::domain::event::{LoginRow, Masker};
+use crate::domain::event::Masker;
 use crate::domain::keyring::{KeyId, Keyring};
+use crate::domain::stream::{Row, Value, login};
 use crate::retry::RetryPolicy;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
@@ -44,6 +45,10 @@ fn pipeline(
     Pipeline::new(
         Arc::clone(queue),
         sink,
+        Arc::new(login::stream(
+            "http://localhost/000000000000/logins",
+            Default::default(),
+        )),
         Keyring::single(
             KeyId::parse(KEY_ID).unwrap(),
             Masker::new(b"test-hmac-key-0123456789abcdef"),
@@ -94,7 +99,8 @@ async fn a_drain_commits_every_event_once_and_deletes_it() {
     let rows = sink(&pipeline).rows.lock().unwrap().clone();
     assert_eq!(rows.len(), 1_000);
     assert!(
-        rows.values().all(|row| row.hmac_key_id.as_str() == KEY_ID),
+        rows.values()
+            .all(|row| row.values.contains(&Value::Text(KEY_ID.to_owned()))),
         "each row records the key that masked it"
     );
     assert_eq!(queue.remaining(), 0);
@@ -248,8 +254,8 @@ async fn the_in_flight_budget_bounds_what_is_held_while_the_database_is_slow() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_row_is_isolated_and_dead_lettered_while_the_rest_commit() {
     // Masked rows all look alike; refuse the ones whose message id ends in 7.
-    fn refused(row: &LoginRow) -> bool {
-        row.message_id.ends_with('7')
+    fn refused(row: &Row) -> bool {
+        row.key().ends_with('7')
     }
     let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 100]));
     let sink = FakeSink {
@@ -620,7 +626,7 @@ async fn a_database_that_refuses_every_row_pauses_ingestion_and_dead_letters_not
 /// each message a receive or two, not one per attempt.
 #[tokio::test(start_paused = true)]
 async fn a_long_outage_costs_each_message_at_most_two_receives() {
-    fn refused(_: &LoginRow) -> bool {
+    fn refused(_: &Row) -> bool {
         true
     }
     let sink = FakeSink {
@@ -628,15 +634,17 @@ async fn a_long_outage_costs_each_message_at_most_two_receives() {
         ..FakeSink::default()
     };
     // A row stored before the fault: the canary writes it again, and passes.
-    let stored = crate::domain::event::transform(
-        EVENT,
-        crate::domain::event::Envelope {
-            message_id: "stored",
-            sent_at: chrono::Utc::now(),
-        },
-        &Keyring::single(KeyId::default(), Masker::new(b"k")),
-    )
-    .unwrap();
+    let stored = login::stream("http://localhost/000000000000/logins", Default::default())
+        .transform(
+            EVENT,
+            &crate::domain::stream::MessageMeta {
+                sqs_message_id: "stored",
+                original_message_id: None,
+                sent_at: chrono::Utc::now(),
+            },
+            &Keyring::single(KeyId::default(), Masker::new(b"k")),
+        )
+        .unwrap();
     sink.rows
         .lock()
         .unwrap()
@@ -678,8 +686,8 @@ async fn a_long_outage_costs_each_message_at_most_two_receives() {
 /// written again) passes, so the table takes rows and the refused one is poison.
 #[tokio::test(start_paused = true)]
 async fn a_row_refused_alone_is_poison_when_the_canary_passes() {
-    fn refused(row: &LoginRow) -> bool {
-        row.message_id.ends_with('1')
+    fn refused(row: &Row) -> bool {
+        row.key().ends_with('1')
     }
     let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 1]));
     let sink = FakeSink {
@@ -706,8 +714,8 @@ async fn a_row_refused_alone_is_poison_when_the_canary_passes() {
 /// both, the valid one commits, and the refused one is isolated as poison.
 #[tokio::test(start_paused = true)]
 async fn a_row_refused_alone_on_an_empty_table_waits_for_a_batch_mate() {
-    fn refused(row: &LoginRow) -> bool {
-        row.message_id.ends_with('0')
+    fn refused(row: &Row) -> bool {
+        row.key().ends_with('0')
     }
     let queue = Arc::new(FakeQueue::with_bodies(vec![EVENT; 1]));
     let sink = FakeSink {

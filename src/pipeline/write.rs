@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::adapters::postgres::{Blame, Canary, InsertOutcome, Refusal, Sink, SinkFailure};
 use crate::adapters::sqs::Queue;
 use crate::domain::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::domain::event::LoginRow;
+use crate::domain::stream::Row;
 use crate::retry::{Classify, ErrorClass, Stage, retry};
 use crate::telemetry::events::{
     BatchAbandoned, BatchClosed, BatchCommitted, BatchSplit, RowRefused,
@@ -241,11 +241,11 @@ impl<E: Classify> Classify for Attempt<E> {
 /// judged poison with the refusal, and whether the writes should pause.
 pub(super) async fn write<Q: Queue, S: Sink>(
     context: &Context<Q, S>,
-    rows: Vec<(usize, &LoginRow)>,
+    rows: Vec<(usize, &Row)>,
     outcome: &mut BatchOutcome,
     mode: Mode,
 ) -> Written {
-    let (indexes, rows): (Vec<usize>, Vec<&LoginRow>) = rows.into_iter().unzip();
+    let (indexes, rows): (Vec<usize>, Vec<&Row>) = rows.into_iter().unzip();
     let mut written = Written {
         committed: Vec::with_capacity(rows.len()),
         poison: Vec::new(),
@@ -326,7 +326,7 @@ async fn judge<Q: Queue, S: Sink>(
     context: &Context<Q, S>,
     refused: Vec<(usize, Refusal)>,
     mode: Mode,
-    rows: &[&LoginRow],
+    rows: &[&Row],
     indexes: &[usize],
     written: &mut Written,
 ) {
@@ -362,7 +362,7 @@ async fn judge<Q: Queue, S: Sink>(
     }
     for (position, detail) in poison {
         context.metrics.emit(RowRefused {
-            message_id: &rows[position].message_id,
+            message_id: rows[position].key(),
             error: &detail,
         });
         written.poison.push((indexes[position], detail));
@@ -372,7 +372,7 @@ async fn judge<Q: Queue, S: Sink>(
 /// One insert, timed, with readiness kept in step.
 async fn insert_once<Q: Queue, S: Sink>(
     context: &Context<Q, S>,
-    rows: &[&LoginRow],
+    rows: &[&Row],
 ) -> Result<(InsertOutcome, std::time::Duration), S::Error> {
     let started = std::time::Instant::now();
     let result = context.sink.insert(rows).await;
@@ -385,7 +385,7 @@ async fn insert_once<Q: Queue, S: Sink>(
 /// given up as soon as the breaker opens.
 async fn insert_with_patience<Q: Queue, S: Sink>(
     context: &Context<Q, S>,
-    rows: &[&LoginRow],
+    rows: &[&Row],
 ) -> Result<(InsertOutcome, std::time::Duration), Attempt<S::Error>> {
     let started = Instant::now();
     let patience = context.settings.write_patience;

@@ -619,12 +619,14 @@ async fn a_redrive_whose_dlq_delete_fails_says_so_and_its_second_send_is_harmles
         })
         .collect();
     let ids = queues.send(&notifications).await;
-    let settings = Settings {
-        envelope: EnvelopeMode::None,
-        ..drain_settings(&queues)
-    };
+    let settings = drain_settings(&queues);
     let first = drain(
-        &consumer(queues.sqs_queue(), &db, settings),
+        &consumer_of(
+            queues.sqs_queue(),
+            &db,
+            settings,
+            login_stream(EnvelopeMode::None),
+        ),
         Duration::from_secs(60),
     )
     .await;

@@ -200,11 +200,13 @@ async fn with_envelopes_off_an_sns_notification_is_poison() {
     })
     .to_string();
     queues.send(&[notification, event(2).to_string()]).await;
-    let settings = Settings {
-        envelope: EnvelopeMode::None,
-        ..drain_settings(&queues)
-    };
-    let consumer = consumer(queues.sqs_queue(), &db, settings);
+    let settings = drain_settings(&queues);
+    let consumer = consumer_of(
+        queues.sqs_queue(),
+        &db,
+        settings,
+        login_stream(EnvelopeMode::None),
+    );
     drain(&consumer, Duration::from_secs(60)).await;
     assert_eq!(rows(&db).await.len(), 1, "only the bare event");
     let letters = queues.dead_letters().await;

@@ -1,4 +1,4 @@
-//! An in-memory sink: rows keyed by message id (a second insert of an id is a duplicate,
+//! An in-memory sink: rows keyed by their idempotency key (a second insert of an id is a duplicate,
 //! as with `ON CONFLICT DO NOTHING`), the dead-letter record, and faults a test turns on:
 //! a database that is down (unreachable), busy (transient refusals), refuses some rows
 //! (poison) or refuses every row alike (a bad migration).
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::domain::dead_letter::DeadLetter;
-use crate::domain::event::LoginRow;
+use crate::domain::stream::Row;
 use crate::retry::{Classify, ErrorClass};
 
 use super::{Blame, Canary, InsertOutcome, Refusal, Sink, SinkFailure};
@@ -69,10 +69,10 @@ impl SinkFailure for FakeError {
 
 #[derive(Default)]
 pub struct FakeSink {
-    pub rows: Mutex<HashMap<String, LoginRow>>,
+    pub rows: Mutex<HashMap<String, Row>>,
     pub dead_letter_record: Mutex<HashSet<String>>,
     /// Rows refused for good (a constraint, say), whatever batch they are in.
-    pub refuse: Option<fn(&LoginRow) -> bool>,
+    pub refuse: Option<fn(&Row) -> bool>,
     /// How long each insert takes.
     pub insert_delay: Duration,
     /// Inserts that fail transiently before one succeeds.
@@ -126,7 +126,7 @@ impl FakeSink {
 impl Sink for FakeSink {
     type Error = FakeError;
 
-    async fn insert(&self, rows: &[&LoginRow]) -> Result<InsertOutcome, FakeError> {
+    async fn insert(&self, rows: &[&Row]) -> Result<InsertOutcome, FakeError> {
         self.insert_calls.fetch_add(1, Ordering::SeqCst);
         let now = self.inserting.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_concurrent_inserts
@@ -159,10 +159,10 @@ impl Sink for FakeSink {
         let mut stored = self.rows.lock().unwrap();
         let mut outcome = InsertOutcome::default();
         for row in rows {
-            if stored.contains_key(&row.message_id) {
+            if stored.contains_key(row.key()) {
                 outcome.duplicates += 1;
             } else {
-                stored.insert(row.message_id.clone(), (*row).clone());
+                stored.insert(row.key().to_owned(), (*row).clone());
                 outcome.inserted += 1;
             }
         }

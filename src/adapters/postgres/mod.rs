@@ -17,15 +17,17 @@
 pub mod fake;
 pub mod refusal;
 pub mod status;
+pub mod table;
 
 pub use refusal::{Blame, Refusal};
+pub use table::TableWriter;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -34,7 +36,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::domain::dead_letter::DeadLetter;
-use crate::domain::event::LoginRow;
+use crate::domain::stream::{Row, Stream};
 use crate::retry::{Classify, ErrorClass};
 
 mod embedded {
@@ -60,28 +62,6 @@ const KEEPALIVES_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serialises concurrent `migrate` runs from several starting instances.
 const MIGRATION_LOCK_KEY: i64 = 0x7371_7332_7067; // "sqs2pg"
-
-const INSERT_LOGINS: &str = "\
-INSERT INTO user_logins \
-    (message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at, \
-     hmac_key_id) \
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                     $8::date[], $9::timestamptz[], $10::text[]) \
-ON CONFLICT (message_id) DO NOTHING";
-
-/// Whether the table holds a row the canary can write again.
-const CANARY_ROW_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM user_logins)";
-/// The canary: the newest row written again, through the same constraints and triggers as
-/// any insert, in a transaction that is rolled back. Its key conflicts with itself, so even
-/// a commit would change nothing; the rollback also undoes what a trigger may do.
-const CANARY_INSERT: &str = "\
-INSERT INTO user_logins \
-    (message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at, \
-     hmac_key_id) \
-SELECT message_id, user_id, device_type, hashed_ip, hashed_device_id, locale, app_version, create_date, sent_at, \
-       hmac_key_id \
-FROM user_logins ORDER BY ingested_at DESC LIMIT 1 \
-ON CONFLICT (message_id) DO NOTHING";
 
 const SELECT_DEAD_LETTERED: &str =
     "SELECT sqs_message_id FROM dead_letters WHERE sqs_message_id = ANY($1)";
@@ -126,6 +106,9 @@ pub enum SinkError {
     CaFileWithoutTls,
     #[error("TLS configuration failed: {0}")]
     Tls(String),
+    /// A sink made without a stream was asked to write rows: a bug, not a fault.
+    #[error("this database sink writes no stream's rows")]
+    NoStream,
 }
 
 impl From<deadpool_postgres::PoolError> for SinkError {
@@ -254,7 +237,8 @@ impl Classify for SinkError {
             | Self::Migration(_)
             | Self::CaFile { .. }
             | Self::CaFileWithoutTls
-            | Self::Tls(_) => ErrorClass::Permanent,
+            | Self::Tls(_)
+            | Self::NoStream => ErrorClass::Permanent,
             // The pool's connections are the running consumer's. An authentication failure
             // there (a password rotated before the new secret is deployed, a database being
             // recreated) stays transient on purpose: the messages are safe in flight, and a
@@ -492,6 +476,9 @@ pub async fn migrate(database: &Database) -> Result<refinery::Report, SinkError>
 pub struct PostgresSink {
     pool: Pool,
     statement_timeout: Duration,
+    /// The stream whose rows `insert` writes; `None` for a sink that only records dead
+    /// letters and answers pings.
+    table: Option<Arc<TableWriter>>,
 }
 
 /// A failure of a [`Sink`] call: classified for retries, and describable without quoting
@@ -525,7 +512,7 @@ pub trait Sink: Send + Sync + 'static {
     /// Borrowed rows: a refused batch is retried in halves without copying them.
     fn insert(
         &self,
-        rows: &[&LoginRow],
+        rows: &[&Row],
     ) -> impl Future<Output = Result<InsertOutcome, Self::Error>> + Send;
 
     /// Which of these message copies (SQS ids) were already sent to the dead-letter queue.
@@ -554,7 +541,7 @@ pub trait Sink: Send + Sync + 'static {
 impl Sink for PostgresSink {
     type Error = SinkError;
 
-    async fn insert(&self, rows: &[&LoginRow]) -> Result<InsertOutcome, SinkError> {
+    async fn insert(&self, rows: &[&Row]) -> Result<InsertOutcome, SinkError> {
         PostgresSink::insert(self, rows).await
     }
 
@@ -616,6 +603,7 @@ impl PostgresSink {
         Self {
             pool,
             statement_timeout,
+            table: None,
         }
     }
 
@@ -642,9 +630,24 @@ impl PostgresSink {
     }
 
     /// Inserts `rows` in one transaction; existing message ids are skipped, not errors.
-    pub async fn insert(&self, rows: &[&LoginRow]) -> Result<InsertOutcome, SinkError> {
-        self.on_connection("insert", async |client| insert_on(client, rows).await)
+    pub async fn insert(&self, rows: &[&Row]) -> Result<InsertOutcome, SinkError> {
+        let table = self.table()?;
+        self.on_connection("insert", async |client| table.insert_on(client, rows).await)
             .await
+    }
+
+    /// The stream this sink writes, if it writes one ([`PostgresSink::for_stream`]).
+    fn table(&self) -> Result<&TableWriter, SinkError> {
+        self.table.as_deref().ok_or(SinkError::NoStream)
+    }
+
+    /// A sink that writes `stream`'s table, on this sink's pool: every stream of a process
+    /// shares the writers' connections.
+    pub fn for_stream(&self, stream: &Stream) -> Self {
+        Self {
+            table: Some(Arc::new(TableWriter::of(stream))),
+            ..self.clone()
+        }
     }
 
     /// Which of these message copies (SQS ids) were already sent to the dead-letter queue.
@@ -719,85 +722,12 @@ impl PostgresSink {
 impl PostgresSink {
     /// See [`Sink::canary`].
     pub async fn canary(&self) -> Result<Canary, SinkError> {
+        let table = self.table()?;
         self.on_connection("canary insert", async |client| {
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(SinkError::postgres("begin"))?;
-            let exists: bool = transaction
-                .query_one(CANARY_ROW_EXISTS, &[])
-                .await
-                .map_err(SinkError::postgres("canary select"))?
-                .get(0);
-            if !exists {
-                return Ok(Canary::NoRow);
-            }
-            transaction
-                .execute(CANARY_INSERT, &[])
-                .await
-                .map_err(SinkError::postgres("canary insert"))?;
-            transaction
-                .rollback()
-                .await
-                .map_err(SinkError::postgres("rollback"))?;
-            Ok(Canary::Accepted)
+            table.canary_on(client).await
         })
         .await
     }
-}
-
-/// The insert of one batch, in one transaction, on `client`.
-async fn insert_on(
-    client: &mut deadpool_postgres::Object,
-    rows: &[&LoginRow],
-) -> Result<InsertOutcome, SinkError> {
-    let column =
-        |get: fn(&LoginRow) -> &str| rows.iter().map(|row| get(row)).collect::<Vec<&str>>();
-    let message_ids = column(|row| &row.message_id);
-    let user_ids = column(|row| &row.user_id);
-    let device_types = column(|row| &row.device_type);
-    let hashed_ips = column(|row| &row.hashed_ip);
-    let hashed_device_ids = column(|row| &row.hashed_device_id);
-    let app_versions = column(|row| &row.app_version);
-    let locales: Vec<Option<&str>> = rows.iter().map(|row| row.locale.as_deref()).collect();
-    let create_dates: Vec<NaiveDate> = rows.iter().map(|row| row.create_date).collect();
-    let sent_ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.sent_at).collect();
-    let key_ids = column(|row| row.hmac_key_id.as_str());
-
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(SinkError::postgres("begin"))?;
-    let statement = transaction
-        .prepare_cached(INSERT_LOGINS)
-        .await
-        .map_err(SinkError::postgres("prepare insert"))?;
-    let inserted = transaction
-        .execute(
-            &statement,
-            &[
-                &message_ids,
-                &user_ids,
-                &device_types,
-                &hashed_ips,
-                &hashed_device_ids,
-                &locales,
-                &app_versions,
-                &create_dates,
-                &sent_ats,
-                &key_ids,
-            ],
-        )
-        .await
-        .map_err(SinkError::postgres("insert"))?;
-    transaction
-        .commit()
-        .await
-        .map_err(SinkError::postgres("commit"))?;
-    Ok(InsertOutcome {
-        inserted,
-        duplicates: rows.len() as u64 - inserted,
-    })
 }
 
 #[cfg(test)]

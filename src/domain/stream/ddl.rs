@@ -214,6 +214,25 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// The canary, two statements run in a transaction that is rolled back: whether the
+    /// table holds a row, and the newest row written again, through the table's
+    /// constraints and triggers. Its key conflicts with itself, so it changes nothing even
+    /// if it were committed; whether it is accepted says whether the table takes rows.
+    pub fn canary_statements(&self) -> (String, String) {
+        let names: Vec<String> = self.columns.iter().map(|c| quoted(&c.name)).collect();
+        let names = names.join(", ");
+        (
+            format!("SELECT EXISTS (SELECT 1 FROM {})", self.table),
+            format!(
+                "INSERT INTO {table} ({names}) SELECT {names} FROM {table} ORDER BY {INGESTED_AT} DESC LIMIT 1 ON CONFLICT ({key}) DO NOTHING",
+                table = self.table,
+                key = quoted(&self.columns[self.key_column].name),
+            ),
+        )
+    }
+}
+
 impl ColumnType {
     /// The array type a sink binds this column's values as: native where tokio-postgres
     /// binds the Rust type directly, text where PostgreSQL casts (numeric, inet with a

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use sqs2pg::adapters::postgres::PostgresSink;
 use sqs2pg::adapters::sqs::Queue;
+use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::Masker;
 use sqs2pg::domain::keyring::{KeyId, Keyring};
+use sqs2pg::domain::stream::{Stream, login};
 use sqs2pg::retry::RetryPolicy;
 use sqs2pg::telemetry::http::Readiness;
 use sqs2pg::telemetry::metrics::Metrics;
@@ -34,15 +36,35 @@ pub fn drain_settings(queues: &TestQueues) -> Settings {
     }
 }
 
-/// An in-process consumer over any queue (the real one, or a fault-injecting wrapper).
+/// The built-in login stream, unwrapping envelopes by `envelope`.
+pub fn login_stream(envelope: EnvelopeMode) -> Arc<Stream> {
+    Arc::new(login::stream(
+        "http://localhost/000000000000/test-logins",
+        envelope,
+    ))
+}
+
+/// An in-process consumer of login events over any queue (the real one, or a
+/// fault-injecting wrapper), envelopes unwrapped by shape (`auto`).
 pub fn consumer<Q: Queue>(
     queue: Q,
     db: &TestDb,
     settings: Settings,
 ) -> Arc<Pipeline<Q, PostgresSink>> {
+    consumer_of(queue, db, settings, login_stream(EnvelopeMode::Auto))
+}
+
+/// An in-process consumer of `stream`.
+pub fn consumer_of<Q: Queue>(
+    queue: Q,
+    db: &TestDb,
+    settings: Settings,
+    stream: Arc<Stream>,
+) -> Arc<Pipeline<Q, PostgresSink>> {
     Arc::new(Pipeline::new(
         Arc::new(queue),
-        db.sink(settings.writers),
+        db.sink(settings.writers).for_stream(&stream),
+        stream,
         test_keyring(),
         Arc::new(Metrics::new()),
         Arc::new(Readiness::default()),

@@ -27,6 +27,8 @@ const ENVIRONMENT_HELP: &str = "\
 Environment (each also has a flag on the subcommands that use it; see `sqs2pg <command> --help`):
   DATABASE_URL               PostgreSQL connection string (postgres://user:pass@host:port/db)
   SQS2PG_DATABASE_CA_FILE    PEM CA certificates to trust for the database (with sslmode=require)
+  SQS2PG_STREAMS             a stream file (TOML) declaring what to ingest [default: login events
+                             from SQS2PG_QUEUE_URL into user_logins]
   SQS2PG_QUEUE_URL           URL of the source queue (http(s)://host/<account id>/<queue name>)
   SQS2PG_DLQ_URL             URL of the dead-letter queue [default: the source queue's redrive target]
   SQS2PG_HMAC_KEY            key for masking ip and device_id (at least 16 bytes)
@@ -459,13 +461,35 @@ impl DatabaseArgs {
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// URL of the source queue: http(s)://host/<account id>/<queue name>.
-    #[arg(long, env = "SQS2PG_QUEUE_URL", value_name = "URL", value_parser = queue_url_parser())]
-    pub queue_url: String,
+    /// URL of the source queue: http(s)://host/<account id>/<queue name>. The queue of the
+    /// built-in login stream; a stream file names its streams' queues itself (and may use
+    /// `${SQS2PG_QUEUE_URL}`).
+    #[arg(long, env = "SQS2PG_QUEUE_URL", value_name = "URL", value_parser = queue_url_parser(),
+          required_unless_present = "streams")]
+    pub queue_url: Option<String>,
 
     /// URL of the dead-letter queue; defaults to the source queue's redrive target.
     #[arg(long, env = "SQS2PG_DLQ_URL", value_name = "URL", value_parser = queue_url_parser())]
     pub dlq_url: Option<String>,
+}
+
+/// What to ingest: a stream file, or the built-in login stream.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    /// A stream file (TOML) declaring the streams to ingest: each one's queue, table,
+    /// idempotency key and columns (docs/streams.md). Without it, login events from
+    /// SQS2PG_QUEUE_URL go into `user_logins`, as `streams/logins.toml` declares them.
+    #[arg(long, env = "SQS2PG_STREAMS", value_name = "FILE")]
+    pub streams: Option<PathBuf>,
+}
+
+/// Which stream of the file a command is about.
+#[derive(Debug, Args)]
+pub struct StreamChoice {
+    /// The stream of the stream file to work on, by name; required when the file declares
+    /// several.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
 }
 
 /// Where the masking keys come from: one key (the variable or a file), or a keyring
@@ -659,6 +683,8 @@ pub struct RunArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub streams: StreamsArgs,
     #[command(flatten)]
     pub key: HmacKeyArgs,
 
@@ -887,6 +913,10 @@ pub struct StatusArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub streams: StreamsArgs,
+    #[command(flatten)]
+    pub stream: StreamChoice,
 
     /// Messages waiting (visible or in flight) with nothing committed for this long, 1s to
     /// 7d, need attention (`stalled`): the consumer is down or stuck.
@@ -961,6 +991,10 @@ pub struct DlqInspectArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
+    pub streams: StreamsArgs,
+    #[command(flatten)]
+    pub stream: StreamChoice,
+    #[command(flatten)]
     pub key: HmacKeyArgs,
 
     /// Sample bodies to show per reason.
@@ -983,6 +1017,10 @@ pub struct DlqInspectArgs {
 pub struct DlqRedriveArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub streams: StreamsArgs,
+    #[command(flatten)]
+    pub stream: StreamChoice,
 
     /// Only messages dead-lettered for this reason.
     #[arg(long, value_name = "REASON", value_parser = reason_parser())]

@@ -9,6 +9,7 @@
 //! - [`healthcheck`]: probe `/readyz` for a container runtime.
 //! - [`status`]: where a deployment stands, with an exit code for cron checks.
 //! - [`digest`]: a known value's digest under every key of the keyring, for lookups.
+//! - [`streams`]: the streams a command works on (a stream file, or the login stream).
 //! - [`aws`]: the SQS client they share.
 
 pub mod aws;
@@ -22,6 +23,7 @@ pub mod run;
 pub mod send;
 pub mod setup;
 pub mod status;
+pub mod streams;
 
 use std::process::ExitCode;
 

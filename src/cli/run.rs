@@ -14,7 +14,8 @@ use crate::cli::aws::sqs_client_for_run;
 use crate::cli::config::{OutputFormat, RunArgs};
 use crate::cli::migrate::applied_migrations;
 use crate::cli::progress::DrainBar;
-use crate::domain::stream::login;
+use crate::cli::streams::{self, Configured};
+use crate::pipeline::report::Progress;
 use crate::pipeline::{self, Pipeline, Settings, Summary};
 use crate::retry::{RetryPolicy, Stage, retry};
 use crate::telemetry::events::{KeyringLoaded, OpenFileLimit};
@@ -29,7 +30,6 @@ const RELEASE_AT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `sqs2pg run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new());
     // Before any connection: each one is a file descriptor. Logged with the cheap checks'
     // success, so that a bad setting still fails on one line.
     let open_file_limit = raise_open_file_limit();
@@ -39,11 +39,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .database
         .database()?
         .with_statement_timeout(args.statement_timeout);
+    let configured = streams::load(&args.streams, &args.queue, args.envelope)?;
     let (client, credentials) = sqs_client_for_run(args.sqs_timeout).await?;
-
-    if let Some(dlq_url) = &args.queue.dlq_url {
-        sqs::check_fifo_pair(&args.queue.queue_url, dlq_url)?;
+    for stream in &configured {
+        if let Some(dlq_url) = &stream.dlq_url {
+            sqs::check_fifo_pair(&stream.stream.queue_url, dlq_url)?;
+        }
     }
+    // The process's own metrics, and each stream's, labelled with its name.
+    let metrics = Arc::new(Metrics::process());
+    let stream_metrics: Vec<Arc<Metrics>> = configured
+        .iter()
+        .map(|configured| Arc::new(Metrics::stream(&configured.stream.name)))
+        .collect();
     // Cheap checks before side effects: a busy metrics port fails before any migration.
     metrics.emit(open_file_limit);
     metrics.emit(KeyringLoaded { keyring: &keyring });
@@ -56,6 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (metrics_addr, server) = crate::telemetry::http::serve(
         args.metrics_addr,
         Arc::clone(&metrics),
+        stream_metrics.clone(),
         Arc::clone(&readiness),
         server_stop.clone(),
     )
@@ -80,24 +89,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .await
         .context("applying migrations at start")?;
-        // SQS may be unreachable for a moment at start too (a restarting endpoint): retried
-        // with the same patience as the database.
-        let queue = retry(startup, Stage::Connect, &metrics.retry_reporter(), || {
-            SqsQueue::connect(
-                client.clone(),
-                args.queue.queue_url.clone(),
-                args.queue.dlq_url.clone(),
-            )
-        })
-        .await
-        .context("finding the dead-letter queue")?
-        // Tags its dead letters and checks the tags of redriven messages.
-        .with_keyring(keyring.clone());
-        anyhow::Ok((report, queue))
+        let mut queues = Vec::with_capacity(configured.len());
+        for stream in &configured {
+            // SQS may be unreachable for a moment at start too (a restarting endpoint):
+            // retried with the same patience as the database.
+            let queue = retry(startup, Stage::Connect, &metrics.retry_reporter(), || {
+                SqsQueue::connect(
+                    client.clone(),
+                    stream.stream.queue_url.clone(),
+                    stream.dlq_url.clone(),
+                )
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "stream `{}`: finding the dead-letter queue",
+                    stream.stream.name
+                )
+            })?
+            // Tags its dead letters and checks the tags of redriven messages.
+            .with_keyring(keyring.clone());
+            queues.push(queue);
+        }
+        anyhow::Ok((report, queues))
     };
     // A signal while starting (perhaps retrying an unreachable database) stops at once:
     // nothing has been received yet, and a dropped migration rolls back.
-    let (report, queue) = tokio::select! {
+    let (report, queues) = tokio::select! {
         started = starting => started?,
         () = shutdown.cancelled() => {
             tracing::info!(message = "Stopped while starting; nothing was received.");
@@ -107,61 +125,66 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(applied) = applied_migrations(&report) {
         tracing::info!(message = "Applied migrations.", migrations = %applied);
     }
-    let source_queue = args
-        .queue
-        .queue_url
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
     let progress_bar = args.drain && std::io::stderr().is_terminal();
-    let settings = Settings {
-        receivers_min: args.receivers_min as usize,
-        receivers_max: args.receivers_max as usize,
-        writers: args.writers as usize,
-        in_flight_messages: args.in_flight_messages as usize,
-        in_flight_bytes: args.in_flight_mib as usize * 1024 * 1024,
-        batch_messages: args.batch_size as usize,
-        batch_window: args.batch_window,
-        visibility_timeout: args.visibility_timeout,
-        wait_time: args.wait_time,
-        batch_timeout: args.batch_timeout,
-        write_patience: args.write_patience,
-        poison_per_minute: usize::try_from(args.poison_refusals_per_minute).unwrap_or(usize::MAX),
-        drain: args.drain,
-        retry: RetryPolicy::FOREVER,
-        source_queue,
-        // On a terminal a drain draws a bar; elsewhere it logs progress lines.
-        progress_interval: (!progress_bar).then_some(args.progress_interval),
-        summary_interval: Some(args.summary_interval),
-    };
-    // One on a FIFO queue, whatever SQS2PG_WRITERS says: the connections actually opened.
-    let writers = pipeline::writers_for(&queue, &settings);
-    tracing::info!(
-        message = "Starting.",
-        queue_url = %queue.queue_url(),
-        dlq_url = %queue.dlq_url(),
-        receivers_min = args.receivers_min,
-        receivers_max = args.receivers_max,
-        writers,
-        in_flight_messages = args.in_flight_messages,
-        visibility_timeout_s = args.visibility_timeout.as_secs(),
-        drain = args.drain,
-    );
-    let stream = Arc::new(login::stream(&args.queue.queue_url, args.envelope));
-    let consumer = Arc::new(Pipeline::new(
-        Arc::new(queue),
-        PostgresSink::new(database, writers).for_stream(&stream),
-        stream,
-        keyring,
-        metrics,
-        Arc::clone(&readiness),
-        settings,
-    ));
+    let shares = Shares::of(&args, configured.len());
+    // The writers' connections, shared by every stream through one pool.
+    let sink = PostgresSink::new(database, shares.connections);
+    let consumers: Vec<Arc<Pipeline<SqsQueue, PostgresSink>>> = configured
+        .iter()
+        .zip(queues)
+        .zip(stream_metrics)
+        .map(|((configured, queue), metrics)| {
+            let settings = Settings {
+                receivers_min: args.receivers_min as usize,
+                receivers_max: args.receivers_max as usize,
+                writers: shares.writers,
+                in_flight_messages: shares.in_flight_messages,
+                in_flight_bytes: shares.in_flight_bytes,
+                batch_messages: args.batch_size as usize,
+                batch_window: args.batch_window,
+                visibility_timeout: args.visibility_timeout,
+                wait_time: args.wait_time,
+                batch_timeout: args.batch_timeout,
+                write_patience: args.write_patience,
+                poison_per_minute: usize::try_from(args.poison_refusals_per_minute)
+                    .unwrap_or(usize::MAX),
+                drain: args.drain,
+                retry: RetryPolicy::FOREVER,
+                source_queue: configured.queue_name().to_owned(),
+                // On a terminal a drain draws a bar; elsewhere it logs progress lines.
+                progress_interval: (!progress_bar).then_some(args.progress_interval),
+                summary_interval: Some(args.summary_interval),
+            };
+            // One on a FIFO queue, whatever SQS2PG_WRITERS says.
+            let writers = pipeline::writers_for(&queue, &settings);
+            tracing::info!(
+                message = "Starting.",
+                stream = %configured.stream.name,
+                table = %configured.stream.table,
+                queue_url = %queue.queue_url(),
+                dlq_url = %queue.dlq_url(),
+                receivers_min = args.receivers_min,
+                receivers_max = args.receivers_max,
+                writers,
+                in_flight_messages = settings.in_flight_messages,
+                visibility_timeout_s = args.visibility_timeout.as_secs(),
+                drain = args.drain,
+            );
+            Arc::new(Pipeline::new(
+                Arc::new(queue),
+                sink.for_stream(&configured.stream),
+                Arc::clone(&configured.stream),
+                keyring.clone(),
+                metrics,
+                Arc::clone(&readiness),
+                settings,
+            ))
+        })
+        .collect();
 
     let bar = progress_bar.then(|| {
-        let consumer = Arc::clone(&consumer);
-        DrainBar::start(move || consumer.progress())
+        let consumers = consumers.clone();
+        DrainBar::start(move || Progress::combined(consumers.iter().map(|c| c.progress())))
     });
     let started = std::time::Instant::now();
     let grace = args.shutdown_timeout;
@@ -169,16 +192,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
     };
-    let result = tokio::select! {
-        result = consumer.run(shutdown.clone()) => result,
+    let runs = futures::future::join_all(consumers.iter().map(|c| c.run(shutdown.clone())));
+    let results = tokio::select! {
+        results = runs => results,
         () = deadline => {
             tracing::error!(
                 message = "Shutdown timed out with work in flight; releasing what is held and exiting anyway. Nothing uncommitted was deleted.",
                 timeout_s = grace.as_secs_f64(),
             );
             // Not released in time: back after its visibility timeout, as after a kill.
-            let _ = tokio::time::timeout(RELEASE_AT_TIMEOUT, consumer.abandon()).await;
-            print_summary(&consumer.summary(started.elapsed()), args.output);
+            let abandon = futures::future::join_all(consumers.iter().map(|c| c.abandon()));
+            let _ = tokio::time::timeout(RELEASE_AT_TIMEOUT, abandon).await;
+            let summaries: Vec<_> = consumers
+                .iter()
+                .map(|c| c.summary(started.elapsed()))
+                .collect();
+            print_summary(&configured, &summaries, started.elapsed(), args.output);
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -188,21 +217,51 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     readiness.begin_shutdown();
     server_stop.cancel();
     let _ = server.await;
-    let summary = result?;
-    tracing::info!(
-        message = "Stopped.",
-        inserted = summary.inserted,
-        duplicates = summary.duplicates,
-        dead_lettered = summary.dead_lettered,
-        received = summary.received,
-        deleted = summary.deleted,
-        elapsed_s = summary.elapsed.as_secs_f64(),
-        messages_per_second = summary.messages_per_second(),
-        busy_s = summary.busy.as_secs_f64(),
-        busy_messages_per_second = summary.busy_messages_per_second(),
-    );
-    print_summary(&summary, args.output);
+    let summaries = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    for (configured, summary) in configured.iter().zip(&summaries) {
+        tracing::info!(
+            message = "Stopped.",
+            stream = %configured.stream.name,
+            inserted = summary.inserted,
+            duplicates = summary.duplicates,
+            dead_lettered = summary.dead_lettered,
+            received = summary.received,
+            deleted = summary.deleted,
+            elapsed_s = summary.elapsed.as_secs_f64(),
+            messages_per_second = summary.messages_per_second(),
+            busy_s = summary.busy.as_secs_f64(),
+            busy_messages_per_second = summary.busy_messages_per_second(),
+        );
+    }
+    print_summary(&configured, &summaries, started.elapsed(), args.output);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the streams of one process share its connections and its in-flight budget.
+///
+/// The connections are one pool of `SQS2PG_WRITERS` (at least one per stream), which
+/// serves waiting writers in turn; each stream may use all of them but one for every other
+/// stream, so a stream with a backlog never takes the connection another needs. The
+/// in-flight budget is split evenly: a backlog on one stream fills its own share, and the
+/// other streams' receivers still find room in theirs.
+struct Shares {
+    connections: usize,
+    writers: usize,
+    in_flight_messages: usize,
+    in_flight_bytes: usize,
+}
+
+impl Shares {
+    fn of(args: &RunArgs, streams: usize) -> Self {
+        let streams = streams.max(1);
+        let connections = (args.writers as usize).max(streams);
+        Self {
+            connections,
+            writers: connections - (streams - 1),
+            in_flight_messages: (args.in_flight_messages as usize / streams).max(10),
+            in_flight_bytes: (args.in_flight_mib as usize * 1024 * 1024 / streams).max(1024 * 1024),
+        }
+    }
 }
 
 /// Raises the open-file soft limit to the hard limit, as Go's runtime does at start; Rust
@@ -227,13 +286,44 @@ fn raise_open_file_limit() -> OpenFileLimit {
     }
 }
 
-fn print_summary(summary: &Summary, output: OutputFormat) {
+/// The closing summary on stdout: one line (one object) for a single stream, as before; for
+/// several, the totals with each stream's summary beside them.
+fn print_summary(
+    configured: &[Configured],
+    summaries: &[Summary],
+    elapsed: std::time::Duration,
+    output: OutputFormat,
+) {
+    let total = match summaries {
+        [one] => *one,
+        all => Summary::combined(all, elapsed),
+    };
     match output {
-        OutputFormat::Text => println!("sqs2pg: {summary}"),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string(summary).expect("a summary serializes")
-        ),
+        OutputFormat::Text => {
+            println!("sqs2pg: {total}");
+            if summaries.len() > 1 {
+                for (configured, summary) in configured.iter().zip(summaries) {
+                    println!("  stream {}: {summary}", configured.stream.name);
+                }
+            }
+        }
+        OutputFormat::Json => {
+            let mut json = serde_json::to_value(total).expect("a summary serializes");
+            if summaries.len() > 1 {
+                json["streams"] = configured
+                    .iter()
+                    .zip(summaries)
+                    .map(|(configured, summary)| {
+                        (
+                            configured.stream.name.clone(),
+                            serde_json::to_value(summary).expect("a summary serializes"),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
+            println!("{json}");
+        }
     }
 }
 

@@ -240,6 +240,25 @@ impl serde::Serialize for Summary {
 }
 
 impl Summary {
+    /// Several streams' summaries as one: counts summed, busy from the earliest stream's
+    /// first message to the latest's last batch (as the longest of them, approximately).
+    pub fn combined(all: &[Summary], elapsed: Duration) -> Self {
+        let mut combined = Self {
+            elapsed,
+            ..Self::default()
+        };
+        for summary in all {
+            combined.received += summary.received;
+            combined.inserted += summary.inserted;
+            combined.duplicates += summary.duplicates;
+            combined.dead_lettered += summary.dead_lettered;
+            combined.deleted += summary.deleted;
+            combined.released += summary.released;
+            combined.busy = combined.busy.max(summary.busy);
+        }
+        combined
+    }
+
     fn processed(&self) -> u64 {
         self.inserted + self.duplicates + self.dead_lettered
     }

@@ -54,6 +54,33 @@ impl Progress {
         }
     }
 
+    /// The progress of several streams' pipelines as one: counts summed; the backlog and
+    /// total known only once every stream has read its queue's depth.
+    pub fn combined(all: impl IntoIterator<Item = Progress>) -> Self {
+        let mut combined = Self {
+            backlog: Some(QueueDepth::default()),
+            total: Some(0),
+            ..Self::default()
+        };
+        for progress in all {
+            combined.received += progress.received;
+            combined.inserted += progress.inserted;
+            combined.duplicates += progress.duplicates;
+            combined.dead_lettered += progress.dead_lettered;
+            combined.lag_sum_ms += progress.lag_sum_ms;
+            combined.backlog = combined
+                .backlog
+                .zip(progress.backlog)
+                .map(|(a, b)| QueueDepth {
+                    visible: a.visible + b.visible,
+                    in_flight: a.in_flight + b.in_flight,
+                    delayed: a.delayed + b.delayed,
+                });
+            combined.total = combined.total.zip(progress.total).map(|(a, b)| a + b);
+        }
+        combined
+    }
+
     /// Messages done: rows inserted, duplicates skipped, dead letters.
     pub fn processed(&self) -> u64 {
         self.inserted + self.duplicates + self.dead_lettered

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,7 +96,8 @@ impl ShedReason {
 pub struct Readiness {
     database_reachable: AtomicBool,
     queue_reachable: AtomicBool,
-    writes_paused: AtomicBool,
+    /// Streams whose writes are paused now.
+    writes_paused: AtomicUsize,
     shutting_down: AtomicBool,
 }
 
@@ -110,8 +111,16 @@ impl Readiness {
     }
 
     /// While writes fail systemically, the instance takes no work: not ready.
+    /// One stream's writes paused (`true`) or resumed (`false`): each pause is followed by
+    /// one resume, so the count says how many streams are paused.
     pub fn set_writes_paused(&self, paused: bool) {
-        self.writes_paused.store(paused, Ordering::Relaxed);
+        if paused {
+            self.writes_paused.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .writes_paused
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     pub fn begin_shutdown(&self) {
@@ -126,7 +135,7 @@ impl Readiness {
             Err("database unreachable")
         } else if !self.queue_reachable.load(Ordering::Relaxed) {
             Err("SQS unreachable")
-        } else if self.writes_paused.load(Ordering::Relaxed) {
+        } else if self.writes_paused.load(Ordering::Relaxed) > 0 {
             Err("writes paused: the database refuses them (see the log)")
         } else {
             Ok(())
@@ -136,7 +145,10 @@ impl Readiness {
 
 #[derive(Clone)]
 struct Endpoints {
+    /// The process's own metrics ([`Metrics::process`], or all of one pipeline's).
     metrics: Arc<Metrics>,
+    /// Each stream's, shown on the same page.
+    streams: Arc<[Arc<Metrics>]>,
     readiness: Arc<Readiness>,
 }
 
@@ -147,6 +159,7 @@ struct Endpoints {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    streams: Vec<Arc<Metrics>>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -158,6 +171,7 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .with_state(Endpoints {
             metrics: Arc::clone(&metrics),
+            streams: streams.into(),
             readiness,
         });
     let server = Arc::new(Server {
@@ -461,10 +475,10 @@ impl Reminder {
 async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     let ready = endpoints.readiness.check().is_ok();
     endpoints.metrics.set_ready(ready);
-    (
-        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        endpoints.metrics.render(),
-    )
+    let page = crate::telemetry::metrics::render(
+        std::iter::once(&*endpoints.metrics).chain(endpoints.streams.iter().map(|m| &**m)),
+    );
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], page)
 }
 
 async fn ready(State(endpoints): State<Endpoints>) -> impl IntoResponse {
@@ -588,6 +602,7 @@ mod tests {
         let (addr, server) = serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::clone(&metrics),
+            Vec::new(),
             Arc::new(Readiness::default()),
             shutdown.clone(),
         )

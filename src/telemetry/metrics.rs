@@ -63,19 +63,22 @@ macro_rules! metrics {
         }
 
         impl Metrics {
-            fn unregistered() -> Self {
+            fn unregistered(registry: Registry) -> Self {
                 Self {
-                    registry: Registry::new(),
+                    registry,
                     dead_letter_log: DeadLetterLog::default(),
                     $( $field: $make($name, $help $(, $extra)*), )*
                 }
             }
 
-            fn register_all(&self) {
+            /// Registers the metrics whose names `keep` says.
+            fn register_where(&self, keep: impl Fn(&str) -> bool) {
                 $(
-                    self.registry
-                        .register(Box::new(self.$field.clone()))
-                        .expect("metric names are unique");
+                    if keep($name) {
+                        self.registry
+                            .register(Box::new(self.$field.clone()))
+                            .expect("metric names are unique");
+                    }
                 )*
             }
         }
@@ -194,10 +197,40 @@ impl PauseKind {
     }
 }
 
+/// The metrics of the process as a whole, not of one stream: readiness, the build, and the
+/// metrics port's own. The others are each stream's, labelled `stream` in a process that
+/// runs several ([`Metrics::process`], [`Metrics::stream`]).
+pub const PROCESS_METRICS: [&str; 4] = [
+    names::READY,
+    names::HTTP_CONNECTIONS_SHED,
+    names::HTTP_ACCEPT_ERRORS,
+    names::BUILD_INFO,
+];
+
 impl Metrics {
+    /// Every metric, in a registry of its own, without a `stream` label: one pipeline's
+    /// view, as tests and tools use it.
     pub fn new() -> Self {
-        let metrics = Self::unregistered();
-        metrics.register_all();
+        Self::registered(Registry::new(), |_| true)
+    }
+
+    /// The process's own metrics ([`PROCESS_METRICS`]); each stream's are in
+    /// [`Metrics::stream`]s, and [`render`] shows them all on one page.
+    pub fn process() -> Self {
+        Self::registered(Registry::new(), |name| PROCESS_METRICS.contains(&name))
+    }
+
+    /// The metrics of the stream named `stream`: every one but the process's, each series
+    /// labelled `stream="<name>"`.
+    pub fn stream(stream: &str) -> Self {
+        let labels = std::collections::HashMap::from([("stream".to_owned(), stream.to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("a valid label");
+        Self::registered(registry, |name| !PROCESS_METRICS.contains(&name))
+    }
+
+    fn registered(registry: Registry, keep: impl Fn(&str) -> bool) -> Self {
+        let metrics = Self::unregistered(registry);
+        metrics.register_where(keep);
         metrics.set_last_commit(chrono::Utc::now());
         metrics
             .build_info
@@ -328,12 +361,28 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding of gathered metrics cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        render([self])
     }
+}
+
+/// The Prometheus text exposition of the metrics of several registries (the process's and
+/// each stream's), a family's series from all of them under one `# HELP` and `# TYPE`.
+pub fn render<'a>(sets: impl IntoIterator<Item = &'a Metrics>) -> String {
+    let mut families: Vec<prometheus::proto::MetricFamily> = Vec::new();
+    for family in sets.into_iter().flat_map(|set| set.registry.gather()) {
+        match families.iter_mut().find(|f| f.name() == family.name()) {
+            Some(merged) => merged
+                .mut_metric()
+                .extend(family.get_metric().iter().cloned()),
+            None => families.push(family),
+        }
+    }
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut buffer = Vec::new();
+    TextEncoder::new()
+        .encode(&families, &mut buffer)
+        .expect("text encoding of gathered metrics cannot fail");
+    String::from_utf8(buffer).expect("the text format is UTF-8")
 }
 
 impl std::fmt::Debug for Metrics {

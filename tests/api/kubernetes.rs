@@ -273,6 +273,7 @@ fn probes_and_scrape_hit_the_binarys_endpoints_on_its_port() {
         sqs2pg::telemetry::http::serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(sqs2pg::telemetry::metrics::Metrics::new()),
+            Vec::new(),
             Arc::new(sqs2pg::telemetry::http::Readiness::default()),
             tokio_util::sync::CancellationToken::new(),
         )

@@ -1,9 +1,9 @@
 //! What `sqs2pg status` reads from the database: recent rows, ingestion lag, the record of
 //! dead letters, the migration version. One connection and one read-only snapshot, so the
 //! numbers agree with each other and with one `now()`, the database's clock (the clock
-//! `ingested_at` and `dead_lettered_at` were written with). Every query is served by an
-//! index (`user_logins (ingested_at)`, migration V4) except those on `dead_letters`, which
-//! holds only poison and stays small.
+//! `ingested_at` and `dead_lettered_at` were written with). Every query on the stream's table
+//! is served by its `ingested_at` index (migration V4 for `user_logins`, the stream's DDL for
+//! the others); those on `dead_letters` need none: it holds only poison and stays small.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,27 +18,37 @@ pub const LAG_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// ...and at most this many of its newest rows, so its cost is bounded on a busy table.
 pub const LAG_MAX_ROWS: i64 = 10_000;
 
-const TABLES: &str = "SELECT to_regclass('user_logins') IS NOT NULL, \
+/// Which tables exist: the stream's (`$1`), `dead_letters`, the migrations' history.
+const TABLES: &str = "SELECT to_regclass($1) IS NOT NULL, \
                              to_regclass('dead_letters') IS NOT NULL, \
                              to_regclass('refinery_schema_history') IS NOT NULL, \
                              now()";
 
 const APPLIED_VERSION: &str = "SELECT max(version)::int8 FROM refinery_schema_history";
 
-const ROWS: &str = "\
-SELECT count(*) FILTER (WHERE ingested_at > now() - interval '1 minute'), \
-       count(*) FILTER (WHERE ingested_at > now() - interval '1 hour'), \
-       count(*), \
-       (SELECT max(ingested_at) FROM user_logins) \
-FROM user_logins WHERE ingested_at > now() - interval '1 day'";
+/// Rows of the last minute, hour and day of `table`, and its newest.
+fn rows_query(table: &str) -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE ingested_at > now() - interval '1 minute'), \
+                count(*) FILTER (WHERE ingested_at > now() - interval '1 hour'), \
+                count(*), \
+                (SELECT max(ingested_at) FROM {table}) \
+         FROM {table} WHERE ingested_at > now() - interval '1 day'"
+    )
+}
 
-const LAG: &str = "\
-SELECT count(*), \
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), \
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) \
-FROM (SELECT extract(epoch FROM ingested_at - sent_at)::float8 AS lag FROM user_logins \
-      WHERE ingested_at > now() - make_interval(secs => $1) \
-      ORDER BY ingested_at DESC LIMIT $2) AS recent";
+/// The ingestion lag (commit minus `sent_at`, the column holding SentTimestamp) of the
+/// newest rows of `table`.
+fn lag_query(table: &str, sent_at: &str) -> String {
+    format!(
+        "SELECT count(*), \
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) \
+         FROM (SELECT extract(epoch FROM ingested_at - {sent_at})::float8 AS lag FROM {table} \
+               WHERE ingested_at > now() - make_interval(secs => $1) \
+               ORDER BY ingested_at DESC LIMIT $2) AS recent"
+    )
+}
 
 const DEAD_LETTERS: &str = "\
 SELECT reason, count(*), \
@@ -54,7 +64,7 @@ pub struct DatabaseStatus {
     pub now: DateTime<Utc>,
     /// The highest migration applied; `None` if none ever was.
     pub applied_version: Option<i64>,
-    /// Whether `user_logins` and `dead_letters` exist (they do from V2 on).
+    /// Whether the stream's table and `dead_letters` exist.
     pub tables_exist: bool,
     pub rows: RowCounts,
     pub lag: Lag,
@@ -99,30 +109,37 @@ pub fn known_migration_version() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads the status of the database for `source_queue` (the queue's name, as `run` records
-/// it in `dead_letters`), counting dead letters recorded within `dead_letter_window` apart.
-/// Within the connect deadline, then the statement deadline for the whole snapshot.
+/// The stream a status reads: its table, the column that holds SentTimestamp (for the
+/// lag; `None` if it keeps none), and its queue's name, as `run` records it in
+/// `dead_letters`.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusOf<'a> {
+    pub table: &'a str,
+    pub sent_at_column: Option<&'a str>,
+    pub source_queue: &'a str,
+}
+
+/// Reads the status of the database for `of`, counting dead letters recorded within
+/// `dead_letter_window` apart. Within the connect deadline, then the statement deadline for
+/// the whole snapshot.
 pub async fn read_status(
     database: &Database,
-    source_queue: &str,
+    of: StatusOf<'_>,
     dead_letter_window: Duration,
 ) -> Result<DatabaseStatus, SinkError> {
     let mut client = database.connect().await?;
     let after = database.statement_timeout();
-    tokio::time::timeout(
-        after,
-        snapshot(&mut client, source_queue, dead_letter_window, after),
-    )
-    .await
-    .unwrap_or(Err(SinkError::Timeout {
-        operation: "status",
-        after,
-    }))
+    tokio::time::timeout(after, snapshot(&mut client, of, dead_letter_window, after))
+        .await
+        .unwrap_or(Err(SinkError::Timeout {
+            operation: "status",
+            after,
+        }))
 }
 
 async fn snapshot(
     client: &mut tokio_postgres::Client,
-    source_queue: &str,
+    of: StatusOf<'_>,
     dead_letter_window: Duration,
     statement_timeout: Duration,
 ) -> Result<DatabaseStatus, SinkError> {
@@ -143,14 +160,15 @@ async fn snapshot(
         .await
         .map_err(SinkError::postgres("set the status deadline"))?;
     let tables = transaction
-        .query_one(TABLES, &[])
+        .query_one(TABLES, &[&of.table])
         .await
         .map_err(SinkError::postgres("find tables"))?;
-    let (logins, dead_letters, history) = (tables.get(0), tables.get(1), tables.get(2));
+    let (table, dead_letters, history): (bool, bool, bool) =
+        (tables.get(0), tables.get(1), tables.get(2));
     let mut status = DatabaseStatus {
         now: tables.get(3),
         applied_version: None,
-        tables_exist: logins && dead_letters,
+        tables_exist: table && dead_letters,
         rows: RowCounts::default(),
         lag: Lag::default(),
         last_row_at: None,
@@ -168,7 +186,7 @@ async fn snapshot(
     }
     let count = |value: i64| value.max(0) as u64;
     let rows = transaction
-        .query_one(ROWS, &[])
+        .query_one(&rows_query(of.table), &[])
         .await
         .map_err(SinkError::postgres("count recent rows"))?;
     status.rows = RowCounts {
@@ -177,19 +195,24 @@ async fn snapshot(
         last_day: count(rows.get(2)),
     };
     status.last_row_at = rows.get(3);
-    let lag = transaction
-        .query_one(LAG, &[&LAG_WINDOW.as_secs_f64(), &LAG_MAX_ROWS])
-        .await
-        .map_err(SinkError::postgres("measure ingestion lag"))?;
-    status.lag = Lag {
-        rows: count(lag.get(0)),
-        p50_s: lag.get(1),
-        p99_s: lag.get(2),
-    };
+    if let Some(sent_at) = of.sent_at_column {
+        let lag = transaction
+            .query_one(
+                &lag_query(of.table, sent_at),
+                &[&LAG_WINDOW.as_secs_f64(), &LAG_MAX_ROWS],
+            )
+            .await
+            .map_err(SinkError::postgres("measure ingestion lag"))?;
+        status.lag = Lag {
+            rows: count(lag.get(0)),
+            p50_s: lag.get(1),
+            p99_s: lag.get(2),
+        };
+    }
     for row in transaction
         .query(
             DEAD_LETTERS,
-            &[&source_queue, &dead_letter_window.as_secs_f64()],
+            &[&of.source_queue, &dead_letter_window.as_secs_f64()],
         )
         .await
         .map_err(SinkError::postgres("count dead letters"))?

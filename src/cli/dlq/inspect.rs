@@ -19,10 +19,11 @@ pub async fn inspect(args: DlqInspectArgs) -> anyhow::Result<()> {
     // The current key: the one a redriven message's row would be masked with (see redact).
     let keyring = args.key.keyring()?;
     let masker = keyring.current().1;
+    let stream = crate::cli::streams::choose(&args.streams, &args.queue, &args.stream)?;
     let queue = SqsQueue::connect(
         sqs_client().await?,
-        args.queue.queue_url,
-        args.queue.dlq_url,
+        stream.stream.queue_url.clone(),
+        stream.dlq_url.clone(),
     )
     .await?;
     // Read before the scan hides anything: on a FIFO DLQ the scan cannot see them all.

@@ -71,10 +71,11 @@ impl fmt::Display for Unmoved {
 
 /// `sqs2pg dlq redrive`. Exits non-zero, naming them, if some dead letters did not move.
 pub async fn redrive(args: DlqRedriveArgs) -> anyhow::Result<()> {
+    let stream = crate::cli::streams::choose(&args.streams, &args.queue, &args.stream)?;
     let queue = SqsQueue::connect(
         sqs_client().await?,
-        args.queue.queue_url,
-        args.queue.dlq_url,
+        stream.stream.queue_url.clone(),
+        stream.dlq_url.clone(),
     )
     .await?;
     let redriven = redrive_queue(&queue, args.reason, args.limit.unwrap_or(u64::MAX)).await?;

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::adapters::postgres::status::{known_migration_version, read_status};
+use crate::adapters::postgres::status::{StatusOf, known_migration_version, read_status};
 use crate::adapters::sqs::{Queue as _, SqsQueue};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::{OutputFormat, StatusArgs};
+use crate::domain::stream::{Meta, Source};
 use report::{Observed, Thresholds};
 
 /// The exit code when some check needs attention; 1 is an error, so "could not check".
@@ -20,24 +21,34 @@ pub const ATTENTION: u8 = 2;
 /// `sqs2pg status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let database = args.database.database()?;
+    let stream = crate::cli::streams::choose(&args.streams, &args.queue, &args.stream)?;
     let queue = SqsQueue::connect(
         sqs_client().await?,
-        args.queue.queue_url,
-        args.queue.dlq_url,
+        stream.stream.queue_url.clone(),
+        stream.dlq_url.clone(),
     )
     .await
     .context("finding the dead-letter queue")?;
-    // The name `run` records its dead letters under.
-    let source_queue = queue
-        .queue_url()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    // The table's name as SQL writes it, and the column holding SentTimestamp, if any.
+    let table = stream.stream.table.to_string();
+    let sent_at_column = stream
+        .stream
+        .columns
+        .iter()
+        .find(|column| column.source == Source::Meta(Meta::SentTimestamp))
+        .map(|column| column.name.as_str());
     let (depth, dlq_depth, database) = tokio::join!(
         queue.depth(),
         queue.dead_letter_depth(),
-        read_status(&database, &source_queue, args.dlq_window),
+        read_status(
+            &database,
+            StatusOf {
+                table: &table,
+                sent_at_column,
+                source_queue: stream.queue_name(),
+            },
+            args.dlq_window
+        ),
     );
     let observed = Observed {
         queue_url: queue.queue_url().to_owned(),

@@ -51,11 +51,15 @@ pub fn scraped_samples(page: &str) -> Vec<Sample> {
 }
 
 /// The value of the unlabelled metric `name` on a scraped page, if it is there.
+/// The value of the unlabelled series `name`, or the sum of its series over the streams (a
+/// stream's metrics carry its name in a `stream` label, and nothing else).
 pub fn scraped_value(page: &str, name: &str) -> Option<f64> {
-    scraped_samples(page)
+    let samples: Vec<f64> = scraped_samples(page)
         .into_iter()
-        .find(|sample| sample.name == name && sample.labels.is_empty())
+        .filter(|sample| sample.name == name && sample.labels.keys().all(|label| label == "stream"))
         .map(|sample| sample.value)
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 fn parse_sample(line: &str) -> Option<Sample> {

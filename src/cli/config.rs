@@ -404,8 +404,14 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Create the queue and its dead-letter queue if absent, with a redrive policy; print both
     /// URLs. An existing queue whose redrive policy differs is reported, and changed only
-    /// with --update.
+    /// with --update. With --streams, prepare the database instead: each stream's table is
+    /// created if absent, and what the file added to it (a nullable column, a wider text
+    /// limit, an index) is applied; a change that could lose or rewrite data is refused,
+    /// with the statement to run yourself.
     Setup(SetupArgs),
+    /// The streams' tables: `schema ddl` prints the CREATE TABLE and indexes of each.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Send realistic synthetic login events, in batches of 10.
     Send(SendArgs),
     /// Inspect or redrive the dead-letter queue.
@@ -869,6 +875,12 @@ const STATUS_WINDOW: DurationLimits = DurationLimits::seconds(1, 7 * 24 * 60 * 6
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
+    #[command(flatten)]
+    pub streams: StreamsArgs,
+    /// The database, for --streams: its tables are what setup prepares then.
+    #[command(flatten)]
+    pub database: Option<DatabaseArgs>,
+
     /// Name of the source queue.
     #[arg(long, env = "SQS2PG_QUEUE_NAME", value_name = "NAME", default_value = "user-logins",
           value_parser = queue_name_parser())]
@@ -976,6 +988,19 @@ pub struct SendArgs {
         default_value = "text"
     )]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Print each stream's CREATE TABLE and CREATE INDEX statements (the built-in login
+    /// stream's without --streams), as `setup --streams` would run them.
+    Ddl(SchemaDdlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaDdlArgs {
+    #[command(flatten)]
+    pub streams: StreamsArgs,
 }
 
 #[derive(Debug, Subcommand)]

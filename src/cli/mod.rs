@@ -3,7 +3,8 @@
 //!
 //! - [`run`]: consume the queue (migrate first); [`progress`] draws a drain's bar.
 //! - [`migrate`]: apply the migrations and exit.
-//! - [`setup`]: create the queue pair with its redrive policy.
+//! - [`setup`]: create the queue pair with its redrive policy, or the streams' tables.
+//! - [`schema`]: print the streams' tables' DDL.
 //! - [`send`]: send synthetic events.
 //! - [`dlq`]: `dlq inspect` and `dlq redrive`.
 //! - [`healthcheck`]: probe `/readyz` for a container runtime.
@@ -20,6 +21,7 @@ pub mod healthcheck;
 pub mod migrate;
 pub mod progress;
 pub mod run;
+pub mod schema;
 pub mod send;
 pub mod setup;
 pub mod status;
@@ -27,7 +29,7 @@ pub mod streams;
 
 use std::process::ExitCode;
 
-use config::{Command, DlqCommand};
+use config::{Command, DlqCommand, SchemaCommand};
 
 /// Runs a subcommand to its end; the exit code on success, else the error that ended it.
 pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
@@ -36,6 +38,7 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Migrate(args) => migrate::migrate(args).await.map(done),
         Command::Setup(args) => setup::setup(args).await.map(done),
+        Command::Schema(SchemaCommand::Ddl(args)) => schema::ddl(args).map(done),
         Command::Send(args) => send::send(args).await.map(done),
         Command::Dlq(DlqCommand::Inspect(args)) => dlq::inspect(args).await.map(done),
         Command::Dlq(DlqCommand::Redrive(args)) => dlq::redrive(args).await.map(done),

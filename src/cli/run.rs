@@ -89,6 +89,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .await
         .context("applying migrations at start")?;
+        // Before anything is received: a table that does not fit its stream would refuse
+        // every row.
+        streams::check_tables(&database, &configured).await?;
         let mut queues = Vec::with_capacity(configured.len());
         for stream in &configured {
             // SQS may be unreachable for a moment at start too (a restarting endpoint):

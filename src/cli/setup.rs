@@ -1,16 +1,23 @@
 //! `sqs2pg setup`: create the queue and its dead-letter queue if absent, with a redrive
-//! policy, and print both URLs.
+//! policy, and print both URLs; with a stream file, prepare the streams' tables instead.
 
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::adapters::postgres;
+use crate::adapters::postgres::schema::{self, live_table};
 use crate::adapters::sqs::{self, RedriveChange, SetupOutcome};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::{OutputFormat, SetupArgs};
+use crate::cli::streams;
+use crate::domain::stream::ddl::plan;
 
 /// `sqs2pg setup`. Idempotent; an existing queue whose redrive policy differs is changed
 /// only with `--update`.
 pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
+    if args.streams.streams.is_some() {
+        return tables(args).await;
+    }
     let client = sqs_client().await?;
     let queue_name = match args.fifo && !args.queue_name.ends_with(".fifo") {
         true => format!("{}.fifo", args.queue_name),
@@ -136,4 +143,91 @@ mod tests {
         assert_eq!(dead_letter_queue_name("logins"), "logins-dlq");
         assert_eq!(dead_letter_queue_name("logins.fifo"), "logins-dlq.fifo");
     }
+}
+
+/// `setup --streams`: migrations first (sqs2pg's own tables), then each stream's table
+/// created if absent, or its additive changes applied. Refused changes are printed with
+/// the statement to run, and fail the command.
+async fn tables(args: SetupArgs) -> anyhow::Result<()> {
+    let Some(database) = &args.database else {
+        anyhow::bail!("setup --streams prepares the streams' tables: set DATABASE_URL");
+    };
+    let database = database.database()?;
+    postgres::migrate(&database)
+        .await
+        .context("applying migrations")?;
+    let mut shapes = Vec::new();
+    for stream in streams::declarations(&args.streams)? {
+        let table = stream.table.to_string();
+        let mut shape = TableShape {
+            stream: stream.name.clone(),
+            table: table.clone(),
+            created: false,
+            applied: Vec::new(),
+            refused: Vec::new(),
+        };
+        match live_table(&database, &table).await? {
+            None => {
+                schema::apply(&database, &stream.ddl())
+                    .await
+                    .with_context(|| format!("creating table {table}"))?;
+                shape.created = true;
+            }
+            Some(live) => {
+                let plan = plan(&stream, &live);
+                let statements: Vec<String> = plan
+                    .additive
+                    .iter()
+                    .map(|change| change.sql.clone())
+                    .collect();
+                if !statements.is_empty() {
+                    schema::apply(&database, &statements)
+                        .await
+                        .with_context(|| format!("changing table {table}"))?;
+                }
+                shape.applied = plan.additive.iter().map(ToString::to_string).collect();
+                shape.refused = plan.refused.iter().map(ToString::to_string).collect();
+            }
+        }
+        shapes.push(shape);
+    }
+    match args.output {
+        OutputFormat::Text => {
+            for shape in &shapes {
+                let stream = &shape.stream;
+                let table = &shape.table;
+                if shape.created {
+                    println!("stream {stream}: created table {table}");
+                } else if shape.applied.is_empty() && shape.refused.is_empty() {
+                    println!("stream {stream}: table {table} is as the file declares");
+                }
+                for change in &shape.applied {
+                    println!("stream {stream}: table {table}: applied: {change}");
+                }
+                for refusal in &shape.refused {
+                    println!("stream {stream}: table {table}: refused: {refusal}");
+                }
+            }
+        }
+        OutputFormat::Json => println!("{}", serde_json::json!({ "tables": shapes })),
+    }
+    let refused: usize = shapes.iter().map(|shape| shape.refused.len()).sum();
+    anyhow::ensure!(
+        refused == 0,
+        "{refused} change(s) to the streams' tables not applied: they could lose or rewrite data; each is printed above with the statement to run yourself"
+    );
+    Ok(())
+}
+
+/// A stream's table in `setup --streams --output json`: `{"tables": [...]}`.
+#[derive(Debug, Serialize)]
+struct TableShape {
+    stream: String,
+    table: String,
+    /// Whether this run created it.
+    created: bool,
+    /// The changes this run applied, each `column `c`: what: SQL`.
+    applied: Vec<String>,
+    /// The changes it refused, each with the statement to run yourself.
+    refused: Vec<String>,
 }

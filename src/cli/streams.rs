@@ -4,8 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::adapters::postgres::schema::live_table;
+use crate::adapters::postgres::{Database, SinkError};
 use crate::cli::config::{QueueArgs, StreamChoice, StreamsArgs, parse_queue_url};
 use crate::domain::envelope::EnvelopeMode;
+use crate::domain::stream::ddl::plan;
 use crate::domain::stream::{Lookups, Stream, StreamFileError, compile, login};
 
 /// A stream and where its dead letters go.
@@ -76,26 +79,8 @@ pub fn load(
             dlq_url: queue.dlq_url.clone(),
         }]);
     };
-    let text = std::fs::read_to_string(path).map_err(|error| StreamsError::Read {
-        path: path.clone(),
-        error,
-    })?;
     let file = path.display().to_string();
-    let directory = path.parent().unwrap_or(Path::new("."));
-    let env = |name: &str| std::env::var(name).ok();
-    let schema = |name: &str| {
-        let schema_path = directory.join(name);
-        std::fs::read_to_string(&schema_path)
-            .map_err(|error| format!("{}: {error}", schema_path.display()))
-    };
-    let streams = compile(
-        &text,
-        &file,
-        &Lookups {
-            env: &env,
-            schema: &schema,
-        },
-    )?;
+    let streams = compile_file(path, &|name: &str| std::env::var(name).ok())?;
     streams
         .into_iter()
         .map(|stream| {
@@ -117,6 +102,104 @@ pub fn load(
             })
         })
         .collect()
+}
+
+/// The streams' declarations, for what needs no queue (their tables): the file's, with
+/// unset `${VAR}`s left as written, or the login stream's.
+pub fn declarations(args: &StreamsArgs) -> Result<Vec<Stream>, StreamsError> {
+    match &args.streams {
+        Some(path) => compile_file(path, &|name: &str| {
+            Some(std::env::var(name).unwrap_or_else(|_| format!("${{{name}}}")))
+        }),
+        None => Ok(vec![login::stream(
+            "${SQS2PG_QUEUE_URL}",
+            EnvelopeMode::Auto,
+        )]),
+    }
+}
+
+/// Compiles the stream file at `path`: its JSON Schemas are read relative to its folder,
+/// its `${VAR}`s from `env`.
+fn compile_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Stream>, StreamsError> {
+    let text = std::fs::read_to_string(path).map_err(|error| StreamsError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let schema = |name: &str| {
+        let schema_path = directory.join(name);
+        std::fs::read_to_string(&schema_path)
+            .map_err(|error| format!("{}: {error}", schema_path.display()))
+    };
+    Ok(compile(
+        &text,
+        &path.display().to_string(),
+        &Lookups {
+            env,
+            schema: &schema,
+        },
+    )?)
+}
+
+/// A stream's table as the database has it, against its file.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(
+        "stream `{stream}`: table {table} does not exist; create it with `sqs2pg setup --streams <file>` (its DDL: `sqs2pg schema ddl`)"
+    )]
+    Missing { stream: String, table: String },
+    #[error("stream `{stream}`: table {table} differs from the stream file: {differences}")]
+    Differs {
+        stream: String,
+        table: String,
+        differences: String,
+    },
+    #[error("stream `{stream}`: reading table {table}: {error}")]
+    Read {
+        stream: String,
+        table: String,
+        error: SinkError,
+    },
+}
+
+/// Checks each stream's table against its file: exists, with its columns, types,
+/// nullability and key. A difference names the stream, the column and what differs, and
+/// says what `setup` would apply or what the user must run.
+pub async fn check_tables(database: &Database, streams: &[Configured]) -> Result<(), TableError> {
+    for configured in streams {
+        let stream = &configured.stream;
+        let table = stream.table.to_string();
+        let live = live_table(database, &table)
+            .await
+            .map_err(|error| TableError::Read {
+                stream: stream.name.clone(),
+                table: table.clone(),
+                error,
+            })?
+            .ok_or_else(|| TableError::Missing {
+                stream: stream.name.clone(),
+                table: table.clone(),
+            })?;
+        let plan = plan(stream, &live);
+        if !plan.is_empty() {
+            let differences = plan
+                .additive
+                .iter()
+                .map(|change| format!("{change} (`sqs2pg setup --streams <file>` applies it)"))
+                .chain(plan.refused.iter().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(TableError::Differs {
+                stream: stream.name.clone(),
+                table,
+                differences,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The one stream a command is about: the one `choice` names, or the only one.

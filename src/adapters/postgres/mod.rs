@@ -16,6 +16,7 @@
 #[cfg(test)]
 pub mod fake;
 pub mod refusal;
+pub mod schema;
 pub mod status;
 pub mod table;
 

@@ -210,7 +210,9 @@ start_services() {
 # Builds once, then runs copies: others may rebuild target/ while the benchmark runs.
 build() {
   mkdir -p "$BIN"
-  cargo build --release --locked --bins --benches --message-format=json-render-diagnostics \
+  # `invariants`: the transform bench also times the typed login transform, the oracle.
+  cargo build --release --locked --bins --benches --features invariants \
+    --message-format=json-render-diagnostics \
     >"$RUN_DIR/build.json"
   cp "$TARGET_DIR/release/sqs2pg" "$BIN/sqs2pg"
   local name path

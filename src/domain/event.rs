@@ -1,20 +1,24 @@
-//! The pure core: parse, validate and mask one message body. No I/O happens here.
+//! What events are made of, for every stream: the keyed HMAC [`Masker`], the kinds of JSON
+//! values ([`JsonKind`]) and the rejections ([`Rejection`]) that name fields and kinds,
+//! never values: their `Display` text goes to logs and to the dead-letter queue, where raw
+//! PII must not appear. And the login event's limits, which `streams/logins.toml` declares.
 //!
-//! Rejections are typed and carry field *names* and JSON *kinds*, never values: their
-//! `Display` text goes to logs and to the dead-letter queue, where raw PII must not appear.
-//! That is also why the body is first parsed into JSON values and checked by hand: serde's
-//! own type errors quote the offending value.
+//! With tests and fuzzing (the `invariants` feature) it also holds the typed login
+//! [`transform`] the service ran before streams: the oracle the login stream is held to.
 
 use std::fmt;
-use std::net::IpAddr;
 
-use chrono::{DateTime, NaiveDate, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
 use sha2::Sha256;
 
-use crate::domain::keyring::{KeyId, Keyring};
+#[cfg(any(test, feature = "invariants"))]
+use {
+    crate::domain::keyring::{KeyId, Keyring},
+    chrono::{DateTime, NaiveDate, Utc},
+    serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor},
+    serde_json::Value,
+    std::net::IpAddr,
+};
 
 /// Length limits, in characters. The migrations give the columns the same limits, so a row
 /// that passes validation is never rejected by the database for its length.
@@ -33,9 +37,11 @@ pub const FIELDS: [&str; 6] = [
     "locale",
 ];
 /// Longest accepted `ip` string: a full IPv6 address with an embedded IPv4 tail is 45.
+#[cfg(any(test, feature = "invariants"))]
 const MAX_IP_CHARS: usize = 45;
 
 /// A validated, masked login: exactly what becomes one row of `user_logins`.
+#[cfg(any(test, feature = "invariants"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRow {
     /// The idempotency key: the SQS message id, or the original id of a redriven message.
@@ -54,6 +60,7 @@ pub struct LoginRow {
 }
 
 /// What the transform needs to know about a message besides its body.
+#[cfg(any(test, feature = "invariants"))]
 #[derive(Debug, Clone, Copy)]
 pub struct Envelope<'a> {
     pub message_id: &'a str,
@@ -72,6 +79,7 @@ pub enum JsonKind {
 }
 
 impl JsonKind {
+    #[cfg(any(test, feature = "invariants"))]
     fn of(value: &Value) -> Self {
         match value {
             Value::Null => Self::Null,
@@ -192,6 +200,11 @@ impl fmt::Debug for Masker {
 
 /// Parses, validates and masks one message body into the row it becomes, with the
 /// keyring's current key.
+///
+/// The typed login transform the service ran before streams. The service now runs the
+/// login stream (`streams/logins.toml`, [`crate::domain::stream::login`]); this stays as
+/// the oracle it is held to, by a differential property test and by the fuzz targets.
+#[cfg(any(test, feature = "invariants"))]
 pub fn transform(
     body: &str,
     envelope: Envelope<'_>,
@@ -240,6 +253,7 @@ pub fn transform(
     })
 }
 
+#[cfg(any(test, feature = "invariants"))]
 /// A body's top level. An object keeps its entries in order with duplicates, which a map
 /// would silently collapse; nested values are plain [`Value`]s (serde_json's recursion
 /// limit still applies to them, so deep nesting is an error, not a stack overflow).
@@ -248,14 +262,17 @@ enum TopLevel {
     Other(JsonKind),
 }
 
+#[cfg(any(test, feature = "invariants"))]
 impl<'de> Deserialize<'de> for TopLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(TopLevelVisitor)
     }
 }
 
+#[cfg(any(test, feature = "invariants"))]
 struct TopLevelVisitor;
 
+#[cfg(any(test, feature = "invariants"))]
 impl<'de> Visitor<'de> for TopLevelVisitor {
     type Value = TopLevel;
 
@@ -302,6 +319,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
     }
 }
 
+#[cfg(any(test, feature = "invariants"))]
 fn required<'a>(
     fields: &'a [(String, Value)],
     field: &'static str,
@@ -310,6 +328,7 @@ fn required<'a>(
     optional(fields, field, max_chars)?.ok_or(Rejection::MissingField { field })
 }
 
+#[cfg(any(test, feature = "invariants"))]
 /// A string field that may be null or absent (both mean "no value").
 fn optional<'a>(
     fields: &'a [(String, Value)],

@@ -766,18 +766,10 @@ async fn scale_in_mid_drain_loses_nothing_doubles_nothing_and_strands_nothing() 
             malformed_share: 0.01,
         });
     let ids = queues.send(&bodies).await;
-    let keyring = test_keyring();
     let valid: BTreeSet<String> = ids
         .iter()
         .zip(&bodies)
-        .filter(|(id, body)| {
-            let envelope = sqs2pg::domain::event::Envelope {
-                message_id: id,
-                sent_at: chrono::Utc::now(),
-            };
-            sqs2pg::domain::event::transform(body, envelope, &keyring).is_ok()
-        })
-        .map(|(id, _)| id.clone())
+        .filter_map(|(id, body)| login_key(id, body))
         .collect();
     assert_eq!(ids.len() - valid.len(), malformed as usize);
 

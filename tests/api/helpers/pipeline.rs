@@ -9,7 +9,7 @@ use sqs2pg::adapters::sqs::Queue;
 use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::Masker;
 use sqs2pg::domain::keyring::{KeyId, Keyring};
-use sqs2pg::domain::stream::{Stream, login};
+use sqs2pg::domain::stream::{MessageMeta, Stream, login};
 use sqs2pg::retry::RetryPolicy;
 use sqs2pg::telemetry::http::Readiness;
 use sqs2pg::telemetry::metrics::Metrics;
@@ -42,6 +42,24 @@ pub fn login_stream(envelope: EnvelopeMode) -> Arc<Stream> {
         "http://localhost/000000000000/test-logins",
         envelope,
     ))
+}
+
+/// The idempotency key of the login row the message `sqs_message_id` with `body` becomes,
+/// as the consumer judges it: its SQS id, or its envelope's id (SNS, EventBridge); `None`
+/// if it is poison.
+pub fn login_key(sqs_message_id: &str, body: &str) -> Option<String> {
+    static STREAM: std::sync::OnceLock<Arc<Stream>> = std::sync::OnceLock::new();
+    static KEYRING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+    let stream = STREAM.get_or_init(|| login_stream(EnvelopeMode::Auto));
+    let meta = MessageMeta {
+        sqs_message_id,
+        original_message_id: None,
+        sent_at: chrono::Utc::now(),
+    };
+    stream
+        .transform(body, &meta, KEYRING.get_or_init(test_keyring))
+        .ok()
+        .map(|row| row.key().to_owned())
 }
 
 /// An in-process consumer of login events over any queue (the real one, or a

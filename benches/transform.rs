@@ -10,7 +10,7 @@ use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::Masker;
 use sqs2pg::domain::keyring::{KeyId, Keyring};
 use sqs2pg::domain::stream::{self, Lookups, MessageMeta};
-use sqs2pg::domain::synthetic::{Recipe, generate};
+use sqs2pg::domain::synthetic::{Recipe, generate, orders};
 
 const ROUNDS: usize = 10;
 
@@ -34,37 +34,6 @@ fn measure(label: &str, bodies: &[String], mut run: impl FnMut(&str) -> bool) ->
         count as f64 / elapsed
     );
     nanos
-}
-
-/// Order events like streams/orders.toml reads, a few fields varying, 1% malformed.
-fn orders(count: usize) -> Vec<String> {
-    (0..count)
-        .map(|index| {
-            if index % 100 == 99 {
-                return r#"{"event_id": "truncated"#.to_owned();
-            }
-            let tier = ["standard", "silver", "gold"][index % 3];
-            let currency = ["EUR", "USD", "GBP"][index % 3];
-            serde_json::json!({
-                "event_id": format!("evt-{index}"),
-                "order_id": format!("5b6f2b1e-3c1a-4e0a-9d4f-{index:012x}"),
-                "occurred_at": format!("2026-12-01T10:{:02}:{:02}Z", index / 60 % 60, index % 60),
-                "customer": {"id": format!("c-{}", index % 977), "email": format!("user{}@example.com", index % 977), "tier": tier},
-                "shipping": {"ip": format!("10.{}.{}.{}", index % 256, index / 256 % 256, index % 7), "country": "DE", "postcode": "10115"},
-                "total": format!("{}.{:02}", index % 500, index % 100),
-                "currency": currency,
-                "items_count": index % 9 + 1,
-                "discount_pct": (index % 40) as f64 * 0.5,
-                "is_gift": index % 5 == 0,
-                "delivery_date": "2026-12-10",
-                "channel": "web",
-                "payment": {"method": "card", "installments": index % 3 + 1},
-                "weight_grams": 1200 + index % 100,
-                "attributes": {"gift_message": "Happy birthday", "referrer": {"user": "bob", "campaign": "winter"}},
-            })
-            .to_string()
-        })
-        .collect()
 }
 
 fn main() {
@@ -171,7 +140,7 @@ fn main() {
         &lookups,
     )
     .expect("compiles");
-    let order_bodies = orders(20_000);
+    let (order_bodies, _) = orders(20_000, 7);
     let schema_on = measure(
         "orders, 20 columns, with its JSON Schema",
         &order_bodies,

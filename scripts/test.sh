@@ -79,3 +79,13 @@ if ! cargo test --locked --no-fail-fast -- --nocapture 2>&1 | tee .run/test.log;
     "${CARGO_TARGET_DIR:-target}/test-logs/<test name>/ (see .run/test.log)" >&2
   exit 1
 fi
+
+# The built-in login stream is streams/logins.toml compiled in; a user gives the same file
+# with SQS2PG_STREAMS. These suites run again that way: every child process gets the file,
+# every in-process consumer the stream compiled from it.
+step "the chaos, hostile, secrets, FIFO and envelope suites again, with the login stream from streams/logins.toml"
+if ! SQS2PG_TEST_LOGIN_FILE=1 cargo test --locked --no-fail-fast --test api -- --nocapture \
+    chaos:: hostile:: secrets:: fifo:: envelopes:: 2>&1 | tee .run/test-login-file.log; then
+  echo "tests failed with the login stream file (see .run/test-login-file.log)" >&2
+  exit 1
+fi

@@ -1,5 +1,6 @@
-//! Realistic synthetic login events for `sqs2pg send`: pure and seeded, so the same seed
-//! always gives the same bodies.
+//! Realistic synthetic events, pure and seeded, so the same seed always gives the same
+//! bodies: login events for `sqs2pg send`, and order events like `streams/orders.toml` reads
+//! (the second example, for the tests and the benchmark).
 
 use std::net::Ipv4Addr;
 
@@ -99,6 +100,52 @@ fn reuse_or(
     } else {
         fresh(rng)
     }
+}
+
+/// `count` order events of the `streams/orders.toml` example: the event id `evt-<seed>-<n>`
+/// keys each, every hundredth is malformed (truncated JSON). Returns the bodies and how many
+/// are malformed.
+pub fn orders(count: usize, seed: u64) -> (Vec<String>, usize) {
+    let bodies: Vec<String> = (0..count)
+        .map(|index| {
+            if index % 100 == 99 {
+                return format!(r#"{{"event_id": "evt-{seed}-{index}", "truncated"#);
+            }
+            let tier = ["standard", "silver", "gold"][index % 3];
+            let currency = ["EUR", "USD", "GBP"][index % 3];
+            serde_json::json!({
+                "event_id": format!("evt-{seed}-{index}"),
+                "order_id": format!("5b6f2b1e-3c1a-4e0a-9d4f-{:012x}", seed * 1_000_000 + index as u64),
+                "occurred_at": format!("2026-12-01T10:{:02}:{:02}Z", index / 60 % 60, index % 60),
+                "customer": {
+                    "id": format!("c-{}", index % 977),
+                    "email": format!("user{}@example.com", index % 977),
+                    "tier": tier,
+                },
+                "shipping": {
+                    "ip": format!("10.{}.{}.{}", index % 256, index / 256 % 256, index % 7),
+                    "country": "DE",
+                    "postcode": "10115",
+                },
+                "total": format!("{}.{:02}", index % 500, index % 100),
+                "currency": currency,
+                "items_count": index % 9 + 1,
+                "discount_pct": (index % 40) as f64 * 0.5,
+                "is_gift": index % 5 == 0,
+                "delivery_date": "2026-12-10",
+                "channel": "web",
+                "payment": {"method": "card", "installments": index % 3 + 1},
+                "weight_grams": 1200 + index % 100,
+                "attributes": {
+                    "gift_message": "Happy birthday",
+                    "referrer": {"user": "bob", "campaign": "winter"},
+                },
+            })
+            .to_string()
+        })
+        .collect();
+    let malformed = count / 100;
+    (bodies, malformed)
 }
 
 #[cfg(test)]

@@ -20,5 +20,6 @@ mod progress;
 mod rotation;
 mod secrets;
 mod status;
+mod streams;
 mod systemic;
 mod tls;

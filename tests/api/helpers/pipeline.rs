@@ -9,7 +9,7 @@ use sqs2pg::adapters::sqs::Queue;
 use sqs2pg::domain::envelope::EnvelopeMode;
 use sqs2pg::domain::event::Masker;
 use sqs2pg::domain::keyring::{KeyId, Keyring};
-use sqs2pg::domain::stream::{MessageMeta, Stream, login};
+use sqs2pg::domain::stream::{Lookups, MessageMeta, Stream, compile, login};
 use sqs2pg::retry::RetryPolicy;
 use sqs2pg::telemetry::http::Readiness;
 use sqs2pg::telemetry::metrics::Metrics;
@@ -36,12 +36,30 @@ pub fn drain_settings(queues: &TestQueues) -> Settings {
     }
 }
 
-/// The built-in login stream, unwrapping envelopes by `envelope`.
+/// The login stream, unwrapping envelopes by `envelope`: the built-in one, or compiled
+/// from `streams/logins.toml` as a user's file is (`SQS2PG_TEST_LOGIN_FILE=1`).
 pub fn login_stream(envelope: EnvelopeMode) -> Arc<Stream> {
-    Arc::new(login::stream(
-        "http://localhost/000000000000/test-logins",
-        envelope,
-    ))
+    let queue_url = "http://localhost/000000000000/test-logins";
+    let mut stream = match super::login_stream_file() {
+        None => login::stream(queue_url, envelope),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let env = |_: &str| Some(queue_url.to_owned());
+            let no_schema = |_: &str| Err("the login stream has no schema".to_owned());
+            compile(
+                &text,
+                &path.display().to_string(),
+                &Lookups {
+                    env: &env,
+                    schema: &no_schema,
+                },
+            )
+            .expect("streams/logins.toml compiles")
+            .remove(0)
+        }
+    };
+    stream.envelope = envelope;
+    Arc::new(stream)
 }
 
 /// The idempotency key of the login row the message `sqs_message_id` with `body` becomes,

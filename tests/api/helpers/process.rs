@@ -308,7 +308,18 @@ pub fn sqs2pg_command() -> Command {
     command
         .env("SQS2PG_HMAC_KEY", HMAC_KEY)
         .env("SQS2PG_METRICS_ADDR", "127.0.0.1:0");
+    if let Some(file) = login_stream_file() {
+        command.env("SQS2PG_STREAMS", file);
+    }
     command
+}
+
+/// `streams/logins.toml` when the suite runs with the login stream declared in its file
+/// (`SQS2PG_TEST_LOGIN_FILE=1`, the test command's second pass) rather than built in.
+pub fn login_stream_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("SQS2PG_TEST_LOGIN_FILE")
+        .is_some_and(|value| value == "1")
+        .then(|| super::repo().join("streams").join("logins.toml"))
 }
 
 /// The service binary with only `PATH` of the test's environment: no setting leaks in.

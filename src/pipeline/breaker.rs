@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::adapters::postgres::{Blame, Canary, Refusal, Sink, SinkFailure};
 use crate::adapters::sqs::Queue;
@@ -181,7 +182,7 @@ pub(super) fn trip<Q: Queue, S: Sink>(context: &Arc<Context<Q, S>>, cause: Pause
     let probing = Arc::clone(context);
     context
         .background
-        .spawn(async move { probe(probing).await });
+        .spawn(async move { probe(probing).await }.instrument(context.span.clone()));
 }
 
 /// Half-open: probes until a write commits, then closes the breaker. Gives up when the

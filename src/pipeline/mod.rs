@@ -62,6 +62,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::{Queue, QueueError, ReceivedMessage};
@@ -394,6 +395,8 @@ struct Context<Q, S> {
     sink: S,
     /// What a body becomes: its envelope, key, columns, rules and masks.
     stream: Arc<Stream>,
+    /// Every task of the pipeline runs in it, so each log line names its stream.
+    span: tracing::Span,
     /// Its current key masks each row; the row records that key's id.
     keyring: Keyring,
     metrics: Arc<Metrics>,
@@ -468,6 +471,7 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
             context: Arc::new(Context {
                 queue,
                 sink,
+                span: tracing::info_span!("stream", stream = %stream.name),
                 stream,
                 keyring,
                 metrics,
@@ -496,14 +500,24 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
     /// empty), then lets the work in flight finish. Never deletes anything that is not
     /// committed, so stopping at any point is safe.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<Summary, PipelineError> {
+        let span = self.context.span.clone();
+        self.run_stages(shutdown).instrument(span).await
+    }
+
+    async fn run_stages(&self, shutdown: CancellationToken) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         let context = &self.context;
         // `stop` ends receiving: on the signal, on a completed drain, or on a fatal error.
         let stop = shutdown.child_token();
         let background = &context.background;
-        background.spawn(heartbeat::run(Arc::clone(context), context.done.clone()));
-        background.spawn(probe::run(Arc::clone(context), context.done.clone()));
-        background.spawn(report::run(Arc::clone(context), context.done.clone()));
+        let span = &context.span;
+        background.spawn(
+            heartbeat::run(Arc::clone(context), context.done.clone()).instrument(span.clone()),
+        );
+        background
+            .spawn(probe::run(Arc::clone(context), context.done.clone()).instrument(span.clone()));
+        background
+            .spawn(report::run(Arc::clone(context), context.done.clone()).instrument(span.clone()));
 
         let (to_batcher, from_receivers) = mpsc::channel(context.settings.receivers_max.max(1));
         let work = TaskTracker::new();
@@ -521,9 +535,13 @@ impl<Q: Queue, S: Sink> Pipeline<Q, S> {
                     let Ok(permit) = Arc::clone(&context.writers).acquire_owned().await else {
                         return;
                     };
-                    writes.spawn(async move {
-                        write::write_and_delete(&context, batch, permit).await;
-                    });
+                    let span = context.span.clone();
+                    writes.spawn(
+                        async move {
+                            write::write_and_delete(&context, batch, permit).await;
+                        }
+                        .instrument(span),
+                    );
                 }
             },
         )

@@ -24,6 +24,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::adapters::postgres::Sink;
 use crate::adapters::sqs::{Queue, QueueError, ReceivedMessage};
@@ -98,7 +99,8 @@ pub(super) fn start<Q: Queue, S: Sink>(
         why: "start",
     });
     for _ in 0..minimum {
-        tracker.spawn(Arc::clone(&receivers).receive_loop());
+        let span = receivers.context.span.clone();
+        tracker.spawn(Arc::clone(&receivers).receive_loop().instrument(span));
     }
 }
 
@@ -126,7 +128,9 @@ impl<Q: Queue, S: Sink> Receivers<Q, S> {
                 receivers: before + 1,
                 why: "receives come back full",
             });
-            self.tracker.spawn(Arc::clone(self).receive_loop());
+            let span = self.context.span.clone();
+            self.tracker
+                .spawn(Arc::clone(self).receive_loop().instrument(span));
         }
     }
 

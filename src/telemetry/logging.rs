@@ -178,11 +178,27 @@ where
 {
     fn format_event(
         &self,
-        _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         let mut fields = JsonFields::default();
+        // A pipeline's lines name its stream: the `stream` span's field, as a field.
+        if let Some(stream) = context.event_scope().and_then(|scope| {
+            scope
+                .from_root()
+                .find(|span| span.name() == "stream")
+                .and_then(|span| {
+                    let extensions = span.extensions();
+                    let formatted =
+                        extensions.get::<tracing_subscriber::fmt::FormattedFields<N>>()?;
+                    without_ansi(&formatted.fields)
+                        .strip_prefix("stream=")
+                        .map(|name| name.trim_matches('"').to_owned())
+                })
+        }) {
+            fields.values.insert("stream".to_owned(), stream.into());
+        }
         event.record(&mut fields);
         let target = fields
             .log_target
@@ -195,6 +211,26 @@ where
         });
         writeln!(writer, "{line}")
     }
+}
+
+/// `text` without its ANSI escape sequences (the span's fields are formatted with colours
+/// on a terminal).
+fn without_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // An SGR sequence: ESC [ … letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 #[derive(Default)]
@@ -352,6 +388,11 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(message = "Stopped.", inserted = 3u64, rate = 1.5);
+            // A pipeline's line, in its stream's span.
+            let stream = "orders".to_owned();
+            tracing::info_span!("stream", stream = %stream).in_scope(|| {
+                tracing::info!(message = "Committed.");
+            });
             // The fields the `log` bridge adds to a dependency's `log::info!`.
             tracing::info!(
                 log.file = "/root/.cargo/registry/src/tokio-postgres/src/connection.rs",
@@ -365,11 +406,13 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[0]["fields"]["inserted"], 3);
         assert_eq!(lines[0]["fields"]["rate"], 1.5);
         assert_eq!(lines[0]["level"], "INFO");
-        assert_eq!(lines[1]["fields"]["message"], "NOTICE: something");
+        assert!(lines[0]["fields"].get("stream").is_none());
+        assert_eq!(lines[1]["fields"]["stream"], "orders", "{text}");
+        assert_eq!(lines[2]["fields"]["message"], "NOTICE: something");
         assert!(
             !text.contains("registry") && !text.contains("log."),
             "{text}"

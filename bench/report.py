@@ -175,6 +175,87 @@ def print_baseline(comparison):
           f"CPU per message {fmt(comparison['cpu_ratio'], '{:.3f}')}")
 
 
+def streams_comparison(run):
+    """The login stream built in against declared in its file (the fastest round of each;
+    CPU per message as the mean of the rounds, which is steadier), and the orders stream's
+    rate; None without streams.json. Its runs' row checks are returned too."""
+    if not os.path.exists(os.path.join(run, "streams.json")):
+        return None, []
+    streams = load(run, "streams")
+    by_variant = {"built_in": [], "file": []}
+    for name in streams["runs"]:
+        by_variant[name.rsplit("_", 1)[0]].append(load(run, name))
+    figures = {}
+    for variant, runs in by_variant.items():
+        cpu = [per_message_us(r["rusage"]["cpu_seconds"], r["messages"]) for r in runs]
+        figures[variant] = {
+            "messages_per_second": max(r["summary"]["busy_messages_per_second"] for r in runs),
+            "rounds_messages_per_second": [r["summary"]["busy_messages_per_second"] for r in runs],
+            "cpu_us_per_message_mean": sum(cpu) / len(cpu),
+        }
+    orders = load(run, streams["orders"])
+    comparison = {
+        "rounds": streams["rounds"],
+        "built_in": figures["built_in"],
+        "file": figures["file"],
+        "throughput_ratio": ratio(figures["file"]["messages_per_second"],
+                                  figures["built_in"]["messages_per_second"]),
+        "cpu_ratio": ratio(figures["file"]["cpu_us_per_message_mean"],
+                           figures["built_in"]["cpu_us_per_message_mean"]),
+        "orders": {
+            "messages_per_second": orders["summary"]["busy_messages_per_second"],
+            "cpu_us_per_message": per_message_us(orders["rusage"]["cpu_seconds"], orders["messages"]),
+            "peak_rss_mib": orders["rusage"]["peak_rss_kib"] / MIB,
+        },
+    }
+    drains = [(f"streams {name}", load(run, name)) for name in streams["runs"]]
+    drains.append(("streams: the orders stream", orders))
+    return comparison, drains
+
+
+def stream_targets(comparison):
+    return [
+        ("login file >= 0.95 x built-in (drain rate)", comparison["throughput_ratio"], 0.95, "min"),
+        ("login file CPU/message <= built-in's", comparison["cpu_ratio"], 1.0, "max"),
+    ]
+
+
+def print_streams(comparison):
+    built_in, file = comparison["built_in"], comparison["file"]
+    print(f"streams (the fastest of {comparison['rounds']} alternating rounds each, N messages, "
+          f"messages/s while busy; CPU the mean of the rounds):")
+    for label, figures in (("login, built in", built_in), ("login, its file", file)):
+        rounds = ", ".join(f"{rate:,.0f}" for rate in figures["rounds_messages_per_second"])
+        print(f"  {label:16}{fmt(figures['messages_per_second'], '{:,.0f}'):>8} messages/s   "
+              f"CPU {fmt(figures['cpu_us_per_message_mean'], '{:,.0f}')} µs/message   (rounds: {rounds})")
+    print(f"  ratio: throughput {fmt(comparison['throughput_ratio'], '{:.3f}')}, "
+          f"CPU per message {fmt(comparison['cpu_ratio'], '{:.3f}')}")
+    orders = comparison["orders"]
+    print(f"  orders (20 columns, two masked, JSON Schema): "
+          f"{fmt(orders['messages_per_second'], '{:,.0f}')} messages/s, CPU "
+          f"{fmt(orders['cpu_us_per_message'], '{:,.0f}')} µs/message, peak RSS "
+          f"{fmt(orders['peak_rss_mib'], '{:.1f}')} MiB")
+
+
+def only_streams(run, out):
+    comparison, drains = streams_comparison(run)
+    checks = [{"check": f"{label}: one row per valid message", "ok": bool(d["row_check"]),
+               "detail": f"{d['rows']} rows for {d['valid']} valid"} for label, d in drains]
+    targets = stream_targets(comparison)
+    with open(out, "w") as file:
+        json.dump({"machine": load(run, "machine"), "streams": comparison, "checks": checks},
+                  file, indent=2)
+        file.write("\n")
+    print_streams(comparison)
+    for name, value, threshold, kind in targets:
+        ok = value is not None and (value >= threshold if kind == "min" else value <= threshold)
+        print(f"  {'PASS' if ok else 'MISS'}  {name:44} {fmt(value, '{:.3f}')}")
+    for c in checks:
+        print(f"  {'OK  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
+    print(f"\nJSON: {out}")
+    return 0 if all(c["ok"] for c in checks) else 1
+
+
 def only_baseline(run, out):
     comparison, drains = baseline_comparison(run)
     checks = [{"check": f"{label}: one row per valid message", "ok": bool(d["row_check"]),
@@ -197,6 +278,7 @@ def main():
     parser.add_argument("run_dir")
     parser.add_argument("out")
     parser.add_argument("--only-baseline", action="store_true")
+    parser.add_argument("--only-streams", action="store_true")
     parser.add_argument("--delays")
     parser.add_argument("--latency-rate", type=float)
     parser.add_argument("--latency-seconds", type=float)
@@ -205,6 +287,8 @@ def main():
     run = args.run_dir
     if args.only_baseline:
         return only_baseline(run, args.out)
+    if args.only_streams:
+        return only_streams(run, args.out)
     if not args.delays:
         parser.error("--delays is required")
     delays = [int(d) for d in args.delays.split()]
@@ -311,6 +395,9 @@ def main():
     comparison, baseline_drains = baseline_comparison(run)
     if comparison:
         targets.append(("(b) >= 0.95 x the baseline's", comparison["throughput_ratio"], 0.95, "min"))
+    streams, stream_drains = streams_comparison(run)
+    if streams:
+        targets += stream_targets(streams)
 
     def passes(value, threshold, kind):
         if value is None:
@@ -332,7 +419,7 @@ def main():
     drains = [("(b) N", drain), ("(b) N/10", small), ("(b) 200 KB bodies", big)]
     drains += [(f"sweep {d} ms, round {i + 1}: sqs2pg", r["run"])
                for d in delays for i, r in enumerate(points[d]["sqs2pg"])]
-    drains += baseline_drains
+    drains += baseline_drains + stream_drains
     for label, d in drains:
         check(f"{label}: one row per valid message",
               d["row_check"],
@@ -424,6 +511,7 @@ def main():
         },
         "reference_rows": {"rows": reference["rows"], "valid_messages": reference_valid},
         "baseline": comparison,
+        "streams": streams,
         "targets": target_results,
         "checks": checks,
     }
@@ -495,6 +583,9 @@ def main():
           + ", ".join(f"{name} {count}" for name, count in connections.items()))
     print(f"peak RSS: " + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in rss.items()))
     print(f"reference rows: {reference['rows']:,} for {reference_valid:,} valid messages")
+    if streams:
+        print()
+        print_streams(streams)
     if comparison:
         print()
         print_baseline(comparison)

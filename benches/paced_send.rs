@@ -16,6 +16,8 @@
 //!   BENCH_SEED             the generator's seed (default 11): the same seed, the same bodies
 //!   BENCH_BODY_BYTES       pad each valid body to about this many bytes with a field the
 //!                          transform ignores (default: no padding, about 200 bytes)
+//!   BENCH_EVENTS           `logins` (default) or `orders`: the events of streams/orders.toml,
+//!                          1 % malformed whatever BENCH_MALFORMED_SHARE says
 //! Prints one JSON line with what it sent and the rate it achieved.
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqs2pg::adapters::sqs::{MAX_BATCH, OutgoingMessage, SqsQueue};
-use sqs2pg::domain::synthetic::{Recipe, generate};
+use sqs2pg::domain::synthetic::{Recipe, generate, orders};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -91,12 +93,20 @@ async fn main() -> anyhow::Result<()> {
         "nothing to send: set BENCH_SEND_COUNT, or a positive rate"
     );
     let body_bytes: usize = env_or("BENCH_BODY_BYTES", 0);
-    let (bodies, malformed) = generate(Recipe {
-        count,
-        seed: env_or("BENCH_SEED", 11),
-        duplicate_share: 0.1,
-        malformed_share: env_or("BENCH_MALFORMED_SHARE", 0.0),
-    });
+    let seed = env_or("BENCH_SEED", 11);
+    let (bodies, malformed) = match std::env::var("BENCH_EVENTS").as_deref() {
+        Ok("orders") => {
+            let (bodies, malformed) = orders(count as usize, seed);
+            (bodies, malformed as u64)
+        }
+        Ok("logins") | Err(_) => generate(Recipe {
+            count,
+            seed,
+            duplicate_share: 0.1,
+            malformed_share: env_or("BENCH_MALFORMED_SHARE", 0.0),
+        }),
+        Ok(other) => anyhow::bail!("BENCH_EVENTS={other}: expected logins or orders"),
+    };
     let bodies: Vec<String> = bodies
         .into_iter()
         .map(|body| padded(body, body_bytes))

@@ -20,6 +20,8 @@
 #   steady load        `sqs2pg run` at a paced 500 messages/s: SentTimestamp to commit, CPU per
 #                      message; then idle: SQS requests per second and CPU
 #   database connections, peak, sampled from pg_stat_activity in every sqs2pg run
+#   streams            (b) with the login stream built in and declared in streams/logins.toml,
+#                      alternating rounds; and the wide orders stream (streams/orders.toml)
 #   baseline           with --baseline REV: (b) for REV's sqs2pg and this one, alternating,
 #                      BENCH_REPEAT rounds each (2 at least), the fastest of each kept: the
 #                      change's cost in one run rather than against figures of another day
@@ -35,6 +37,7 @@
 #   --baseline REV    BENCH_BASELINE   also drain with the sqs2pg of git revision REV (a commit,
 #                                      a tag, main~3), built in a worktree under .run/
 #   --only-baseline                    just the build and the baseline comparison
+#   --only-streams                     just the build and the streams' measurements
 #   --quick           a smoke run: N = 2000, delays "0 20", one round, 10 s of steady load
 #                     and of idle, 200 big bodies; its chart goes to target/bench/, not bench/results/
 # Settings:
@@ -55,6 +58,7 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 QUICK=0
 ONLY_BASELINE=0
+ONLY_STREAMS=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -63,6 +67,7 @@ while [ "$#" -gt 0 ]; do
     --no-peer) BENCH_PEER=0 ;;
     --baseline) [ "$#" -ge 2 ] || die "--baseline needs a git revision"; BENCH_BASELINE="$2"; shift ;;
     --only-baseline) ONLY_BASELINE=1 ;;
+    --only-streams) ONLY_STREAMS=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option $1" ;;
   esac
@@ -107,7 +112,7 @@ PEER_DIR=bench/peer
 CLK_TCK="$(getconf CLK_TCK)"
 export SQS2PG_HMAC_KEY=bench-key-0123456789abcdef SQS2PG_LOG_FORMAT=json BENCH_CLK_TCK="$CLK_TCK"
 # The benchmark sets these itself, per measurement; sqs2pg runs at its defaults otherwise.
-unset SQS2PG_QUEUE_URL SQS2PG_DLQ_URL SQS2PG_METRICS_ADDR SQS2PG_OUTPUT SQS2PG_RECEIVERS_MIN \
+unset SQS2PG_STREAMS SQS2PG_QUEUE_URL SQS2PG_DLQ_URL SQS2PG_METRICS_ADDR SQS2PG_OUTPUT SQS2PG_RECEIVERS_MIN \
   SQS2PG_RECEIVERS_MAX SQS2PG_WRITERS SQS2PG_IN_FLIGHT_MESSAGES SQS2PG_IN_FLIGHT_MIB \
   SQS2PG_BATCH_SIZE SQS2PG_BATCH_WINDOW_MS SQS2PG_WAIT_TIME
 
@@ -272,6 +277,7 @@ for url in sys.argv[1:]:
 preload() {
   local n="$1" bytes="${2:-0}" out
   out="$(SQS2PG_QUEUE_URL="$QUEUE_URL" AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" BENCH_LATENCY_RATE=0 \
+    BENCH_EVENTS="${BENCH_EVENTS:-logins}" \
     BENCH_SEND_COUNT="$n" BENCH_MALFORMED_SHARE="$MALFORMED_SHARE" BENCH_SEED="$SEED" \
     BENCH_BODY_BYTES="$bytes" "$BIN/paced_send")"
   [ "$(json_get "$out" sent)" = "$n" ] || die "preload sent fewer than $n messages: $out"
@@ -374,13 +380,19 @@ rows_digest() {
 # `sqs2pg run --drain` on QUEUE_URL into the database DB (name NAME), its SQS calls to
 # ENDPOINT; `drain NAME DB_URL DB_NAME ENDPOINT N`. Then the row check: one row per valid
 # message, each message id once, one dead letter per malformed message. Writes NAME.json.
+#
+# DRAIN_BIN runs another binary (the baseline's); DRAIN_STREAMS gives it a stream file
+# (SQS2PG_STREAMS), whose table DRAIN_TABLE (default user_logins) is keyed by DRAIN_KEY
+# (default message_id) for the row check.
 drain() {
   local name="$1" db="$2" db_name="$3" endpoint="$4" n="$5" binary="${DRAIN_BIN:-$BIN/sqs2pg}"
+  local table="${DRAIN_TABLE:-user_logins}" key="${DRAIN_KEY:-message_id}"
   start_pg_sampler "$db_name" "$RUN_DIR/$name.connections.json"
   checkpoint
   services_mark
   local status=0
-  SQS2PG_QUEUE_URL="$QUEUE_URL" DATABASE_URL="$db" AWS_ENDPOINT_URL="$endpoint" \
+  SQS2PG_QUEUE_URL="$QUEUE_URL" ORDERS_QUEUE_URL="$QUEUE_URL" SQS2PG_STREAMS="${DRAIN_STREAMS:-}" \
+    DATABASE_URL="$db" AWS_ENDPOINT_URL="$endpoint" \
     "$PY" bench/rusage.py "$RUN_DIR/$name.rusage.json" -- "$binary" run --drain \
     --output json --metrics-addr 127.0.0.1:0 \
     >"$RUN_DIR/$name.summary.json" 2>"$RUN_DIR/$name.log" || status=$?
@@ -390,7 +402,7 @@ drain() {
   local summary; summary="$(cat "$RUN_DIR/$name.summary.json")"
   local rows distinct dead
   IFS='|' read -r rows distinct dead <<<"$(sql "$db" \
-    'SELECT count(*), count(DISTINCT message_id), (SELECT count(*) FROM dead_letters) FROM user_logins')"
+    "SELECT count(*), count(DISTINCT $key), (SELECT count(*) FROM dead_letters) FROM $table")"
   local valid=$((n - MALFORMED)) ok=true
   if [ "$rows" -ne "$valid" ] || [ "$distinct" -ne "$rows" ] || [ "$dead" -ne "$MALFORMED" ]; then
     ok=false
@@ -476,6 +488,36 @@ measure_baseline() {
   local joined; joined="$(IFS=,; echo "${names[*]}")"
   printf '{"revision": "%s", "rounds": %d, "runs": [%s]}\n' \
     "$(git rev-parse --short "$BASELINE")" "$rounds" "$joined" >"$RUN_DIR/baseline.json"
+}
+
+# Streams, on N messages each, alternating rounds: the login stream built in, and the same
+# declared in streams/logins.toml (SQS2PG_STREAMS), which must cost nothing more; then the
+# wide orders stream (20 columns, two masked, a JSON Schema). Writes streams.json.
+measure_streams() {
+  local rounds=$((REPEAT < 2 ? 2 : REPEAT)) round variant names=()
+  for round in $(seq 1 "$rounds"); do
+    for variant in built_in file; do
+      step "streams, round $round of $rounds: the login stream $variant, $N messages"
+      fresh_database "${variant}_$round"
+      fresh_queue "${variant}_$round"
+      preload "$N"
+      local file=""; [ "$variant" = file ] && file="$PWD/streams/logins.toml"
+      DRAIN_STREAMS="$file" drain "${variant}_$round" "$FRESH_DB_URL" "$FRESH_DB_NAME" \
+        "$LOCALSTACK_ENDPOINT" "$N"
+      names+=("\"${variant}_$round\"")
+    done
+  done
+  step "streams: the orders stream (streams/orders.toml), $N messages"
+  fresh_database orders
+  local orders_db="$FRESH_DB_URL" orders_db_name="$FRESH_DB_NAME"
+  SQS2PG_STREAMS="$PWD/streams/orders.toml" ORDERS_QUEUE_URL=unused DATABASE_URL="$orders_db" \
+    "$BIN/sqs2pg" setup >"$RUN_DIR/orders.setup.log" 2>&1 || die "setup --streams failed; see $RUN_DIR/orders.setup.log"
+  fresh_queue orders
+  BENCH_EVENTS=orders preload "$N"
+  DRAIN_STREAMS="$PWD/streams/orders.toml" DRAIN_TABLE=orders DRAIN_KEY=event_id \
+    drain orders "$orders_db" "$orders_db_name" "$LOCALSTACK_ENDPOINT" "$N"
+  local joined; joined="$(IFS=,; echo "${names[*]}")"
+  printf '{"rounds": %d, "runs": [%s], "orders": "orders"}\n' "$rounds" "$joined" >"$RUN_DIR/streams.json"
 }
 
 # (c)
@@ -684,6 +726,12 @@ main() {
   describe_machine
   echo "N=$N, delays ${DELAYS// /, } ms, peer $([ "$PEER" = 1 ] && echo on || echo off), results in $RUN_DIR"
 
+  if [ "$ONLY_STREAMS" = 1 ]; then
+    measure_streams
+    step "results"
+    "$PY" bench/report.py "$RUN_DIR" "$JSON_OUT" --only-streams
+    return
+  fi
   if [ "$ONLY_BASELINE" = 1 ]; then
     measure_baseline
     step "results"
@@ -702,6 +750,7 @@ main() {
   local delay
   for delay in $DELAYS; do measure_delay "$delay"; done
   measure_steady
+  measure_streams
   if [ -n "$BASELINE" ]; then measure_baseline; fi
 
   step "results"

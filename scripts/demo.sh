@@ -59,7 +59,12 @@ export SQS2PG_QUEUE_URL
 say "sqs2pg send: 100 login events, one of them malformed"
 sqs2pg send --count 100 --malformed-share 0.01 --seed 42
 
-say "sqs2pg run --drain: consume until the queue is empty"
+say "The login stream: what each event becomes (streams/logins.toml, also built in)"
+grep -v '^#' streams/logins.toml | sed '/^$/N;/^\n$/D' | head -n 40
+export SQS2PG_STREAMS="$PWD/streams/logins.toml"
+sqs2pg schema ddl
+
+say "sqs2pg run --drain --streams streams/logins.toml: consume until the queue is empty"
 # Its log first, then its summary (which counts what the log explains).
 if ! sqs2pg run --drain --metrics-addr 127.0.0.1:0 --log-format text >.run/demo-run.out 2>.run/demo-run.log; then
   cat .run/demo-run.out

@@ -600,7 +600,8 @@ async fn forged_identity_attributes_on_a_fresh_event_are_ignored_and_counted() {
 
 /// The whole round trip of a tag: the consumer writes it when it dead-letters (here, SNS
 /// notifications read with envelopes off), redrive carries it, and the consumer (envelopes
-/// on again) keys and dates each row by the original id and SentTimestamp. The first
+/// on again) dates each row by the original SentTimestamp and keys it by the notification's
+/// id, the stream's `auto` key, which no redrive changes. The first
 /// redrive's DLQ deletes fail: it names those messages, counts none as redriven and exits
 /// 1; the next redrive sends them again, and the tag makes the second copies duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,7 +706,8 @@ async fn a_redrive_whose_dlq_delete_fails_says_so_and_its_second_send_is_harmles
     assert_eq!(db.row_count().await, 4);
     let list = ids
         .iter()
-        .map(|id| format!("'{id}'"))
+        .zip(&notifications)
+        .map(|(id, body)| format!("'{}'", login_key(id, body).unwrap()))
         .collect::<Vec<_>>()
         .join(", ");
     assert_eq!(
@@ -715,7 +717,7 @@ async fn a_redrive_whose_dlq_delete_fails_says_so_and_its_second_send_is_harmles
         ))
         .await,
         4,
-        "keyed by the original ids, dated by the original SentTimestamps"
+        "keyed by the notifications' ids, dated by the original SentTimestamps"
     );
     assert_eq!(
         metric_value(pipeline.metrics(), "sqs2pg_untrusted_attributes_total"),

@@ -548,7 +548,9 @@ async fn check_outcomes(db: &TestDb, queues: &TestQueues, cases: &[Case], ids: &
                 .filter(|letter| letter.body() == Some(case.sent.as_str())),
         );
         matched += dead.len();
-        let row = rows.get(id);
+        // A row is keyed by its SQS id, or by its envelope's id (an SNS notification's).
+        let key = login_key(id, &case.sent).unwrap_or_else(|| id.clone());
+        let row = rows.get(&key);
         match &case.expect {
             Expect::Row => {
                 if row.is_none() || !dead.is_empty() {
@@ -708,6 +710,12 @@ async fn hostile_corpus_ends_once_and_normal_traffic_flows(
         .map(|(n, body)| wrapping.wrap(body, 1000 + n))
         .collect();
     let normal_ids = queues.send(&normal).await;
+    // Their rows' keys: the SQS ids, or the notifications' ids.
+    let normal_ids: Vec<String> = normal_ids
+        .iter()
+        .zip(&normal)
+        .map(|(id, body)| login_key(id, body).expect("normal traffic is valid"))
+        .collect();
     let after = drain(&consumer, Duration::from_secs(120)).await;
     println!("{label}: corpus and normal traffic: {after}");
     assert_eq!(after.received, cases.len() as u64 + 50, "{after}");

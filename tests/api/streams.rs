@@ -19,9 +19,10 @@ fn shipped(name: &str) -> PathBuf {
 
 /// A stream file in the test's folder, with the orders schema beside it.
 fn stream_file(logs: &Logs, text: &str) -> PathBuf {
+    // By the name the stream files give it, beside them.
     std::fs::copy(
         shipped("orders.schema.json"),
-        logs.file("orders.schema.json"),
+        logs.dir().join("orders.schema.json"),
     )
     .unwrap();
     let path = logs.file("streams.toml");
@@ -307,10 +308,7 @@ async fn setup_creates_a_streams_table_and_applies_only_additive_changes() {
     let grown = stream_file(
         &test.logs,
         &orders
-            .replace(
-                "max_length = 64",
-                "max_length = 128",
-            )
+            .replace("max_length = 16", "max_length = 32")
             .replace(
                 "[[stream.column]]\nname = \"hmac_key_id\"",
                 "[[stream.column]]\nname = \"note\"\nfrom = \"note\"\ntype = \"text\"\nrequired = false\n\n[[stream.column]]\nname = \"hmac_key_id\"",
@@ -324,8 +322,9 @@ async fn setup_creates_a_streams_table_and_applies_only_additive_changes() {
         "{stdout}"
     );
     assert!(
-        stdout
-            .contains("column `customer_id`: character varying(64) is now character varying(128)"),
+        stdout.contains(
+            "column `payment_method`: character varying(16) is now character varying(32)"
+        ),
         "{stdout}"
     );
     let columns = db
@@ -388,6 +387,8 @@ async fn schema_ddl_prints_each_table_and_a_bad_stream_file_is_refused_with_its_
         let mut command = sqs2pg_command();
         command
             .env("SQS2PG_STREAMS", &bad)
+            .env("SQS2PG_QUEUE_URL", "http://127.0.0.1:1/000000000000/logins")
+            .env("ORDERS_QUEUE_URL", "http://127.0.0.1:1/000000000000/orders")
             .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
             .args(["run", "--drain"]);
         Process::output(&test.logs, &mut command, Duration::from_secs(30))

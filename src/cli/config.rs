@@ -492,8 +492,8 @@ pub struct StreamsArgs {
 /// Which stream of the file a command is about.
 #[derive(Debug, Args)]
 pub struct StreamChoice {
-    /// The stream of the stream file to work on, by name; required when the file declares
-    /// several.
+    /// The stream of the stream file to work on, by name. `dlq` needs it when the file
+    /// declares several; `status` without it shows every stream.
     #[arg(long, value_name = "NAME")]
     pub stream: Option<String>,
 }

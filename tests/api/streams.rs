@@ -150,6 +150,22 @@ async fn two_streams_in_one_process_each_write_every_event_once_into_their_own_t
     assert_eq!(order_queues.dead_letters().await.len(), 2 * order_poison);
     assert_eq!(logins.source_total().await, 0);
     assert_eq!(order_queues.source_total().await, 0);
+
+    // `status` shows each stream: its rows, its dead letters.
+    let status = tokio::task::block_in_place(|| {
+        let mut command = sqs2pg_command();
+        with_streams(&mut command, &file, &db, &logins, &order_queues);
+        command.arg("status");
+        Process::output(&test.logs, &mut command, Duration::from_secs(60))
+    });
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+    for (name, rows) in [("logins", valid_logins), ("orders", valid_orders)] {
+        assert_eq!(
+            status["streams"][name]["rows"]["last_hour"], rows,
+            "{status:#}"
+        );
+    }
 }
 
 /// SNS and EventBridge deliver at least once, and producers retry: 100 notifications and

@@ -8,22 +8,85 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::adapters::postgres::Database;
 use crate::adapters::postgres::status::{StatusOf, known_migration_version, read_status};
 use crate::adapters::sqs::{Queue as _, SqsQueue};
 use crate::cli::aws::sqs_client;
 use crate::cli::config::{OutputFormat, StatusArgs};
+use crate::cli::streams::{self, Configured};
+use crate::domain::envelope::EnvelopeMode;
 use crate::domain::stream::{Meta, Source};
 use report::{Observed, Thresholds};
 
 /// The exit code when some check needs attention; 1 is an error, so "could not check".
 pub const ATTENTION: u8 = 2;
 
-/// `sqs2pg status`.
+/// `sqs2pg status`: of every stream, or of the one `--stream` names.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let database = args.database.database()?;
-    let stream = crate::cli::streams::choose(&args.streams, &args.queue, &args.stream)?;
+    let streams = match &args.stream.stream {
+        Some(_) => vec![streams::choose(&args.streams, &args.queue, &args.stream)?],
+        None => streams::load(&args.streams, &args.queue, EnvelopeMode::Auto)?,
+    };
+    let client = sqs_client().await?;
+    let thresholds = Thresholds {
+        stall_after: args.stall_after,
+        dlq_window: args.dlq_window,
+    };
+    let mut reports = Vec::with_capacity(streams.len());
+    for stream in &streams {
+        let observed = observe(&client, &database, stream, args.dlq_window)
+            .await
+            .with_context(|| format!("stream `{}`", stream.stream.name))?;
+        reports.push((
+            stream.stream.name.clone(),
+            report::assess(&observed, thresholds),
+        ));
+    }
+    let attention = reports
+        .iter()
+        .any(|(_, report)| !report.attention.is_empty());
+    match (&reports[..], args.output) {
+        ([(_, report)], OutputFormat::Text) => print!("{report}"),
+        ([(_, report)], OutputFormat::Json) => println!(
+            "{}",
+            serde_json::to_string(report).expect("a status serializes")
+        ),
+        (reports, OutputFormat::Text) => {
+            for (index, (name, report)) in reports.iter().enumerate() {
+                if index > 0 {
+                    println!();
+                }
+                println!("== stream {name}");
+                print!("{report}");
+            }
+        }
+        (reports, OutputFormat::Json) => {
+            let by_stream: serde_json::Map<String, serde_json::Value> = reports
+                .iter()
+                .map(|(name, report)| {
+                    let report = serde_json::to_value(report).expect("a status serializes");
+                    (name.clone(), report)
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "streams": by_stream }));
+        }
+    }
+    Ok(match attention {
+        false => ExitCode::SUCCESS,
+        true => ExitCode::from(ATTENTION),
+    })
+}
+
+/// What SQS and the database say of one stream.
+async fn observe(
+    client: &aws_sdk_sqs::Client,
+    database: &Database,
+    stream: &Configured,
+    dlq_window: std::time::Duration,
+) -> anyhow::Result<Observed> {
     let queue = SqsQueue::connect(
-        sqs_client().await?,
+        client.clone(),
         stream.stream.queue_url.clone(),
         stream.dlq_url.clone(),
     )
@@ -37,43 +100,25 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .find(|column| column.source == Source::Meta(Meta::SentTimestamp))
         .map(|column| column.name.as_str());
-    let (depth, dlq_depth, database) = tokio::join!(
+    let (depth, dlq_depth, status) = tokio::join!(
         queue.depth(),
         queue.dead_letter_depth(),
         read_status(
-            &database,
+            database,
             StatusOf {
                 table: &table,
                 sent_at_column,
                 source_queue: stream.queue_name(),
             },
-            args.dlq_window
+            dlq_window
         ),
     );
-    let observed = Observed {
+    Ok(Observed {
         queue_url: queue.queue_url().to_owned(),
         dlq_url: queue.dlq_url().to_owned(),
         queue: depth.context("reading the source queue's depth")?,
         dlq: dlq_depth.context("reading the dead-letter queue's depth")?,
-        database: database.context("reading the database's status")?,
+        database: status.context("reading the database's status")?,
         known_version: known_migration_version(),
-    };
-    let report = report::assess(
-        &observed,
-        Thresholds {
-            stall_after: args.stall_after,
-            dlq_window: args.dlq_window,
-        },
-    );
-    match args.output {
-        OutputFormat::Text => print!("{report}"),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string(&report).expect("a status serializes")
-        ),
-    }
-    Ok(match report.attention.is_empty() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(ATTENTION),
     })
 }

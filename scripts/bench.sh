@@ -510,8 +510,8 @@ measure_streams() {
   step "streams: the orders stream (streams/orders.toml), $N messages"
   fresh_database orders
   local orders_db="$FRESH_DB_URL" orders_db_name="$FRESH_DB_NAME"
-  SQS2PG_STREAMS="$PWD/streams/orders.toml" ORDERS_QUEUE_URL=unused DATABASE_URL="$orders_db" \
-    "$BIN/sqs2pg" setup >"$RUN_DIR/orders.setup.log" 2>&1 || die "setup --streams failed; see $RUN_DIR/orders.setup.log"
+  DATABASE_URL="$orders_db" "$BIN/sqs2pg" setup --streams "$PWD/streams/orders.toml" \
+    >"$RUN_DIR/orders.setup.log" 2>&1 || die "setup --streams failed; see $RUN_DIR/orders.setup.log"
   fresh_queue orders
   BENCH_EVENTS=orders preload "$N"
   DRAIN_STREAMS="$PWD/streams/orders.toml" DRAIN_TABLE=orders DRAIN_KEY=event_id \

@@ -875,8 +875,12 @@ const STATUS_WINDOW: DurationLimits = DurationLimits::seconds(1, 7 * 24 * 60 * 6
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
-    #[command(flatten)]
-    pub streams: StreamsArgs,
+    /// Prepare the database for this stream file instead of creating queues: migrations,
+    /// then each stream's table created if absent, or what the file added to it applied.
+    /// A flag only, not SQS2PG_STREAMS: with the variable exported, `setup` still makes
+    /// queues unless asked for tables.
+    #[arg(long, value_name = "FILE")]
+    pub streams: Option<PathBuf>,
     /// The database, for --streams: its tables are what setup prepares then.
     #[command(flatten)]
     pub database: Option<DatabaseArgs>,

@@ -15,8 +15,8 @@ use crate::domain::stream::ddl::plan;
 /// `sqs2pg setup`. Idempotent; an existing queue whose redrive policy differs is changed
 /// only with `--update`.
 pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
-    if args.streams.streams.is_some() {
-        return tables(args).await;
+    if let Some(file) = args.streams.clone() {
+        return tables(file, args).await;
     }
     let client = sqs_client().await?;
     let queue_name = match args.fifo && !args.queue_name.ends_with(".fifo") {
@@ -148,7 +148,7 @@ mod tests {
 /// `setup --streams`: migrations first (sqs2pg's own tables), then each stream's table
 /// created if absent, or its additive changes applied. Refused changes are printed with
 /// the statement to run, and fail the command.
-async fn tables(args: SetupArgs) -> anyhow::Result<()> {
+async fn tables(file: std::path::PathBuf, args: SetupArgs) -> anyhow::Result<()> {
     let Some(database) = &args.database else {
         anyhow::bail!("setup --streams prepares the streams' tables: set DATABASE_URL");
     };
@@ -157,7 +157,10 @@ async fn tables(args: SetupArgs) -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     let mut shapes = Vec::new();
-    for stream in streams::declarations(&args.streams)? {
+    let streams = streams::declarations(&crate::cli::config::StreamsArgs {
+        streams: Some(file),
+    })?;
+    for stream in streams {
         let table = stream.table.to_string();
         let mut shape = TableShape {
             stream: stream.name.clone(),

@@ -57,10 +57,11 @@ fn with_streams(
 fn setup_tables(logs: &Logs, file: &Path, db: &TestDb) -> std::process::Output {
     let mut command = sqs2pg_command();
     command
-        .env("SQS2PG_STREAMS", file)
         .env("DATABASE_URL", &db.url)
         .env("SQS2PG_OUTPUT", "text")
-        .arg("setup");
+        .arg("setup")
+        .arg("--streams")
+        .arg(file);
     Process::output(logs, &mut command, Duration::from_secs(60))
 }
 

@@ -112,11 +112,14 @@ fn compile_stream(
         ));
     }
     let queue_url = interpolate(cx, &decl.queue_url, lookups, "queue_url")?;
+    // Optional: empty once interpolated (`${SQS2PG_DLQ_URL:-}` with it unset) means "the
+    // source queue's redrive target", as an absent key does.
     let dead_letter_queue_url = decl
         .dead_letter_queue_url
         .as_ref()
-        .map(|url| interpolate(cx, url, lookups, "dead_letter_queue_url"))
-        .transpose()?;
+        .map(|url| substitute(cx, url, lookups))
+        .transpose()?
+        .filter(|url| !url.trim().is_empty());
     let envelope = match &decl.envelope {
         None => EnvelopeMode::Auto,
         Some(mode) => mode
@@ -243,11 +246,26 @@ fn compile_stream(
 }
 
 /// Fills `${VAR}` from the environment; `$$` is a `$`.
+/// `value` with its `${VAR}`s filled in; refused if that leaves it empty.
 fn interpolate(
     cx: &Cx<'_>,
     value: &Spanned<String>,
     lookups: &Lookups<'_>,
     what: &'static str,
+) -> Result<String, StreamFileError> {
+    let out = substitute(cx, value, lookups)?;
+    if out.trim().is_empty() {
+        return Err(cx.error(value.span(), K::Empty(what)));
+    }
+    Ok(out)
+}
+
+/// `value` with `${VAR}` replaced by the variable (an unset one is an error), `${VAR:-text}`
+/// by the variable or, unset or empty, `text`, and `$$` by `$`.
+fn substitute(
+    cx: &Cx<'_>,
+    value: &Spanned<String>,
+    lookups: &Lookups<'_>,
 ) -> Result<String, StreamFileError> {
     let text = value.get_ref();
     let mut out = String::with_capacity(text.len());
@@ -262,9 +280,18 @@ fn interpolate(
             let close = inner
                 .find('}')
                 .ok_or_else(|| cx.error(value.span(), K::UnclosedVariable))?;
-            let variable = &inner[..close];
-            let found = (lookups.env)(variable)
-                .ok_or_else(|| cx.error(value.span(), K::UnsetVariable(variable.to_owned())))?;
+            let (variable, default) = match inner[..close].split_once(":-") {
+                Some((variable, default)) => (variable, Some(default)),
+                None => (&inner[..close], None),
+            };
+            let found = match ((lookups.env)(variable), default) {
+                (Some(found), Some(default)) if found.is_empty() => default.to_owned(),
+                (Some(found), _) => found,
+                (None, Some(default)) => default.to_owned(),
+                (None, None) => {
+                    return Err(cx.error(value.span(), K::UnsetVariable(variable.to_owned())));
+                }
+            };
             out.push_str(&found);
             rest = &inner[close + 1..];
         } else {
@@ -273,9 +300,6 @@ fn interpolate(
         }
     }
     out.push_str(rest);
-    if out.trim().is_empty() {
-        return Err(cx.error(value.span(), K::Empty(what)));
-    }
     Ok(out)
 }
 

@@ -1279,3 +1279,32 @@ fn a_compiled_stream_can_be_shared_between_threads() {
     fn shared<T: Send + Sync + 'static>(_: &T) {}
     shared(&orders());
 }
+
+/// `${VAR:-text}` takes `text` when VAR is unset or empty, so an optional setting can be
+/// forwarded; an optional URL left empty means "not given".
+#[test]
+fn a_variable_may_have_a_default_and_an_optional_url_may_end_empty() {
+    let file = |dlq: &str| {
+        format!(
+            "[[stream]]\nname = \"s\"\nqueue_url = \"${{Q}}\"\ndead_letter_queue_url = \"{dlq}\"\ntable = \"t\"\n\n[[stream.column]]\nname = \"id\"\nfrom = {{ meta = \"key\" }}\n"
+        )
+    };
+    let dlq = |dlq: &str| {
+        compile_text(&file(dlq))
+            .unwrap()
+            .remove(0)
+            .dead_letter_queue_url
+    };
+    assert_eq!(dlq("${UNSET:-}"), None, "unset and no default: not given");
+    assert_eq!(
+        dlq("${UNSET:-http://h/000000000000/d}").as_deref(),
+        Some("http://h/000000000000/d")
+    );
+    assert_eq!(
+        dlq("${D:-fallback}").as_deref(),
+        Some("http://localhost:4566/000000000000/D"),
+        "a set variable wins over its default"
+    );
+    let error = compile_text(&file("${UNSET}")).unwrap_err();
+    assert!(error.to_string().contains("`UNSET` is not set"), "{error}");
+}

@@ -391,7 +391,9 @@ drain() {
   checkpoint
   services_mark
   local status=0
-  SQS2PG_QUEUE_URL="$QUEUE_URL" ORDERS_QUEUE_URL="$QUEUE_URL" SQS2PG_STREAMS="${DRAIN_STREAMS:-}" \
+  # SQS2PG_STREAMS only when a stream file is given: an empty one is a missing value.
+  env SQS2PG_QUEUE_URL="$QUEUE_URL" ORDERS_QUEUE_URL="$QUEUE_URL" \
+    ${DRAIN_STREAMS:+"SQS2PG_STREAMS=$DRAIN_STREAMS"} \
     DATABASE_URL="$db" AWS_ENDPOINT_URL="$endpoint" \
     "$PY" bench/rusage.py "$RUN_DIR/$name.rusage.json" -- "$binary" run --drain \
     --output json --metrics-addr 127.0.0.1:0 \
